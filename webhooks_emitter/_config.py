@@ -1,0 +1,328 @@
+"""The frozen, validated ``Config`` of one emitter, and the result objects handed back."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import types
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Optional, Union
+
+import attrs
+
+from . import signing
+
+__all__ = ["Config", "DeliveryResult", "EmitterStats"]
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_IDENTIFIER = re.compile(r"[0-9A-Za-z-]+")
+# Headers that the library writes itself; additional_headers may not replace them.
+_RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+ClientCert = Union[str, tuple[str, str]]
+
+
+def _number(name: str, value: object, *, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+        rule = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {rule} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(f"url must not contain whitespace or control characters: {url!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"url is not a valid URL ({exc}): {url!r}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"url must be an http or https URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"url must have a host, got {url!r}")
+    return url
+
+
+def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    pairs: Iterable[Any]
+    if isinstance(value, Mapping):
+        pairs = value.items()
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        pairs = value
+    else:
+        raise TypeError(
+            f"additional_headers must be a mapping or pairs of str, not {type(value).__name__}"
+        )
+    result = []
+    for pair in pairs:
+        try:
+            name, text = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"additional_headers must hold (name, value) pairs, got {pair!r}") from None
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TypeError(f"additional_headers names and values must be str, got {pair!r}")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"additional_headers name {name!r} is not an HTTP token")
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError(f"additional_headers value of {name!r} must not contain CR, LF or NUL")
+        result.append((name, text))
+    return tuple(result)
+
+
+def _to_secret(value: object) -> Union[str, bytes, tuple[Union[str, bytes], ...], None]:
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, Iterable):
+        return tuple(value)
+    raise TypeError(f"secret must be str, bytes or a list of them, not {type(value).__name__}")
+
+
+def _to_scheme(value: object) -> signing.Scheme:
+    if isinstance(value, str):
+        try:
+            return signing.SCHEMES[value.lower()]
+        except KeyError:
+            names = ", ".join(sorted(signing.SCHEMES))
+            raise ValueError(f"signature_scheme {value!r} is unknown (one of: {names})") from None
+    if not isinstance(value, signing.Scheme):
+        raise TypeError(f"signature_scheme must be a webhooks_emitter.signing scheme, not {value!r}")
+    return value
+
+
+def _to_networks(value: object) -> tuple[Network, ...]:
+    items = [value] if isinstance(value, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)) else value
+    if not isinstance(items, Iterable):
+        raise TypeError(f"allowed_networks must be CIDR strings, not {type(value).__name__}")
+    result = []
+    for item in items:
+        try:
+            result.append(ipaddress.ip_network(item, strict=False))
+        except (TypeError, ValueError):
+            raise ValueError(f"allowed_networks entry {item!r} is not a CIDR range") from None
+    return tuple(result)
+
+
+def _to_proxies(value: object) -> Optional[Mapping[str, str]]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"proxies must be a mapping like requests takes, not {type(value).__name__}")
+    for key, url in value.items():
+        if not isinstance(key, str) or not isinstance(url, str):
+            raise TypeError(f"proxies must map str to str, got {key!r}: {url!r}")
+    return types.MappingProxyType(dict(value))
+
+
+def _path(name: str, value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path, not {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not os.path.exists(path):
+        raise ValueError(f"{name} {value!r} does not exist")
+    return path
+
+
+def _to_ca_bundle(value: object) -> Optional[str]:
+    return None if value is None else _path("ca_bundle", value)
+
+
+def _to_client_cert(value: object) -> Optional[ClientCert]:
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError("client_cert must be a path or a (cert_path, key_path) pair")
+        return (_path("client_cert", value[0]), _path("client_cert", value[1]))
+    return _path("client_cert", value)
+
+
+def _hide(value: object) -> str:
+    return "None" if value is None else "'***'"
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """How one emitter delivers: where to, how signed, how patient.
+
+    ``url`` is positional; every other field is a keyword. Instances are immutable and
+    validated on construction (``ValueError``/``TypeError`` naming the field); use
+    ``attrs.evolve(config, field=value)`` to make a variant. The secret never appears in
+    the ``repr``.
+
+    Args:
+        url: the ``http``/``https`` endpoint that receives the POSTs.
+        secret: ``str`` (its UTF-8 bytes) or ``bytes``, or a list of them newest first
+            (key rotation); when set, every request is signed.
+        header_identifier: the ``<identifier>`` in ``X-<identifier>-Event`` and friends.
+        max_attempts: total tries for one delivery (>= 1).
+        request_timeout: seconds one try may take as a whole, answer included (> 0).
+        backoff_start: seconds before the first retry (>= 0).
+        backoff_limit: the most seconds between two tries (>= ``backoff_start``).
+        additional_headers: extra request headers, a mapping or (name, value) pairs.
+        insecure: skip TLS certificate verification.
+        max_queue_size: the most events this emitter holds; beyond it events are dropped
+            and counted.
+        signature_scheme: a scheme of :mod:`webhooks_emitter.signing` (or its name).
+        on_delivery: called with a :class:`DeliveryResult` in the emitter's thread after
+            each event is delivered or given up.
+        ca_bundle: a CA bundle to trust instead of the system's.
+        client_cert: a PEM with certificate and key, or a ``(cert, key)`` pair (mutual TLS).
+        proxies: a mapping as requests takes it; ``None`` uses the environment's.
+        block_private_networks: refuse to connect to addresses that are not globally
+            routable (checked on the address actually connected to).
+        allowed_networks: CIDR ranges exempt from ``block_private_networks``.
+        max_body_size: the largest encoded payload ``emit`` accepts, in bytes (or ``None``).
+        pause_on_gone: pause the emitter when the receiver answers ``410 Gone``.
+    """
+
+    url: str = attrs.field(kw_only=False, validator=lambda _, __, v: _check_url(v))
+    secret: Union[str, bytes, tuple[Union[str, bytes], ...], None] = attrs.field(
+        default=None, converter=_to_secret, repr=_hide
+    )
+    header_identifier: str = "Webhooks"
+    max_attempts: int = attrs.field(default=3)
+    request_timeout: float = attrs.field(default=5.0)
+    backoff_start: float = attrs.field(default=1.0)
+    backoff_limit: float = attrs.field(default=60.0)
+    additional_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_headers)
+    insecure: bool = False
+    max_queue_size: int = 10_000
+    signature_scheme: signing.Scheme = attrs.field(
+        default=signing.WEBHOOKS_EMITTER, converter=_to_scheme
+    )
+    on_delivery: Optional[Callable[[DeliveryResult], Any]] = attrs.field(default=None)
+    ca_bundle: Optional[str] = attrs.field(default=None, converter=_to_ca_bundle)
+    client_cert: Optional[ClientCert] = attrs.field(default=None, converter=_to_client_cert)
+    proxies: Optional[Mapping[str, str]] = attrs.field(default=None, converter=_to_proxies)
+    block_private_networks: bool = False
+    allowed_networks: tuple[Network, ...] = attrs.field(default=(), converter=_to_networks)
+    max_body_size: Optional[int] = 1_048_576
+    pause_on_gone: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.header_identifier, str) or not _IDENTIFIER.fullmatch(
+            self.header_identifier
+        ):
+            raise ValueError(
+                f"header_identifier must be letters, digits and '-', got {self.header_identifier!r}"
+            )
+        # Floats are normalised in place: the class is frozen, so go through object.
+        for name, minimum, strict in (
+            ("request_timeout", 0.0, True),
+            ("backoff_start", 0.0, False),
+            ("backoff_limit", 0.0, False),
+        ):
+            object.__setattr__(
+                self, name, _number(name, getattr(self, name), minimum=minimum, strict=strict)
+            )
+        if self.backoff_limit < self.backoff_start:
+            raise ValueError(
+                f"backoff_limit ({self.backoff_limit:g}) must be >= backoff_start "
+                f"({self.backoff_start:g})"
+            )
+        _integer("max_attempts", self.max_attempts, minimum=1)
+        _integer("max_queue_size", self.max_queue_size, minimum=1)
+        if self.max_body_size is not None:
+            _integer("max_body_size", self.max_body_size, minimum=1)
+        for name in ("insecure", "block_private_networks", "pause_on_gone"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, not {type(getattr(self, name)).__name__}")
+        if self.on_delivery is not None and not callable(self.on_delivery):
+            raise TypeError(f"on_delivery must be callable or None, not {self.on_delivery!r}")
+        if self.secret is not None:
+            try:
+                self.signature_scheme.check_secret(self.secret)
+            except (TypeError, ValueError) as exc:
+                # Re-raised without the cause: the original message may not, but a
+                # traceback's locals could, show the secret; the message names the rule.
+                raise type(exc)(str(exc)) from None
+        reserved = set(_RESERVED_HEADERS)
+        probe = self.signature_scheme.sign(
+            b"", "probe" if self.signature_scheme is not signing.STANDARD_WEBHOOKS else b"k",
+            delivery_id="probe", timestamp=0, header_identifier=self.header_identifier,
+        )
+        reserved.update(name.lower() for name in probe)
+        prefix = f"x-{self.header_identifier.lower()}-"
+        for name, _ in self.additional_headers:
+            lowered = name.lower()
+            if lowered in reserved or lowered.startswith(prefix):
+                raise ValueError(f"additional_headers may not replace the {name} header")
+
+    @classmethod
+    def new(cls, url: str, **kwargs: Any) -> Config:
+        """Make a ``Config`` for ``url`` (the original's ``Config.new``); fields as keywords."""
+        return cls(url, **kwargs)
+
+    @property
+    def secrets(self) -> tuple[Union[str, bytes], ...]:
+        """The secrets as a tuple, newest first (empty when unsigned)."""
+        if self.secret is None:
+            return ()
+        if isinstance(self.secret, (str, bytes)):
+            return (self.secret,)
+        return self.secret
+
+
+@attrs.frozen
+class DeliveryResult:
+    """What became of one event at one emitter, handed to ``Config.on_delivery``.
+
+    Attributes:
+        emitter_id: the emitter that delivered (or gave up).
+        event: the event name.
+        request_id: the request id, also sent as the delivery id.
+        delivered: True if a try got a 2xx answer.
+        attempts: how many tries were made.
+        status_code: the last answer's HTTP status, or None if none came.
+        error: why the last try failed, or None when delivered.
+        elapsed: seconds from the first try to the outcome, waits included.
+    """
+
+    emitter_id: str
+    event: str
+    request_id: str
+    delivered: bool
+    attempts: int
+    status_code: Optional[int]
+    error: Optional[str]
+    elapsed: float
+
+
+@attrs.frozen
+class EmitterStats:
+    """Counters of one emitter since it was attached.
+
+    Attributes:
+        queued: events held now (waiting or being delivered).
+        delivered: events delivered.
+        given_up: events given up after their last try.
+        dropped: events dropped because the queue was full.
+        retries: tries beyond the first, over all events.
+        paused: whether the emitter is paused.
+    """
+
+    queued: int
+    delivered: int
+    given_up: int
+    dropped: int
+    retries: int
+    paused: bool

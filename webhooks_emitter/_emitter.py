@@ -1,0 +1,299 @@
+"""One attached emitter: its daemon thread, its queue, pause/restart, flush and counters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Optional
+
+from ._config import Config, DeliveryResult, EmitterStats
+from ._delivery import Deliverer, Delivery, Interrupted
+from ._queue import EventQueue, MemoryQueue, Message
+from ._transport import Transport, TryOutcome
+
+__all__ = ["Emitter"]
+
+logger = logging.getLogger(__name__)
+
+#: The least seconds between two "queue full" warnings of one emitter.
+_DROP_WARNING_INTERVAL = 5.0
+
+
+class Emitter:
+    """An attached endpoint: a bounded FIFO drained by a daemon thread, one delivery at a time.
+
+    Args:
+        emitter_id: the emitter's id.
+        events: the event names it is subscribed to (``"*"`` for every event).
+        config: how it delivers.
+    """
+
+    def __init__(self, emitter_id: str, events: frozenset[str], config: Config) -> None:
+        self.emitter_id = emitter_id
+        self.events = events
+        self.config = config
+        self._paused = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """Make the runtime state: new at attach, and again in a forked child."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._running = threading.Event()  # set while not paused (or when closing)
+        self._interrupt = threading.Event()  # set to cut a backoff wait short
+        if not self._paused:
+            self._running.set()
+        else:
+            self._interrupt.set()
+        self._closed = False
+        self._pending = 0  # queued plus in flight
+        self._delivered = self._given_up = self._dropped = self._retries = 0
+        self._unreported_drops = 0
+        self._last_drop_warning = float("-inf")
+        self._queue: EventQueue = MemoryQueue()
+        self._transport = Transport(self.config)
+        self._thread: Optional[threading.Thread] = None
+
+    def _extra(self, message: Optional[Message] = None) -> dict[str, Optional[str]]:
+        return {
+            "emitter_id": self.emitter_id,
+            "event": message.event if message else None,
+            "request_id": message.request_id if message else None,
+        }
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (again after a fork)."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._queue, Deliverer(self.emitter_id, self.config, self._transport, self._interrupt)),
+                name=f"webhooks-emitter:{self.emitter_id}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def submit(self, message: Message) -> bool:
+        """Queue ``message`` unless the emitter is full or closed; never blocks on I/O."""
+        if self._pid != os.getpid():
+            self.after_fork()
+        with self._lock:
+            if self._closed or self._pending >= self.config.max_queue_size:
+                self._dropped += 1
+                self._unreported_drops += 1
+                now = time.monotonic()
+                warn = now - self._last_drop_warning >= _DROP_WARNING_INTERVAL
+                if warn:
+                    count, self._unreported_drops = self._unreported_drops, 0
+                    self._last_drop_warning = now
+            else:
+                self._pending += 1
+                if self._thread is None:
+                    self._start_locked()
+                warn = False
+                count = 0
+                self._queue.put(message)
+                return True
+        if warn:
+            logger.warning(
+                "webhook emitter %r dropped %d event(s): %s",
+                self.emitter_id,
+                count,
+                "it is detached" if self._closed else f"its queue is full ({self.config.max_queue_size})",
+                extra=self._extra(message),
+            )
+        return False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop delivering; what is queued stays queued. A backoff wait ends at once."""
+        with self._lock:
+            self._paused = True
+            self._running.clear()
+            self._interrupt.set()
+            self._idle.notify_all()
+
+    def restart(self) -> None:
+        """Resume delivering after ``pause``; a no-op when running."""
+        with self._lock:
+            if not self._paused:
+                return
+            self._paused = False
+            self._interrupt.clear()
+            self._running.set()
+
+    def flush(self, deadline: Optional[float]) -> bool:
+        """Wait until nothing is queued or in flight (or the emitter is paused or closed).
+
+        Args:
+            deadline: a ``time.monotonic()`` value to give up at, or None to wait forever.
+        """
+        with self._idle:
+            while self._pending and not self._paused and not self._closed:
+                if deadline is None:
+                    self._idle.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._idle.wait(remaining)
+            return not self._pending or self._paused
+
+    def close(self) -> int:
+        """Stop the thread and forget what is queued; returns how many events are dropped."""
+        with self._lock:
+            if self._closed:
+                return 0
+            self._closed = True
+            self._interrupt.set()
+            self._running.set()
+            self._idle.notify_all()
+            left = len(self._queue.drain())
+            # What is in flight finishes (or is dropped) in the thread and is counted there.
+            self._pending -= left
+            self._dropped += left
+            self._queue.close()
+            thread = self._thread
+        if left:
+            logger.warning(
+                "webhook emitter %r detached with %d queued event(s), dropped",
+                self.emitter_id,
+                left,
+                extra=self._extra(),
+            )
+        if thread is None:
+            self._transport.close()
+        return left
+
+    def join(self, timeout: Optional[float]) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end after ``close``."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def stats(self) -> EmitterStats:
+        """The emitter's counters now."""
+        with self._lock:
+            return EmitterStats(
+                queued=self._pending,
+                delivered=self._delivered,
+                given_up=self._given_up,
+                dropped=self._dropped,
+                retries=self._retries,
+                paused=self._paused,
+            )
+
+    def after_fork(self) -> None:
+        """In a forked child: new lock, thread, session and an empty queue; same config."""
+        self._setup()
+
+    # -- the emitter's thread -------------------------------------------------------------
+
+    def _run(self, queue: EventQueue, deliverer: Deliverer) -> None:
+        current: Optional[Delivery] = None
+        try:
+            while True:
+                if current is None:
+                    message = queue.get()
+                    if message is None:
+                        break
+                    current = Delivery(message)
+                self._running.wait()
+                if self._closed:
+                    break
+                try:
+                    outcome = deliverer.run(current)
+                except Interrupted:
+                    continue
+                except Exception:  # noqa: BLE001 - the thread must survive anything
+                    logger.exception(
+                        "webhook emitter %r failed to deliver; the event is given up",
+                        self.emitter_id,
+                        extra=self._extra(current.message),
+                    )
+                    outcome = TryOutcome(False, error="internal error (logged)")
+                if (
+                    outcome.status_code == 410
+                    and self.config.pause_on_gone
+                    and not self._closed
+                ):
+                    logger.warning(
+                        "webhook emitter %r paused: the receiver answered 410 Gone; "
+                        "restart it to resume",
+                        self.emitter_id,
+                        extra=self._extra(current.message),
+                    )
+                    self.pause()
+                    continue
+                self._finish(current, outcome)
+                current = None
+        finally:
+            if current is not None:
+                self._abandon(current)
+            self._transport.close()
+
+    def _abandon(self, delivery: Delivery) -> None:
+        logger.warning(
+            "webhook emitter %r detached while delivering; the event is dropped",
+            self.emitter_id,
+            extra=self._extra(delivery.message),
+        )
+        with self._lock:
+            self._pending -= 1
+            self._dropped += 1
+            self._idle.notify_all()
+
+    def _finish(self, delivery: Delivery, outcome: TryOutcome) -> None:
+        message = delivery.message
+        started = delivery.started if delivery.started is not None else time.monotonic()
+        result = DeliveryResult(
+            emitter_id=self.emitter_id,
+            event=message.event,
+            request_id=message.request_id,
+            delivered=outcome.ok,
+            attempts=delivery.tries,
+            status_code=outcome.status_code,
+            error=None if outcome.ok else outcome.error,
+            elapsed=time.monotonic() - started,
+        )
+        extra = self._extra(message)
+        if outcome.ok:
+            logger.debug(
+                "webhook delivered in %d tries (HTTP %s)", delivery.tries, outcome.status_code, extra=extra
+            )
+        else:
+            logger.error(
+                "webhook given up by emitter %r: event %r, request id %s, after %d tries: %s",
+                self.emitter_id,
+                message.event,
+                message.request_id,
+                delivery.tries,
+                outcome.error,
+                extra=extra,
+            )
+        callback = self.config.on_delivery
+        if callback is not None:
+            try:
+                callback(result)
+            except Exception:  # noqa: BLE001 - a user callback never stops the emitter
+                logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
+        with self._lock:
+            self._pending -= 1
+            self._retries += max(delivery.tries - 1, 0)
+            if outcome.ok:
+                self._delivered += 1
+            else:
+                self._given_up += 1
+            if not self._pending:
+                self._idle.notify_all()

@@ -1,0 +1,416 @@
+"""One HTTP try: requests' adapter with connections that are guarded, pooled and timed as a whole.
+
+Each emitter owns a :class:`Transport` (a ``requests.Session`` whose adapter makes guarded
+connections). A try runs inside a :class:`_Try` that the emitter's thread makes current:
+the connection classes read it to learn the address policy and to register their socket,
+and the shared :class:`_Watchdog` shuts that socket down when the try's deadline passes,
+so a receiver that trickles its answer cannot hold a try open past ``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import os
+import socket
+import threading
+import time
+from typing import Any, Optional, Union
+
+import attrs
+import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+from urllib3.poolmanager import PoolManager
+
+from ._config import Config, Network
+
+__all__ = ["NetworkPolicy", "Transport", "TryOutcome"]
+
+#: The most bytes of a response body that are ever read.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.ip_network("2002::/16")
+
+
+class AddressRefused(Exception):
+    """A connection was refused by the emitter's network policy (never retried)."""
+
+
+@attrs.frozen
+class NetworkPolicy:
+    """Which addresses an emitter may connect to."""
+
+    block_private: bool = False
+    allowed: tuple[Network, ...] = ()
+
+    @staticmethod
+    def _embedded(ip: Address) -> Address:
+        """The IPv4 address inside an IPv4-mapped, NAT64 or 6to4 IPv6 address, else ``ip``."""
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return ip.ipv4_mapped
+            if ip in _NAT64:
+                return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if ip.sixtofour is not None:
+                return ip.sixtofour
+        return ip
+
+    def refusal(self, ip: Address) -> Optional[str]:
+        """Why ``ip`` may not be connected to, or None when it may."""
+        if not self.block_private:
+            return None
+        inner = self._embedded(ip)
+        if any(ip in net or inner in net for net in self.allowed):
+            return None
+        for candidate in {ip, inner}:
+            if (
+                not candidate.is_global
+                or candidate.is_private
+                or candidate.is_loopback
+                or candidate.is_link_local
+                or candidate.is_multicast
+                or candidate.is_reserved
+                or candidate.is_unspecified
+            ):
+                return f"address {ip} is not globally routable (block_private_networks)"
+        return None
+
+    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        """Resolve ``host`` and return the allowed ``getaddrinfo`` entries, or refuse."""
+        entries = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        allowed, reasons = [], []
+        for entry in entries:
+            ip = ipaddress.ip_address(entry[4][0].split("%", 1)[0])
+            reason = self.refusal(ip)
+            if reason is None:
+                allowed.append(entry)
+            else:
+                reasons.append(reason)
+        if not allowed:
+            raise AddressRefused(reasons[0] if reasons else f"{host} resolved to no address")
+        return allowed
+
+
+class _Try:
+    """The try under way on one emitter's thread: its deadline, policy and socket."""
+
+    __slots__ = ("deadline", "expired", "policy", "sock")
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self.policy = policy
+        self.deadline = 0.0
+        self.expired = False
+        self.sock: Optional[socket.socket] = None
+
+    def expire(self) -> None:
+        """Called by the watchdog at the deadline: end whatever the socket is waiting for."""
+        self.expired = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                # socket.socket's own method, also for an SSLSocket: cut the TCP stream
+                # under the TLS layer so a blocked read returns at once.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+_current = threading.local()
+
+
+class _Watchdog:
+    """One daemon thread that expires the tries whose deadline has passed.
+
+    Every emitter has at most one try under way, so the set of active tries is small; the
+    thread sleeps until the earliest deadline and is only woken when an earlier one comes.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active: set[_Try] = set()
+        self._wake_at = float("inf")
+        self._thread: Optional[threading.Thread] = None
+
+    def arm(self, attempt: _Try) -> None:
+        with self._cond:
+            self._active.add(attempt)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._cond,), name="webhooks-emitter-watchdog",
+                    daemon=True,
+                )
+                self._thread.start()
+            elif attempt.deadline < self._wake_at:
+                self._cond.notify()
+
+    def disarm(self, attempt: _Try) -> None:
+        with self._cond:
+            self._active.discard(attempt)
+
+    def _run(self, cond: threading.Condition) -> None:
+        with cond:
+            while cond is self._cond:
+                now = time.monotonic()
+                for attempt in [a for a in self._active if a.deadline <= now]:
+                    self._active.discard(attempt)
+                    attempt.expire()
+                if self._active:
+                    self._wake_at = min(a.deadline for a in self._active)
+                    cond.wait(self._wake_at - now)
+                else:
+                    self._wake_at = float("inf")
+                    cond.wait()
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog._reset)
+
+
+def _guarded_socket(conn: urllib3.connection.HTTPConnection) -> socket.socket:
+    """Connect as ``conn._new_conn`` does, to an address the current try's policy allows."""
+    attempt: Optional[_Try] = getattr(_current, "attempt", None)
+    policy = attempt.policy if attempt is not None else NetworkPolicy()
+    host = conn._dns_host
+    timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
+    if attempt is not None:
+        remaining = max(attempt.deadline - time.monotonic(), 0.001)
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    try:
+        entries = policy.resolve(host.strip("[]"), conn.port)
+    except socket.gaierror as exc:
+        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
+    last: Optional[OSError] = None
+    for family, kind, proto, _, address in entries:
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            if attempt is not None:
+                attempt.sock = sock
+            sock.connect(address)
+            return sock
+        except socket.timeout as exc:
+            sock.close()
+            raise urllib3.exceptions.ConnectTimeoutError(
+                conn, f"connect to {conn.host} timed out"
+            ) from exc
+        except OSError as exc:
+            sock.close()
+            last = exc
+    assert last is not None
+    raise urllib3.exceptions.NewConnectionError(
+        conn, f"Failed to establish a new connection: {last}"
+    ) from last
+
+
+class _GuardedMixin:
+    sock: Optional[socket.socket]
+
+    def _new_conn(self) -> socket.socket:
+        return _guarded_socket(self)  # type: ignore[arg-type]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        attempt: Optional[_Try] = getattr(_current, "attempt", None)
+        if attempt is not None and self.sock is not None:
+            attempt.sock = self.sock  # a kept-alive connection: the watchdog needs its socket
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_GuardedMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_GuardedMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, making its connections (direct or through a proxy) guarded."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+@attrs.frozen
+class TryOutcome:
+    """The result of one try."""
+
+    ok: bool
+    status_code: Optional[int] = None
+    error: Optional[str] = None
+    retry_after: Optional[float] = None
+    #: True when trying again cannot help (the address was refused by policy).
+    final: bool = False
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The innermost cause of a requests/urllib3 exception (it wraps several times)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if isinstance(inner, BaseException):
+            exc = inner
+            continue
+        args = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+        if args:
+            exc = args[0]
+            continue
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+            continue
+        break
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """A short description of why a try failed, without URLs or anything secret."""
+    root = _root(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or "SSL" in type(root).__name__:
+        reason = getattr(root, "reason", None) or getattr(root, "strerror", None) or type(root).__name__
+        return f"TLS error: {reason}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    if isinstance(root, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(root, ConnectionResetError):
+        return "connection reset by the receiver"
+    if isinstance(root, urllib3.exceptions.NameResolutionError):
+        return "name resolution failed"
+    if isinstance(root, OSError) and root.strerror:
+        return f"connection failed: {root.strerror}"
+    text = type(root).__name__
+    message = str(root).split(": ", 1)[-1] if "NewConnectionError" in text else str(root)
+    if message and "://" not in message and len(message) < 200:
+        return f"connection failed: {text}: {message}"
+    return f"connection failed: {text}"
+
+
+class Transport:
+    """Sends a prepared request for one emitter: one ``requests.Session``, settings resolved once."""
+
+    def __init__(self, config: Config) -> None:
+        self.session = requests.Session()
+        self.session.headers.clear()  # only the headers the wire format names
+        self.adapter = _GuardedAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
+        verify: Union[bool, str] = (
+            False if config.insecure else (config.ca_bundle if config.ca_bundle else True)
+        )
+        # requests merges the environment (proxies, no_proxy, CA bundle variables) on every
+        # call; an emitter has one URL, so it is done once here.
+        settings = self.session.merge_environment_settings(
+            config.url, dict(config.proxies or {}), True, verify, config.client_cert
+        )
+        self.send_kwargs: dict[str, Any] = {
+            "stream": True,
+            "verify": settings["verify"],
+            "cert": settings["cert"],
+            "proxies": settings["proxies"],
+            "timeout": (config.request_timeout, config.request_timeout),
+        }
+        self.timeout = config.request_timeout
+        self._attempt = _Try(NetworkPolicy(config.block_private_networks, config.allowed_networks))
+        self._proxied = bool(
+            requests.utils.select_proxy(config.url, settings["proxies"] or {})
+        )
+        self._target = urllib3.util.parse_url(config.url)
+
+    def send(self, request: requests.PreparedRequest) -> TryOutcome:
+        """Make one try of ``request``; never raises for network or HTTP failures."""
+        attempt = self._attempt
+        attempt.expired = False
+        attempt.sock = None
+        attempt.deadline = time.monotonic() + self.timeout
+        _current.attempt = attempt
+        _watchdog.arm(attempt)
+        try:
+            if self._proxied and attempt.policy.block_private:
+                # Through a proxy the receiver's address is the proxy's to resolve; check
+                # what it resolves to here as well (best effort, see README's SECURITY).
+                attempt.policy.resolve(self._target.host or "", self._target.port or 443)
+            response = self.adapter.send(request, **self.send_kwargs)
+            try:
+                status = response.status_code
+                raw = response.raw
+                complete = len(raw.read(MAX_RESPONSE_BYTES + 1, decode_content=False)) <= MAX_RESPONSE_BYTES
+                if not complete:
+                    raw.close()  # the rest is never read, so the connection is not reused
+                raw.release_conn()
+            except Exception as exc:  # noqa: BLE001 - a failed read fails the try
+                response.close()
+                if 200 <= status < 300 and not attempt.expired:
+                    return TryOutcome(True, status)
+                return TryOutcome(False, status, self._why(exc, attempt))
+        except AddressRefused as exc:
+            return TryOutcome(False, error=f"refused: {exc}", final=True)
+        except socket.gaierror:
+            return TryOutcome(False, error="name resolution failed")
+        except Exception as exc:  # noqa: BLE001 - any failure of the try is its outcome
+            return TryOutcome(False, error=self._why(exc, attempt))
+        finally:
+            _watchdog.disarm(attempt)
+            _current.attempt = None
+            attempt.sock = None
+        if 200 <= status < 300:
+            return TryOutcome(True, status)
+        retry_after = None
+        if status in (429, 503):
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+        return TryOutcome(False, status, f"HTTP {status}", retry_after)
+
+    def _why(self, exc: BaseException, attempt: _Try) -> str:
+        if attempt.expired:
+            return f"timed out after {self.timeout:g} s"
+        if isinstance(exc, AddressRefused):
+            return f"refused: {exc}"
+        return describe(exc)
+
+    def close(self) -> None:
+        """Close the session and its pooled connections."""
+        self.session.close()
