@@ -1,6 +1,5 @@
 """A first end-to-end check: one event reaches a real receiver, signed."""
 
-from webhooks_emitter import Config
 from webhooks_emitter.testing import Receiver
 
 

@@ -100,7 +100,7 @@ def restart(emitter_id: str) -> None:
 
 
 def emit(event: str, payload: Any, request_id: Optional[str] = None) -> str:
-    """Queue a delivery of ``payload`` and return its request id (see :meth:`WebhooksEmitter.emit`)."""
+    """Queue ``payload`` for delivery; return its request id (see :meth:`WebhooksEmitter.emit`)."""
     return default.emit(event, payload, request_id)
 
 

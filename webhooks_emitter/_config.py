@@ -77,7 +77,9 @@ def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
         try:
             name, text = pair
         except (TypeError, ValueError):
-            raise TypeError(f"additional_headers must hold (name, value) pairs, got {pair!r}") from None
+            raise TypeError(
+                f"additional_headers must hold (name, value) pairs, got {pair!r}"
+            ) from None
         if not isinstance(name, str) or not isinstance(text, str):
             raise TypeError(f"additional_headers names and values must be str, got {pair!r}")
         if not _TOKEN.fullmatch(name):
@@ -104,12 +106,16 @@ def _to_scheme(value: object) -> signing.Scheme:
             names = ", ".join(sorted(signing.SCHEMES))
             raise ValueError(f"signature_scheme {value!r} is unknown (one of: {names})") from None
     if not isinstance(value, signing.Scheme):
-        raise TypeError(f"signature_scheme must be a webhooks_emitter.signing scheme, not {value!r}")
+        raise TypeError(
+            f"signature_scheme must be a webhooks_emitter.signing scheme, not {value!r}"
+        )
     return value
 
 
 def _to_networks(value: object) -> tuple[Network, ...]:
-    items = [value] if isinstance(value, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)) else value
+    items = (
+        [value] if isinstance(value, (str, ipaddress.IPv4Network, ipaddress.IPv6Network)) else value
+    )
     if not isinstance(items, Iterable):
         raise TypeError(f"allowed_networks must be CIDR strings, not {type(value).__name__}")
     result = []
@@ -125,7 +131,9 @@ def _to_proxies(value: object) -> Optional[Mapping[str, str]]:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise TypeError(f"proxies must be a mapping like requests takes, not {type(value).__name__}")
+        raise TypeError(
+            f"proxies must be a mapping like requests takes, not {type(value).__name__}"
+        )
     for key, url in value.items():
         if not isinstance(key, str) or not isinstance(url, str):
             raise TypeError(f"proxies must map str to str, got {key!r}: {url!r}")
@@ -257,8 +265,11 @@ class Config:
                 raise type(exc)(str(exc)) from None
         reserved = set(_RESERVED_HEADERS)
         probe = self.signature_scheme.sign(
-            b"", "probe" if self.signature_scheme is not signing.STANDARD_WEBHOOKS else b"k",
-            delivery_id="probe", timestamp=0, header_identifier=self.header_identifier,
+            b"",
+            "probe" if self.signature_scheme is not signing.STANDARD_WEBHOOKS else b"k",
+            delivery_id="probe",
+            timestamp=0,
+            header_identifier=self.header_identifier,
         )
         reserved.update(name.lower() for name in probe)
         prefix = f"x-{self.header_identifier.lower()}-"

@@ -75,7 +75,10 @@ class Emitter:
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._run,
-                args=(self._queue, Deliverer(self.emitter_id, self.config, self._transport, self._interrupt)),
+                args=(
+                    self._queue,
+                    Deliverer(self.emitter_id, self.config, self._transport, self._interrupt),
+                ),
                 name=f"webhooks-emitter:{self.emitter_id}",
                 daemon=True,
             )
@@ -107,7 +110,9 @@ class Emitter:
                 "webhook emitter %r dropped %d event(s): %s",
                 self.emitter_id,
                 count,
-                "it is detached" if self._closed else f"its queue is full ({self.config.max_queue_size})",
+                "it is detached"
+                if self._closed
+                else f"its queue is full ({self.config.max_queue_size})",
                 extra=self._extra(message),
             )
         return False
@@ -223,11 +228,7 @@ class Emitter:
                         extra=self._extra(current.message),
                     )
                     outcome = TryOutcome(False, error="internal error (logged)")
-                if (
-                    outcome.status_code == 410
-                    and self.config.pause_on_gone
-                    and not self._closed
-                ):
+                if outcome.status_code == 410 and self.config.pause_on_gone and not self._closed:
                     logger.warning(
                         "webhook emitter %r paused: the receiver answered 410 Gone; "
                         "restart it to resume",
@@ -270,7 +271,10 @@ class Emitter:
         extra = self._extra(message)
         if outcome.ok:
             logger.debug(
-                "webhook delivered in %d tries (HTTP %s)", delivery.tries, outcome.status_code, extra=extra
+                "webhook delivered in %d tries (HTTP %s)",
+                delivery.tries,
+                outcome.status_code,
+                extra=extra,
             )
         else:
             logger.error(

@@ -29,9 +29,8 @@ WILDCARD = "*"
 _instances: weakref.WeakSet[WebhooksEmitter] = weakref.WeakSet()
 
 
-def _check_timeout(name: str, value: object, *, allow_none: bool) -> Optional[float]:
-    if value is None and allow_none:
-        return None
+def _seconds(name: str, value: object) -> float:
+    """``value`` as seconds >= 0, or TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if math.isnan(value) or value < 0:
@@ -62,7 +61,7 @@ class WebhooksEmitter:
     """
 
     def __init__(self, exit_timeout: float = 5.0) -> None:
-        self._exit_timeout = _check_timeout("exit_timeout", exit_timeout, allow_none=False)
+        self._exit_timeout = _seconds("exit_timeout", exit_timeout)
         self._lock = threading.Lock()
         self._emitters: dict[str, Emitter] = {}
         # Read without the lock by emit(); replaced whole, never changed in place.
@@ -82,12 +81,12 @@ class WebhooksEmitter:
             exit_timeout: seconds the exit hook may spend delivering what is queued.
         """
         if exit_timeout is not None:
-            self._exit_timeout = _check_timeout("exit_timeout", exit_timeout, allow_none=False)
+            self._exit_timeout = _seconds("exit_timeout", exit_timeout)
 
     @property
     def exit_timeout(self) -> float:
         """Seconds the exit hook may spend delivering what is queued."""
-        return self._exit_timeout  # type: ignore[return-value]
+        return self._exit_timeout
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -108,7 +107,9 @@ class WebhooksEmitter:
     def attach_many(self, emitter_id: str, events: Iterable[str], config: Config) -> None:
         """Like :meth:`attach`, for a non-empty iterable of event names."""
         if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
-            raise TypeError(f"events must be an iterable of event names, not {type(events).__name__}")
+            raise TypeError(
+                f"events must be an iterable of event names, not {type(events).__name__}"
+            )
         names = [check_name(event, "events") for event in events]
         if not names:
             raise ValueError("events must not be empty")
@@ -117,7 +118,9 @@ class WebhooksEmitter:
     def _attach(self, emitter_id: str, events: list[str], config: Config) -> None:
         emitter_id = check_name(emitter_id, "emitter_id")
         if not isinstance(config, Config):
-            raise TypeError(f"config must be a webhooks_emitter.Config, not {type(config).__name__}")
+            raise TypeError(
+                f"config must be a webhooks_emitter.Config, not {type(config).__name__}"
+            )
         with self._lock:
             if emitter_id in self._emitters:
                 raise EmitterExistsError(emitter_id)
@@ -217,7 +220,9 @@ class WebhooksEmitter:
                 larger than the ``max_body_size`` of an emitter subscribed to ``event``.
         """
         event = check_name(event, "event")
-        request_id = str(uuid.uuid4()) if request_id is None else check_name(request_id, "request_id")
+        request_id = (
+            str(uuid.uuid4()) if request_id is None else check_name(request_id, "request_id")
+        )
         body = encode_payload(payload)
         route = self._routes.get(event, self._wildcard)
         if not route.emitters:
@@ -256,8 +261,7 @@ class WebhooksEmitter:
             the log line written), False if ``timeout`` passed first. Paused emitters are
             not waited for.
         """
-        timeout = _check_timeout("timeout", timeout, allow_none=True)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + _seconds("timeout", timeout)
         done = True
         for emitter in list(self._emitters.values()):
             done = emitter.flush(deadline) and done
@@ -270,15 +274,13 @@ class WebhooksEmitter:
         with its count. The instance is then empty and may be attached to again. Safe to
         call twice.
         """
-        timeout = _check_timeout("timeout", timeout, allow_none=False)
-        assert timeout is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + _seconds("timeout", timeout)
         with self._lock:
             if self._closing:
                 return
             self._closing = True
         try:
-            self.flush(timeout)
+            self.flush(max(deadline - time.monotonic(), 0.0))
             with self._lock:
                 emitters = list(self._emitters.values())
                 self._emitters.clear()

@@ -61,7 +61,7 @@ class MemoryQueue:
         self._queue.put(_CLOSED)
 
     def drain(self) -> list[Message]:
-        left = []
+        left: list[Message] = []
         while True:
             try:
                 item = self._queue.get_nowait()

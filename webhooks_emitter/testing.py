@@ -2,7 +2,8 @@
 
     >>> from webhooks_emitter.testing import Receiver
     >>> with Receiver(secret="supersecret") as receiver:             # doctest: +SKIP
-    ...     webhooks_emitter.attach("test", "order.paid", Config(receiver.url, secret="supersecret"))
+    ...     config = Config(receiver.url, secret="supersecret")
+    ...     webhooks_emitter.attach("test", "order.paid", config)
     ...     webhooks_emitter.emit("order.paid", {"order": 1})
     ...     [hook] = receiver.wait_for(1)
     ...     assert hook.json() == {"order": 1} and hook.signature_valid
@@ -92,7 +93,7 @@ Responder = Callable[[ReceivedRequest], Response]
 
 
 def fail_first(count: int, status: int = 500) -> Responder:
-    """A responder that answers ``status`` to the first ``count`` tries of each delivery, then 204."""
+    """A responder answering ``status`` to the first ``count`` tries of each delivery, then 204."""
 
     def respond(request: ReceivedRequest) -> Response:
         return status if request.try_number <= count else 204
@@ -183,7 +184,11 @@ class Receiver:
         self.stop()
 
     def wait_for(
-        self, count: int, timeout: float = 10.0, *, where: Optional[Callable[[ReceivedRequest], bool]] = None
+        self,
+        count: int,
+        timeout: float = 10.0,
+        *,
+        where: Optional[Callable[[ReceivedRequest], bool]] = None,
     ) -> list[ReceivedRequest]:
         """Wait until ``count`` requests (those matching ``where``) were recorded; return them.
 
@@ -201,7 +206,9 @@ class Receiver:
                     raise TimeoutError(f"{len(found)} of {count} requests came in {timeout:g} s")
                 self._cond.wait(remaining)
 
-    def _record(self, method: str, path: str, headers: tuple[tuple[str, str], ...], body: bytes) -> ReceivedRequest:
+    def _record(
+        self, method: str, path: str, headers: tuple[tuple[str, str], ...], body: bytes
+    ) -> ReceivedRequest:
         error = None
         if self.secret is not None:
             try:
@@ -211,7 +218,11 @@ class Receiver:
             except InvalidSignatureError as exc:
                 error = str(exc)
         delivery = next(
-            (v for k, v in headers if k.lower() in (f"x-{self.header_identifier.lower()}-delivery",)),
+            (
+                v
+                for k, v in headers
+                if k.lower() in (f"x-{self.header_identifier.lower()}-delivery",)
+            ),
             None,
         )
         with self._cond:
@@ -234,7 +245,9 @@ class Receiver:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = receiver._record(self.command, self.path, tuple(self.headers.items()), body)
+                request = receiver._record(
+                    self.command, self.path, tuple(self.headers.items()), body
+                )
                 answer = receiver.responder(request)
                 status, headers, content = (answer, {}, b"") if isinstance(answer, int) else answer
                 self.send_response(status)
