@@ -64,9 +64,9 @@ class WebhooksEmitter:
         self._exit_timeout = _seconds("exit_timeout", exit_timeout)
         self._lock = threading.Lock()
         self._emitters: dict[str, Emitter] = {}
-        # Read without the lock by emit(); replaced whole, never changed in place.
-        self._routes: dict[str, _Route] = {}
-        self._wildcard = _Route(())
+        # emit() reads this without the lock: the routes by event and the route of events
+        # nobody subscribed to by name (the "*" emitters), replaced whole, never changed.
+        self._table: tuple[dict[str, _Route], _Route] = ({}, _Route(()))
         self._closing = False
         self._refused = 0
         _instances.add(self)
@@ -143,11 +143,11 @@ class WebhooksEmitter:
             for event in emitter.events:
                 if event != WILDCARD:
                     by_event.setdefault(event, []).append(emitter)
-        self._routes = {
+        routes = {
             event: _Route(tuple(emitters) + tuple(e for e in wildcard if e not in emitters))
             for event, emitters in by_event.items()
         }
-        self._wildcard = _Route(wildcard)
+        self._table = (routes, _Route(wildcard))
 
     def detach(self, emitter_id: str) -> None:
         """Stop the emitter and forget it; what it still had queued is dropped and logged.
@@ -185,7 +185,8 @@ class WebhooksEmitter:
 
     def list_emitters(self) -> list[str]:
         """The ids of the running emitters (paused ones are not listed)."""
-        return [i for i, e in list(self._emitters.items()) if not e.paused]
+        with self._lock:
+            return [i for i, e in self._emitters.items() if not e.paused]
 
     def is_started(self, emitter_id: str) -> bool:
         """True if ``emitter_id`` is attached and running; False if paused or unknown."""
@@ -224,7 +225,8 @@ class WebhooksEmitter:
             str(uuid.uuid4()) if request_id is None else check_name(request_id, "request_id")
         )
         body = encode_payload(payload)
-        route = self._routes.get(event, self._wildcard)
+        routes, wildcard = self._table
+        route = routes.get(event, wildcard)
         if not route.emitters:
             return request_id
         if route.limit is not None and len(body) > route.limit:
@@ -263,7 +265,9 @@ class WebhooksEmitter:
         """
         deadline = None if timeout is None else time.monotonic() + _seconds("timeout", timeout)
         done = True
-        for emitter in list(self._emitters.values()):
+        with self._lock:
+            emitters = list(self._emitters.values())
+        for emitter in emitters:
             done = emitter.flush(deadline) and done
         return done
 
