@@ -268,6 +268,19 @@ def test_non_ascii_id_goes_as_utf8_bytes() -> None:
     STANDARD_WEBHOOKS.verify(b"{}", raw_pairs, SW_SECRET, now=5)
 
 
+def test_whitespace_around_id_is_neither_sent_nor_signed() -> None:
+    """Whitespace around a delivery id does not survive HTTP, so STANDARD_WEBHOOKS sends and
+    signs the id without it (the signature verifies however the server treats it); an id of
+    whitespace only cannot be signed."""
+    for delivery_id in ("trail ", " lead", "\ttab\t"):
+        headers = STANDARD_WEBHOOKS.sign(b"{}", SW_SECRET, delivery_id=delivery_id, timestamp=5)
+        assert headers["webhook-id"] == delivery_id.strip()
+        STANDARD_WEBHOOKS.verify(b"{}", headers, SW_SECRET, now=5)
+        STANDARD_WEBHOOKS.verify(b"{}", {**headers, "webhook-id": delivery_id}, SW_SECRET, now=5)
+    with pytest.raises(ValueError, match="delivery_id must not be only whitespace"):
+        STANDARD_WEBHOOKS.sign(b"{}", SW_SECRET, delivery_id=" \t ", timestamp=5)
+
+
 def test_plain_schemes_do_not_sign_id_or_timestamp() -> None:
     """WEBHOOKS_EMITTER and GITHUB sign the body only: id and timestamp do not change them,
     and no webhook-* header is added."""

@@ -187,6 +187,28 @@ def test_standard_webhooks_receiver_using_reference_package(
     assert sorted(verdicts) == ["invalid: No matching signature found"] + ["valid"] * 6
 
 
+def test_standard_webhooks_ids_with_surrounding_whitespace_verify(
+    hub: WebhooksEmitter, fast: FastConfig
+) -> None:
+    """Request ids with whitespace around them (which HTTP servers may strip or keep) still
+    give signatures that this library and the reference package verify at the receiver."""
+    verdicts: list[str] = []
+    results: list[DeliveryResult] = []
+    with Receiver(secret=SW_NEW, scheme=STANDARD_WEBHOOKS,
+                  responder=_reference_responder(SW_NEW, verdicts)) as receiver:
+        hub.attach("spaces", "note", fast(receiver.url, secret=SW_NEW, max_attempts=1,
+                                          signature_scheme=STANDARD_WEBHOOKS,
+                                          on_delivery=results.append))
+        for request_id in ("trailing ", " leading", "tab\t"):
+            hub.emit("note", {"id": request_id}, request_id=request_id)
+        seen = receiver.wait_for(3)
+        assert hub.flush(10)
+    assert [r.signature_error for r in seen] == [None, None, None]
+    assert verdicts == ["valid"] * 3
+    assert [r.header("webhook-id") for r in seen] == ["trailing", "leading", "tab"]
+    assert all(r.delivered for r in results)
+
+
 def test_standard_webhooks_retry_keeps_id_and_resigns_each_try(
     hub: WebhooksEmitter, fast: FastConfig
 ) -> None:

@@ -390,8 +390,12 @@ class _StandardWebhooksScheme(Scheme):
             raise ValueError(f"timestamp must be unix seconds >= 0, got {timestamp!r}")
         # Header values travel as bytes that receivers decode as latin-1 (WSGI, ASGI,
         # http.server). A non-ASCII id goes as its UTF-8 bytes, like X-<id>-Delivery, and is
-        # signed as the text a receiver reads back, so that it verifies there.
+        # signed as the text a receiver reads back, so that it verifies there. Whitespace
+        # around a value does not survive HTTP, so it is neither sent nor signed.
         wire_id = delivery_id if delivery_id.isascii() else delivery_id.encode().decode("latin-1")
+        wire_id = wire_id.strip(" \t")
+        if not wire_id:
+            raise ValueError("delivery_id must not be only whitespace")
         signatures = " ".join(
             "v1," + base64.b64encode(self._signature(key, wire_id, stamp, data)).decode()
             for key in keys
