@@ -93,8 +93,8 @@ def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
 def _to_secret(value: object) -> Union[str, bytes, tuple[Union[str, bytes], ...], None]:
     if value is None or isinstance(value, (str, bytes)):
         return value
-    if isinstance(value, Iterable):
-        return tuple(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)  # ordered, newest first; a set would have no "newest"
     raise TypeError(f"secret must be str, bytes or a list of them, not {type(value).__name__}")
 
 
