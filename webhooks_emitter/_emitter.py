@@ -50,6 +50,8 @@ class Emitter:
             self._interrupt.set()
         self._closed = False
         self._pending = 0  # queued plus in flight
+        self._holding = False  # the thread holds an event taken from the queue
+        self._busy = False  # ... and is delivering it (not paused, not closed)
         self._delivered = self._given_up = self._dropped = self._retries = 0
         self._unreported_drops = 0
         self._last_drop_warning = float("-inf")
@@ -156,30 +158,37 @@ class Emitter:
             return not self._pending or self._paused
 
     def close(self) -> int:
-        """Stop the thread and forget what is queued; returns how many events are dropped."""
+        """Stop the thread and drop what the emitter holds; returns how many were dropped.
+
+        What is queued, and an event held between tries (paused, or waiting to retry), is
+        dropped and logged in one line with its count. A try under way ends on its own:
+        delivered, it is reported as usual; failed, it is dropped and logged then.
+        """
         with self._lock:
             if self._closed:
                 return 0
             self._closed = True
             self._interrupt.set()
             self._running.set()
-            self._idle.notify_all()
-            left = len(self._queue.drain())
-            # What is in flight finishes (or is dropped) in the thread and is counted there.
-            self._pending -= left
-            self._dropped += left
+            count = len(self._queue.drain())
             self._queue.close()
+            if self._holding and not self._busy:
+                self._holding = False
+                count += 1
+            self._pending -= count
+            self._dropped += count
+            self._idle.notify_all()
             thread = self._thread
-        if left:
+        if count:
             logger.warning(
-                "webhook emitter %r detached with %d queued event(s), dropped",
+                "webhook emitter %r detached with %d undelivered event(s), dropped",
                 self.emitter_id,
-                left,
+                count,
                 extra=self._extra(),
             )
         if thread is None:
             self._transport.close()
-        return left
+        return count
 
     def join(self, timeout: Optional[float]) -> None:
         """Wait up to ``timeout`` seconds for the thread to end after ``close``."""
@@ -212,23 +221,39 @@ class Emitter:
                 if current is None:
                     message = queue.get()
                     if message is None:
-                        break
+                        return
+                    with self._lock:
+                        closed = self._closed
+                        self._holding = not closed
+                    if closed:  # taken from the queue just as close() drained it
+                        self._drop(message, "detached")
+                        return
                     current = Delivery(message)
                 self._running.wait()
-                if self._closed:
-                    break
-                try:
-                    outcome = deliverer.run(current)
-                except Interrupted:
-                    continue
-                except Exception:  # noqa: BLE001 - the thread must survive anything
-                    logger.exception(
-                        "webhook emitter %r failed to deliver; the event is given up",
-                        self.emitter_id,
-                        extra=self._extra(current.message),
+                with self._lock:
+                    if self._closed:
+                        return  # close() counted the held event
+                    self._busy = True
+                outcome = self._deliver(deliverer, current)
+                with self._lock:
+                    self._busy = False
+                    closed = self._closed
+                    gone = (
+                        outcome is not None
+                        and outcome.status_code == 410
+                        and self.config.pause_on_gone
                     )
-                    outcome = TryOutcome(False, error="internal error (logged)")
-                if outcome.status_code == 410 and self.config.pause_on_gone and not self._closed:
+                    if closed or (outcome is not None and not gone):
+                        self._holding = False  # this thread reports or drops it now
+                if closed:
+                    if outcome is not None and outcome.ok:
+                        self._finish(current, outcome)
+                    else:
+                        self._drop(current.message, "detached while it was being delivered")
+                    return
+                if outcome is None:
+                    continue  # interrupted by pause: tried again after restart
+                if gone:
                     logger.warning(
                         "webhook emitter %r paused: the receiver answered 410 Gone; "
                         "restart it to resume",
@@ -240,20 +265,34 @@ class Emitter:
                 self._finish(current, outcome)
                 current = None
         finally:
-            if current is not None:
-                self._abandon(current)
             self._transport.close()
 
-    def _abandon(self, delivery: Delivery) -> None:
-        logger.warning(
-            "webhook emitter %r detached while delivering; the event is dropped",
-            self.emitter_id,
-            extra=self._extra(delivery.message),
-        )
+    def _deliver(self, deliverer: Deliverer, delivery: Delivery) -> Optional[TryOutcome]:
+        """Run the delivery; None when pause, detach or shutdown cut it short."""
+        try:
+            return deliverer.run(delivery)
+        except Interrupted:
+            return None
+        except Exception:  # noqa: BLE001 - the thread must survive anything
+            logger.exception(
+                "webhook emitter %r failed to deliver; the event is given up",
+                self.emitter_id,
+                extra=self._extra(delivery.message),
+            )
+            return TryOutcome(False, error="internal error (logged)")
+
+    def _drop(self, message: Message, why: str) -> None:
+        """Count and log one event this thread drops."""
         with self._lock:
             self._pending -= 1
             self._dropped += 1
             self._idle.notify_all()
+        logger.warning(
+            "webhook emitter %r %s; 1 undelivered event dropped",
+            self.emitter_id,
+            why,
+            extra=self._extra(message),
+        )
 
     def _finish(self, delivery: Delivery, outcome: TryOutcome) -> None:
         message = delivery.message
