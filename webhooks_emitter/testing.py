@@ -38,7 +38,8 @@ class ReceivedRequest:
         path: the request path (with the query string).
         headers: the headers, names as sent (look them up with :meth:`header`).
         body: the raw body bytes.
-        try_number: 1 for the first request with this delivery id, 2 for its retry, and so on.
+        try_number: 1 for the first request with this delivery id on this path, 2 for its
+            retry, and so on (one emit sends the same delivery id to every emitter).
         signature_error: why the signature did not verify, or None when it did (or when
             the receiver has no secret).
         received_at: ``time.monotonic()`` when the request was read.
@@ -132,7 +133,7 @@ class Receiver:
         self.on_request = on_request
         self._cond = threading.Condition()
         self._requests: list[ReceivedRequest] = []
-        self._tries: dict[str, int] = {}
+        self._tries: dict[tuple[str, str], int] = {}
         self._server = http.server.ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
@@ -226,7 +227,7 @@ class Receiver:
             None,
         )
         with self._cond:
-            key = delivery if delivery is not None else f"#{len(self._requests)}"
+            key = (path, delivery if delivery is not None else f"#{len(self._requests)}")
             self._tries[key] = try_number = self._tries.get(key, 0) + 1
         request = ReceivedRequest(method, path, headers, body, try_number, error, time.monotonic())
         if self.on_request is not None:
