@@ -9,19 +9,23 @@ so a receiver that trickles its answer cannot hold a try open past ``request_tim
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import http.client
 import ipaddress
 import os
 import socket
 import threading
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import attrs
 import requests
 import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
+import urllib3.exceptions
+import urllib3.response
 from urllib3.poolmanager import PoolManager
 
 from ._config import Config, Network
@@ -33,7 +37,13 @@ MAX_RESPONSE_BYTES = 64 * 1024
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SIXTOFOUR = ipaddress.ip_network("2002::/16")
+
+#: The longest any wait or socket timeout may be: sockets, locks and conditions refuse
+#: timeouts past about 2**63 ns with OverflowError; 1e9 s (31 years) is as good as forever.
+_LONGEST = 1e9
+
+#: What a kept-alive connection that the receiver closed in the meantime fails with.
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 class AddressRefused(Exception):
@@ -80,11 +90,16 @@ class NetworkPolicy:
         return None
 
     def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
-        """Resolve ``host`` and return the allowed ``getaddrinfo`` entries, or refuse."""
-        entries = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        """Resolve ``host`` and return the allowed ``getaddrinfo`` entries, or refuse.
+
+        Raises:
+            AddressRefused: every address ``host`` resolved to is refused.
+            socket.gaierror: ``host`` did not resolve.
+        """
+        entries = socket.getaddrinfo(host.strip("[]"), port, 0, socket.SOCK_STREAM)
         allowed, reasons = [], []
         for entry in entries:
-            ip = ipaddress.ip_address(entry[4][0].split("%", 1)[0])
+            ip = ipaddress.ip_address(str(entry[4][0]).split("%", 1)[0])
             reason = self.refusal(ip)
             if reason is None:
                 allowed.append(entry)
@@ -96,27 +111,72 @@ class NetworkPolicy:
 
 
 class _Try:
-    """The try under way on one emitter's thread: its deadline, policy and socket."""
+    """The try under way on one emitter's thread: its deadline, policy and socket.
 
-    __slots__ = ("deadline", "expired", "policy", "sock")
+    The watchdog shuts down a duplicate of the socket's descriptor rather than the socket
+    object: when urllib3 wraps a new socket in TLS, the plain socket object is detached
+    (its ``fileno()`` becomes -1) before the handshake, yet shutting down any descriptor
+    of a connection ends it for all of them, the handshake included.
+    """
+
+    __slots__ = ("connections", "deadline", "expired", "policy", "_lock", "_watched", "_fd")
 
     def __init__(self, policy: NetworkPolicy) -> None:
         self.policy = policy
         self.deadline = 0.0
         self.expired = False
-        self.sock: Optional[socket.socket] = None
+        self.connections = 0  # new connections made during this try
+        self._lock = threading.Lock()
+        self._watched: Optional[socket.socket] = None
+        self._fd = -1
+
+    def begin(self, deadline: float) -> None:
+        """Start a new try that must end by ``deadline`` (a ``time.monotonic()`` value)."""
+        self.deadline = deadline
+        self.expired = False
+        self.connections = 0
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (may be negative)."""
+        return self.deadline - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Make ``sock`` the one the watchdog ends at the deadline (at once if it passed)."""
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        with self._lock:
+            if fd == self._fd:
+                return  # the same connection, now wrapped in TLS
+            self._close_watched()
+            self._watched = socket.fromfd(fd, sock.family, sock.type, sock.proto)
+            self._fd = fd
+            if self.expired:
+                self._shutdown()
 
     def expire(self) -> None:
         """Called by the watchdog at the deadline: end whatever the socket is waiting for."""
-        self.expired = True
-        sock = self.sock
-        if sock is not None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def end(self) -> None:
+        """The try is over: let go of the watched socket."""
+        with self._lock:
+            self._close_watched()
+
+    def _shutdown(self) -> None:
+        if self._watched is not None:
             try:
-                # socket.socket's own method, also for an SSLSocket: cut the TCP stream
-                # under the TLS layer so a blocked read returns at once.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                self._watched.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _close_watched(self) -> None:
+        if self._watched is not None:
+            self._watched.close()  # only the duplicate descriptor: the connection lives on
+            self._watched = None
+            self._fd = -1
 
 
 _current = threading.local()
@@ -139,6 +199,7 @@ class _Watchdog:
         self._thread: Optional[threading.Thread] = None
 
     def arm(self, attempt: _Try) -> None:
+        """Expire ``attempt`` at its deadline unless it is disarmed first."""
         with self._cond:
             self._active.add(attempt)
             if self._thread is None:
@@ -151,6 +212,7 @@ class _Watchdog:
                 self._cond.notify()
 
     def disarm(self, attempt: _Try) -> None:
+        """Forget ``attempt``; once this returns, the watchdog no longer touches it."""
         with self._cond:
             self._active.discard(attempt)
 
@@ -163,7 +225,7 @@ class _Watchdog:
                     attempt.expire()
                 if self._active:
                     self._wake_at = min(a.deadline for a in self._active)
-                    cond.wait(self._wake_at - now)
+                    cond.wait(min(self._wake_at - now, _LONGEST))
                 else:
                     self._wake_at = float("inf")
                     cond.wait()
@@ -174,38 +236,44 @@ os.register_at_fork(after_in_child=_watchdog._reset)
 
 
 def _guarded_socket(conn: urllib3.connection.HTTPConnection) -> socket.socket:
-    """Connect as ``conn._new_conn`` does, to an address the current try's policy allows."""
+    """Connect as ``conn._new_conn`` does, to an address the current try's policy allows.
+
+    Names are resolved here, once, and the connection is made to the very address that
+    was checked, so a second, different answer of the resolver cannot slip past. A
+    connection to a configured proxy is the operator's choice and is not checked (the
+    receiver's own address is checked before the request, see :meth:`Transport.send`).
+    """
     attempt: Optional[_Try] = getattr(_current, "attempt", None)
     policy = attempt.policy if attempt is not None else NetworkPolicy()
-    host = conn._dns_host
-    timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
-    if attempt is not None:
-        remaining = max(attempt.deadline - time.monotonic(), 0.001)
-        timeout = remaining if timeout is None else min(timeout, remaining)
+    if getattr(conn, "proxy", None) is not None:
+        policy = NetworkPolicy()
     try:
-        entries = policy.resolve(host.strip("[]"), conn.port)
+        entries = policy.resolve(conn._dns_host, conn.port)
     except socket.gaierror as exc:
         raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
     last: Optional[OSError] = None
     for family, kind, proto, _, address in entries:
+        timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
+        if attempt is not None:
+            remaining = attempt.remaining()
+            if remaining <= 0:
+                break
+            timeout = remaining if timeout is None else min(timeout, remaining)
         sock = socket.socket(family, kind, proto)
         try:
             for option in conn.socket_options or ():
                 sock.setsockopt(*option)
             sock.settimeout(timeout)
             if attempt is not None:
-                attempt.sock = sock
+                attempt.connections += 1
+                attempt.watch(sock)
             sock.connect(address)
             return sock
-        except socket.timeout as exc:
-            sock.close()
-            raise urllib3.exceptions.ConnectTimeoutError(
-                conn, f"connect to {conn.host} timed out"
-            ) from exc
         except OSError as exc:
             sock.close()
             last = exc
-    assert last is not None
+    if last is None or isinstance(last, TimeoutError):
+        raise urllib3.exceptions.ConnectTimeoutError(conn, f"connect to {conn.host} timed out")
     raise urllib3.exceptions.NewConnectionError(
         conn, f"Failed to establish a new connection: {last}"
     ) from last
@@ -220,7 +288,7 @@ class _GuardedMixin:
     def request(self, *args: Any, **kwargs: Any) -> None:
         attempt: Optional[_Try] = getattr(_current, "attempt", None)
         if attempt is not None and self.sock is not None:
-            attempt.sock = self.sock  # a kept-alive connection: the watchdog needs its socket
+            attempt.watch(self.sock)  # a kept-alive connection: the watchdog needs its socket
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -251,7 +319,7 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _POOLS
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager = cast(PoolManager, super().proxy_manager_for(proxy, **proxy_kwargs))
         if not proxy.lower().startswith("socks"):
             manager.pool_classes_by_scheme = _POOLS
         return manager
@@ -274,15 +342,20 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(when.timestamp() - time.time(), 0.0)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)  # HTTP dates are GMT
+    try:
+        return max(when.timestamp() - time.time(), 0.0)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -305,33 +378,73 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
-def describe(exc: BaseException) -> str:
-    """A short description of why a try failed, without URLs or anything secret."""
-    root = _root(exc)
+def _clean(text: str, limit: int = 120) -> str:
+    """``text`` from a receiver made safe for one log line: escaped, without URLs, short."""
+    text = text.strip().encode("unicode_escape").decode("ascii")
+    if "://" in text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_root(exc: BaseException, root: BaseException) -> str:
     if isinstance(exc, requests.exceptions.SSLError) or "SSL" in type(root).__name__:
-        reason = getattr(root, "reason", None) or getattr(root, "strerror", None) or type(root).__name__
-        return f"TLS error: {reason}"
+        reason = getattr(root, "reason", None) or type(root).__name__
+        detail = getattr(root, "verify_message", None)
+        return f"TLS error: {reason}: {_clean(detail)}" if detail else f"TLS error: {reason}"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect timed out"
-    if isinstance(exc, requests.exceptions.Timeout):
+    if isinstance(exc, requests.exceptions.Timeout) or isinstance(root, TimeoutError):
         return "timed out"
+    if isinstance(root, http.client.RemoteDisconnected):
+        return "the receiver closed the connection without answering"
     if isinstance(root, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(root, ConnectionResetError):
+    if isinstance(root, _STALE):
         return "connection reset by the receiver"
-    if isinstance(root, urllib3.exceptions.NameResolutionError):
+    if isinstance(root, socket.gaierror):
         return "name resolution failed"
+    if isinstance(root, http.client.HTTPException):
+        message = _clean(str(root))
+        what = f"invalid HTTP answer: {type(root).__name__}"
+        return f"{what}: {message}" if message else what
     if isinstance(root, OSError) and root.strerror:
         return f"connection failed: {root.strerror}"
     text = type(root).__name__
-    message = str(root).split(": ", 1)[-1] if "NewConnectionError" in text else str(root)
-    if message and "://" not in message and len(message) < 200:
-        return f"connection failed: {text}: {message}"
-    return f"connection failed: {text}"
+    message = str(root)
+    if isinstance(root, urllib3.exceptions.NewConnectionError):
+        message = message.split(": ", 1)[-1]  # without the connection's repr
+    message = _clean(message)
+    return f"connection failed: {text}: {message}" if message else f"connection failed: {text}"
+
+
+def describe(exc: BaseException) -> str:
+    """A short description of why a try failed, without URLs, secrets or control characters."""
+    text = _describe_root(exc, _root(exc))
+    return f"proxy error: {text}" if isinstance(exc, requests.exceptions.ProxyError) else text
+
+
+def _drain(raw: urllib3.response.BaseHTTPResponse) -> bool:
+    """Read and drop the body, never more than ``MAX_RESPONSE_BYTES`` + 1 bytes.
+
+    Returns:
+        True when the body ended within the cap (the connection may then be reused).
+    """
+    total = 0
+    while total <= MAX_RESPONSE_BYTES:
+        chunk = raw.read(MAX_RESPONSE_BYTES + 1 - total, decode_content=False)
+        if not chunk:
+            return True
+        total += len(chunk)
+    return False
 
 
 class Transport:
-    """Sends a prepared request for one emitter: one ``requests.Session``, settings resolved once."""
+    """Sends a prepared request for one emitter: one ``requests.Session``, settings resolved once.
+
+    Proxies: an explicit ``Config.proxies`` mapping is used as it is (``{}`` means no
+    proxy); ``None`` takes the environment's variables (``HTTP_PROXY``, ``NO_PROXY``...)
+    as requests does, read once when the emitter is attached.
+    """
 
     def __init__(self, config: Config) -> None:
         self.session = requests.Session()
@@ -347,46 +460,67 @@ class Transport:
         settings = self.session.merge_environment_settings(
             config.url, dict(config.proxies or {}), True, verify, config.client_cert
         )
+        proxies: dict[str, str] = (
+            dict(config.proxies) if config.proxies is not None else dict(settings["proxies"] or {})
+        )
+        timeout = min(config.request_timeout, _LONGEST)
         self.send_kwargs: dict[str, Any] = {
             "stream": True,
             "verify": settings["verify"],
             "cert": settings["cert"],
-            "proxies": settings["proxies"],
-            "timeout": (config.request_timeout, config.request_timeout),
+            "proxies": proxies,
+            "timeout": (timeout, timeout),
         }
-        self.timeout = config.request_timeout
+        self.timeout = timeout
         self._attempt = _Try(NetworkPolicy(config.block_private_networks, config.allowed_networks))
-        self._proxied = bool(
-            requests.utils.select_proxy(config.url, settings["proxies"] or {})
+        self._proxied = bool(requests.utils.select_proxy(config.url, proxies))
+        target = urllib3.util.parse_url(config.url)
+        self._target = (
+            (target.host or "").strip("[]"),
+            target.port or (443 if target.scheme == "https" else 80),
         )
-        self._target = urllib3.util.parse_url(config.url)
 
     def send(self, request: requests.PreparedRequest) -> TryOutcome:
         """Make one try of ``request``; never raises for network or HTTP failures."""
         attempt = self._attempt
-        attempt.expired = False
-        attempt.sock = None
-        attempt.deadline = time.monotonic() + self.timeout
+        attempt.begin(time.monotonic() + self.timeout)
         _current.attempt = attempt
         _watchdog.arm(attempt)
         try:
             if self._proxied and attempt.policy.block_private:
                 # Through a proxy the receiver's address is the proxy's to resolve; check
                 # what it resolves to here as well (best effort, see README's SECURITY).
-                attempt.policy.resolve(self._target.host or "", self._target.port or 443)
-            response = self.adapter.send(request, **self.send_kwargs)
+                attempt.policy.resolve(*self._target)
             try:
-                status = response.status_code
+                response = self.adapter.send(request, **self.send_kwargs)
+            except requests.exceptions.ConnectionError as exc:
+                if not self._stale(exc, attempt):
+                    raise
+                # A kept-alive connection the receiver had closed (its close crossed our
+                # request): nothing was answered, so send again once on a new connection.
+                response = self.adapter.send(request, **self.send_kwargs)
+            if attempt.expired:
+                # The deadline cut the head short (http.client takes the end of the stream
+                # for the end of the headers): no answer came.
+                response.close()
+                return TryOutcome(False, error=self._why(None, attempt))
+            status = response.status_code
+            try:
                 raw = response.raw
-                complete = len(raw.read(MAX_RESPONSE_BYTES + 1, decode_content=False)) <= MAX_RESPONSE_BYTES
-                if not complete:
-                    raw.close()  # the rest is never read, so the connection is not reused
-                raw.release_conn()
+                if _drain(raw):
+                    raw.release_conn()
+                else:
+                    response.close()  # the rest is never read, so the connection is not reused
             except Exception as exc:  # noqa: BLE001 - a failed read fails the try
                 response.close()
                 if 200 <= status < 300 and not attempt.expired:
-                    return TryOutcome(True, status)
+                    return TryOutcome(True, status)  # the receiver took it; the body is moot
                 return TryOutcome(False, status, self._why(exc, attempt))
+            if attempt.expired:
+                # The deadline cut the answer short (a trickled body read to the end of
+                # the connection ends there too): the try failed, whatever the status.
+                response.close()
+                return TryOutcome(False, status, self._why(None, attempt))
         except AddressRefused as exc:
             return TryOutcome(False, error=f"refused: {exc}", final=True)
         except socket.gaierror:
@@ -396,7 +530,7 @@ class Transport:
         finally:
             _watchdog.disarm(attempt)
             _current.attempt = None
-            attempt.sock = None
+            attempt.end()
         if 200 <= status < 300:
             return TryOutcome(True, status)
         retry_after = None
@@ -404,11 +538,19 @@ class Transport:
             retry_after = _retry_after(response.headers.get("Retry-After"))
         return TryOutcome(False, status, f"HTTP {status}", retry_after)
 
-    def _why(self, exc: BaseException, attempt: _Try) -> str:
-        if attempt.expired:
+    @staticmethod
+    def _stale(exc: BaseException, attempt: _Try) -> bool:
+        """Whether ``exc`` is a reused connection found closed before any answer came."""
+        return (
+            attempt.connections == 0
+            and not attempt.expired
+            and attempt.remaining() > 0
+            and isinstance(_root(exc), _STALE)
+        )
+
+    def _why(self, exc: Optional[BaseException], attempt: _Try) -> str:
+        if attempt.expired or exc is None:
             return f"timed out after {self.timeout:g} s"
-        if isinstance(exc, AddressRefused):
-            return f"refused: {exc}"
         return describe(exc)
 
     def close(self) -> None:

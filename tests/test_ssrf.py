@@ -1,0 +1,526 @@
+"""Where an emitter may connect: block_private_networks, allowed_networks, redirects, proxies.
+
+Nothing here may leave loopback. Three layers make sure of it and make the checks visible:
+the autouse ``network_fence`` (conftest.py) refuses and records any connect outside
+loopback; the ``connects`` fixture records every connect the process makes, loopback
+included, so a test can show that a refused address was never even tried; and the
+``resolver`` fixture answers host names from a table (a name outside it fails to resolve,
+so no DNS query is ever sent).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
+
+import pytest
+from conftest import NetworkFence
+from faultservers import WAIT, ForwardProxy, Results, closed_port
+
+from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
+from webhooks_emitter.testing import Receiver
+
+PUBLIC = "93.184.216.34"  # a globally routable address; the fence refuses any connect to it
+REFUSED = "is not globally routable (block_private_networks)"
+
+
+class Connects:
+    """Every address the process connected (or tried to connect) to, in order."""
+
+    def __init__(self) -> None:
+        self.addresses: list[tuple[str, int]] = []
+
+    def to_port(self, port: int) -> list[tuple[str, int]]:
+        """The connects made to ``port``."""
+        return [a for a in self.addresses if a[1] == port]
+
+
+@pytest.fixture
+def connects(network_fence: NetworkFence, monkeypatch: pytest.MonkeyPatch) -> Connects:
+    """Record every socket connect, on top of the fence (which still refuses non-loopback)."""
+    record = Connects()
+    fenced = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        record.addresses.append((str(address[0]), int(address[1])))
+        fenced(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return record
+
+
+class Resolver:
+    """A stand-in for DNS: names map to a list of answers, one per lookup (the last repeats)."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real = real
+        self.names: dict[str, list[Sequence[str]]] = {}
+        self.lookups: dict[str, int] = {}
+
+    def add(self, name: str, *answers: Sequence[str]) -> None:
+        """``name`` resolves to ``answers[0]`` first, then ``answers[1]``... then the last."""
+        self.names[name] = list(answers)
+
+    def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in self.names:
+            try:
+                ipaddress.ip_address(name.split("%", 1)[0])
+            except ValueError:
+                if name != "localhost" and not name.isdigit() and not name.startswith("0x"):
+                    raise socket.gaierror(
+                        socket.EAI_NONAME, f"{name} is not in the test's table"
+                    ) from None
+            return list(self.real(host, port, *args, **kwargs))  # a literal: no DNS involved
+        count = self.lookups.get(name, 0)
+        self.lookups[name] = count + 1
+        answers = self.names[name]
+        entries = []
+        for text in answers[min(count, len(answers) - 1)]:
+            ip = ipaddress.ip_address(text)
+            if ip.version == 4:
+                entries.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (text, int(port))))
+            else:
+                entries.append(
+                    (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (text, int(port), 0, 0))
+                )
+        return entries
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> Resolver:
+    """Answer names from a table; anything else but literals and localhost fails to resolve."""
+    fake = Resolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(resolver: Resolver) -> None:
+    """Every test of this file resolves through the table: no DNS query leaves the process."""
+
+
+@pytest.fixture
+def results() -> Results:
+    """Collects the DeliveryResults of the emitter under test."""
+    return Results()
+
+
+def deliver(hub: WebhooksEmitter, config: Config) -> DeliveryResult:
+    """Attach ``config``, emit one event and return its DeliveryResult."""
+    assert isinstance(config.on_delivery, Results)
+    hub.attach("guarded", "e", config)
+    hub.emit("e", {"n": 1})
+    result: DeliveryResult = config.on_delivery.next()
+    return result
+
+
+# -- refused addresses --------------------------------------------------------------------
+
+# (URL with {port} for the receiver's port, the address the refusal names)
+BLOCKED = {
+    "loopback": ("http://127.0.0.1:{port}/hooks", "127.0.0.1"),
+    "localhost": ("http://localhost:{port}/hooks", "127.0.0.1"),
+    "IPv6 loopback": ("http://[::1]:{port}/hooks", "::1"),
+    "cloud metadata": ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+    "RFC 1918 10/8": ("http://10.0.0.1/hooks", "10.0.0.1"),
+    "RFC 1918 172.16/12": ("http://172.16.0.1/hooks", "172.16.0.1"),
+    "RFC 1918 192.168/16": ("http://192.168.1.1/hooks", "192.168.1.1"),
+    "CGNAT": ("http://100.64.0.1/hooks", "100.64.0.1"),
+    "unspecified": ("http://0.0.0.0:{port}/hooks", "0.0.0.0"),
+    "multicast": ("http://224.0.0.1/hooks", "224.0.0.1"),
+    "reserved": ("http://240.0.0.1/hooks", "240.0.0.1"),
+    "IPv4-mapped loopback": ("http://[::ffff:127.0.0.1]:{port}/hooks", "::ffff:127.0.0.1"),
+    "IPv4-mapped private": ("http://[::ffff:10.0.0.1]/hooks", "::ffff:10.0.0.1"),
+    "IPv6 unspecified": ("http://[::]:{port}/hooks", "::"),
+    "IPv6 ULA": ("http://[fd00::1]/hooks", "fd00::1"),
+    "IPv6 link-local": ("http://[fe80::1]/hooks", "fe80::1"),
+    "NAT64 of the metadata address": ("http://[64:ff9b::a9fe:a9fe]/hooks", "64:ff9b::a9fe:a9fe"),
+    "6to4 of a private address": ("http://[2002:a00:1::1]/hooks", "2002:a00:1::1"),
+    "loopback as a decimal number": ("http://2130706433:{port}/hooks", "127.0.0.1"),
+    "loopback over https": ("https://127.0.0.1:{port}/hooks", "127.0.0.1"),
+}
+
+
+@pytest.mark.parametrize("url, address", list(BLOCKED.values()), ids=list(BLOCKED))
+def test_private_address_is_refused_before_connecting(
+    url: str,
+    address: str,
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    connects: Connects,
+    network_fence: NetworkFence,
+) -> None:
+    """A URL that leads to a non-global address fails at once: 1 try of 5, the reason given.
+
+    No connect is made at all (not to loopback, not past the fence), so the receiver
+    listening on that port sees nothing.
+    """
+    config = fast(
+        url.format(port=receiver.port),
+        block_private_networks=True,
+        max_attempts=5,
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert (result.delivered, result.attempts, result.status_code) == (False, 1, None)
+    # (as Python spells the address: ::ffff:7f00:1 before 3.13, ::ffff:127.0.0.1 after)
+    assert result.error == f"refused: address {ipaddress.ip_address(address)} {REFUSED}"
+    assert connects.addresses == []
+    assert network_fence.attempts == []
+    assert hub.flush(WAIT)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/hooks", "http://localhost:{port}/hooks"])
+def test_the_same_urls_are_delivered_without_the_guard(
+    url: str,
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+) -> None:
+    """Control for the test above: without block_private_networks these URLs are delivered."""
+    result = deliver(hub, fast(url.format(port=receiver.port), on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert len(receiver.requests) == 1
+
+
+def test_a_refused_try_is_not_retried(
+    hub: WebhooksEmitter, fast: Callable[..., Config], results: Results
+) -> None:
+    """Refusal is final: with 5 tries allowed and a 5 s backoff, the result comes after 1 try."""
+    config = fast(
+        "http://10.0.0.1/hooks",
+        block_private_networks=True,
+        max_attempts=5,
+        backoff_start=5.0,
+        backoff_limit=5.0,
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert result.attempts == 1
+    assert result.elapsed < 4  # a retry would have waited 5 s first
+    assert hub.stats("guarded").retries == 0
+
+
+def test_a_name_resolving_to_a_private_address_is_refused(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    results: Results,
+    resolver: Resolver,
+    connects: Connects,
+) -> None:
+    """The check is made on resolved addresses: a harmless-looking name for 10.0.0.1 is refused."""
+    resolver.add("hooks.internal.example", ["10.0.0.1"])
+    config = fast(
+        "http://hooks.internal.example/hooks", block_private_networks=True, on_delivery=results
+    )
+    result = deliver(hub, config)
+    assert (result.attempts, result.error) == (1, f"refused: address 10.0.0.1 {REFUSED}")
+    assert connects.addresses == []
+
+
+def test_a_resolver_answer_that_changes_never_reaches_the_private_address(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    resolver: Resolver,
+    connects: Connects,
+    network_fence: NetworkFence,
+) -> None:
+    """DNS rebinding: a public answer first, then 127.0.0.1 (where a receiver listens).
+
+    The first try connects to the public address it checked (the fence refuses it: a
+    connection error, so it is retried); the second lookup answers 127.0.0.1, which is
+    refused before any connect. The connection is always made to the address that was
+    checked, with one lookup per try: 127.0.0.1 is never connected to.
+    """
+    resolver.add("rebind.example", [PUBLIC], ["127.0.0.1"])
+    url = f"http://rebind.example:{receiver.port}/hooks"
+    result = deliver(
+        hub, fast(url, block_private_networks=True, max_attempts=5, on_delivery=results)
+    )
+    assert (result.delivered, result.attempts) == (False, 2)
+    assert result.error == f"refused: address 127.0.0.1 {REFUSED}"
+    assert connects.addresses == [(PUBLIC, receiver.port)]
+    assert network_fence.attempts == [(PUBLIC, receiver.port)]
+    assert resolver.lookups["rebind.example"] == 2
+    assert hub.flush(WAIT)
+    assert receiver.requests == []
+
+
+def test_only_the_allowed_addresses_of_a_name_are_tried(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    resolver: Resolver,
+    connects: Connects,
+) -> None:
+    """A name with a private and a public address: the private one is skipped, the public tried."""
+    resolver.add("mixed.example", ["127.0.0.1", PUBLIC])
+    url = f"http://mixed.example:{receiver.port}/hooks"
+    result = deliver(
+        hub, fast(url, block_private_networks=True, max_attempts=2, on_delivery=results)
+    )
+    assert (result.delivered, result.attempts, result.error) == (False, 2, "connection refused")
+    assert connects.addresses == [(PUBLIC, receiver.port)] * 2
+    assert hub.flush(WAIT)
+    assert receiver.requests == []
+
+
+def test_without_the_guard_the_first_address_of_a_name_is_used(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    resolver: Resolver,
+) -> None:
+    """Control for the test above: unguarded, the same name is delivered to 127.0.0.1."""
+    resolver.add("mixed.example", ["127.0.0.1", PUBLIC])
+    result = deliver(hub, fast(f"http://mixed.example:{receiver.port}/hooks", on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert len(receiver.requests) == 1
+
+
+def test_an_allowed_network_goes_through(
+    hub: WebhooksEmitter, fast: Callable[..., Config], receiver: Receiver, results: Results
+) -> None:
+    """allowed_networks=["127.0.0.0/8"] exempts loopback: a real receiver gets the event."""
+    config = fast(
+        receiver.url,
+        block_private_networks=True,
+        allowed_networks=["127.0.0.0/8"],
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert (result.delivered, result.attempts) == (True, 1)
+    [request] = receiver.wait_for(1)
+    assert request.json() == {"n": 1}
+
+
+def test_an_allowed_network_exempts_only_its_range(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    connects: Connects,
+) -> None:
+    """allowed_networks=["10.0.0.0/8"] does not open loopback."""
+    config = fast(
+        receiver.url,
+        block_private_networks=True,
+        allowed_networks=["10.0.0.0/8"],
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert (result.attempts, result.error) == (1, f"refused: address 127.0.0.1 {REFUSED}")
+    assert connects.addresses == []
+
+
+def test_redirects_are_never_followed(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    results: Results,
+    connects: Connects,
+    network_fence: NetworkFence,
+) -> None:
+    """A 302 to the metadata address fails the try; nothing connects to where it points."""
+    answer = (302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")
+    with Receiver(responder=lambda request: answer) as receiver:
+        result = deliver(hub, fast(receiver.url, max_attempts=2, on_delivery=results))
+        assert (result.delivered, result.attempts, result.status_code, result.error) == (
+            False,
+            2,
+            302,
+            "HTTP 302",
+        )
+        assert {address for address, _ in connects.addresses} == {"127.0.0.1"}
+        assert network_fence.attempts == []
+        assert len(receiver.requests) == 2
+
+
+# -- proxies --------------------------------------------------------------------------------
+
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "REQUEST_METHOD",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy variables in the environment unless the test sets them."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    """A forward proxy on 127.0.0.1 that relays to loopback only."""
+    with ForwardProxy() as running:
+        yield running
+
+
+def test_explicit_proxies_are_used(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    proxy: ForwardProxy,
+    results: Results,
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """Config(proxies={"http": ...}): the request goes to the proxy, which relays it."""
+    result = deliver(hub, fast(receiver.url, proxies={"http": proxy.url}, on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert proxy.wait_for(1) == [("POST", receiver.url)]
+    [request] = receiver.wait_for(1)
+    assert request.json() == {"n": 1}
+
+
+def test_environment_proxy_applies_when_proxies_is_none(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    proxy: ForwardProxy,
+    results: Results,
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """With proxies=None, HTTP_PROXY (set before attach) routes the delivery through the proxy."""
+    clean_env.setenv("HTTP_PROXY", proxy.url)
+    result = deliver(hub, fast(receiver.url, on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert proxy.wait_for(1) == [("POST", receiver.url)]
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_no_proxy_is_respected(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    proxy: ForwardProxy,
+    results: Results,
+    clean_env: pytest.MonkeyPatch,
+    connects: Connects,
+) -> None:
+    """HTTP_PROXY with NO_PROXY naming the receiver's host: the delivery goes direct."""
+    clean_env.setenv("HTTP_PROXY", proxy.url)
+    clean_env.setenv("NO_PROXY", "127.0.0.1")
+    result = deliver(hub, fast(receiver.url, on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert proxy.seen == []
+    assert connects.addresses == [("127.0.0.1", receiver.port)]
+
+
+def test_explicit_empty_proxies_disable_the_environment(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    proxy: ForwardProxy,
+    results: Results,
+    clean_env: pytest.MonkeyPatch,
+    connects: Connects,
+) -> None:
+    """proxies={} is taken as it is: no proxy, even with HTTP_PROXY in the environment."""
+    clean_env.setenv("HTTP_PROXY", proxy.url)
+    result = deliver(hub, fast(receiver.url, proxies={}, on_delivery=results))
+    assert (result.delivered, result.attempts) == (True, 1)
+    assert proxy.seen == []
+    assert connects.addresses == [("127.0.0.1", receiver.port)]
+
+
+def test_an_unreachable_proxy_is_a_proxy_error(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    results: Results,
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """A proxy that refuses connections fails each try with a proxy error (and is retried)."""
+    with closed_port() as port:
+        config = fast(
+            "http://127.0.0.1:9/hooks",
+            proxies={"http": f"http://127.0.0.1:{port}"},
+            on_delivery=results,
+        )
+        result = deliver(hub, config)
+    assert (result.delivered, result.attempts) == (False, 3)
+    assert result.error == "proxy error: connection refused"
+
+
+def test_guard_checks_the_target_not_the_proxy(
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    receiver: Receiver,
+    results: Results,
+    resolver: Resolver,
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """block_private_networks with a proxy on loopback: the proxy is the operator's and is used.
+
+    The receiver's name is resolved here and checked (it resolves to a public address),
+    then the request goes to the proxy, which relays it (here to a local receiver).
+    """
+    resolver.add("hooks.example", [PUBLIC])
+    with ForwardProxy(routes={"hooks.example": ("127.0.0.1", receiver.port)}) as proxy:
+        config = fast(
+            "http://hooks.example/hooks",
+            proxies={"http": proxy.url},
+            block_private_networks=True,
+            on_delivery=results,
+        )
+        result = deliver(hub, config)
+        assert (result.delivered, result.attempts) == (True, 1)
+        assert proxy.wait_for(1) == [("POST", "http://hooks.example/hooks")]
+    assert resolver.lookups["hooks.example"] == 1
+    assert len(receiver.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize(
+    "url, answer, address",
+    [
+        ("http://10.0.0.1/hooks", None, "10.0.0.1"),
+        ("http://169.254.169.254/latest/meta-data/", None, "169.254.169.254"),
+        ("http://internal.example/hooks", ["192.168.0.10"], "192.168.0.10"),
+    ],
+    ids=["private literal", "metadata literal", "name for a private address"],
+)
+def test_guard_refuses_a_private_target_behind_a_proxy(
+    url: str,
+    answer: Any,
+    address: str,
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    proxy: ForwardProxy,
+    results: Results,
+    resolver: Resolver,
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """Through a proxy, a target that is (or resolves to) a private address is refused: 1 try,
+    and the proxy never hears of it."""
+    if answer is not None:
+        resolver.add("internal.example", answer)
+    config = fast(
+        url,
+        proxies={"http": proxy.url},
+        block_private_networks=True,
+        max_attempts=5,
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert (result.delivered, result.attempts) == (False, 1)
+    assert result.error == f"refused: address {address} {REFUSED}"
+    assert proxy.seen == []
