@@ -52,6 +52,7 @@ class Emitter:
         self._pending = 0  # queued plus in flight
         self._holding = False  # the thread holds an event taken from the queue
         self._busy = False  # ... and is delivering it (not paused, not closed)
+        self._abandoned = False  # shutdown() reported the event under way as dropped
         self._delivered = self._given_up = self._dropped = self._retries = 0
         self._unreported_drops = 0
         self._last_drop_warning = float("-inf")
@@ -137,7 +138,8 @@ class Emitter:
             if not self._paused:
                 return
             self._paused = False
-            self._interrupt.clear()
+            # The interrupt stays set: the thread clears it when it resumes, so a pause that
+            # came just before the thread entered its backoff wait still cuts that wait short.
             self._running.set()
 
     def flush(self, deadline: Optional[float]) -> bool:
@@ -190,6 +192,28 @@ class Emitter:
             self._transport.close()
         return count
 
+    def abandon(self) -> int:
+        """After ``close``: drop an event whose delivery is still under way; returns 0 or 1.
+
+        ``shutdown`` calls it when its time is up, so that what it leaves behind is logged
+        even when the interpreter exits before that try ends; the thread then reports
+        nothing more about it.
+        """
+        with self._lock:
+            if not (self._closed and self._holding and self._busy):
+                return 0
+            self._holding = False
+            self._abandoned = True
+            self._pending -= 1
+            self._dropped += 1
+            self._idle.notify_all()
+        logger.warning(
+            "webhook emitter %r stopped while delivering; 1 undelivered event abandoned",
+            self.emitter_id,
+            extra=self._extra(),
+        )
+        return 1
+
     def join(self, timeout: Optional[float]) -> None:
         """Wait up to ``timeout`` seconds for the thread to end after ``close``."""
         thread = self._thread
@@ -233,11 +257,14 @@ class Emitter:
                 with self._lock:
                     if self._closed:
                         return  # close() counted the held event
+                    if not self._paused:
+                        self._interrupt.clear()
                     self._busy = True
                 outcome = self._deliver(deliverer, current)
                 with self._lock:
                     self._busy = False
                     closed = self._closed
+                    abandoned = self._abandoned
                     gone = (
                         outcome is not None
                         and outcome.status_code == 410
@@ -246,6 +273,8 @@ class Emitter:
                     if closed or (outcome is not None and not gone):
                         self._holding = False  # this thread reports or drops it now
                 if closed:
+                    if abandoned:
+                        return  # abandon() counted and logged it
                     if outcome is not None and outcome.ok:
                         self._finish(current, outcome)
                     else:
@@ -254,13 +283,13 @@ class Emitter:
                 if outcome is None:
                     continue  # interrupted by pause: tried again after restart
                 if gone:
+                    self.pause()  # before the WARNING says so, for whoever acts on it
                     logger.warning(
                         "webhook emitter %r paused: the receiver answered 410 Gone; "
                         "restart it to resume",
                         self.emitter_id,
                         extra=self._extra(current.message),
                     )
-                    self.pause()
                     continue
                 self._finish(current, outcome)
                 current = None

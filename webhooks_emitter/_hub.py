@@ -293,6 +293,8 @@ class WebhooksEmitter:
                 emitter.close()
             for emitter in emitters:
                 emitter.join(max(deadline - time.monotonic(), 0.0))
+            for emitter in emitters:
+                emitter.abandon()  # a try still under way: logged now, the exit may not wait
         finally:
             with self._lock:
                 self._closing = False
