@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import requests
 import tenacity
@@ -16,7 +16,7 @@ from ._config import Config
 from ._queue import Message
 from ._transport import Transport, TryOutcome
 
-__all__ = ["Delivery", "Deliverer", "Interrupted"]
+__all__ = ["Deliverer", "Delivery", "Interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +25,12 @@ class Interrupted(Exception):
     """The delivery was cut short by pause, detach or shutdown; its state is kept."""
 
 
-def _header_value(text: str) -> str | bytes:
+def _header_value(text: str) -> Union[str, bytes]:
     # http.client sends str headers as latin-1; other text goes as its UTF-8 bytes, as the
-    # original (which writes binaries) does.
-    return text if text.isascii() else text.encode("utf-8")
+    # original (which writes binaries) does. Event names and request ids cannot hold lone
+    # surrogates (check_name refuses them); an additional header value that does goes as
+    # the bytes "surrogatepass" makes rather than failing every try.
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass")
 
 
 class Delivery:
@@ -67,11 +69,18 @@ class Deliverer:
         self._scheme = config.signature_scheme
         self._event_header = f"X-{config.header_identifier}-Event"
         self._delivery_header = f"X-{config.header_identifier}-Delivery"
-        self._base_headers = {
-            "User-Agent": f"WebHooks-Emitter/{__version__}",
-            "Content-Type": "application/json",
-            **dict(config.additional_headers),
-        }
+        # Resolved once: a case-insensitive merge (an additional "user-agent" replaces ours),
+        # then a plain dict that each delivery copies. The names added per delivery cannot
+        # clash with these: Config refuses additional headers named Content-Length,
+        # X-<identifier>-* or any header the signature scheme sets.
+        merged: CaseInsensitiveDict[str] = CaseInsensitiveDict(
+            {
+                "User-Agent": f"WebHooks-Emitter/{__version__}",
+                "Content-Type": "application/json",
+                **dict(config.additional_headers),
+            }
+        )
+        self._base_headers = {name: _header_value(value) for name, value in merged.items()}
         # The URL is prepared (parsed, IDNA-encoded) once for the emitter, not per delivery.
         self._url = requests.Request("POST", config.url).prepare().url
         self._retrying = tenacity.Retrying(
@@ -87,13 +96,15 @@ class Deliverer:
         request = requests.PreparedRequest()
         request.method = "POST"
         request.url = self._url
-        headers = CaseInsensitiveDict(self._base_headers)
+        headers: dict[str, Union[str, bytes]] = dict(self._base_headers)
         headers[self._event_header] = _header_value(message.event)
         headers[self._delivery_header] = _header_value(message.request_id)
         headers["Content-Length"] = str(len(message.body))
         if self._secrets and not self._scheme.timestamped:
             headers.update(self._sign(message, 0))
-        request.headers = headers
+        # A plain dict: requests' adapter and urllib3 only iterate it and look up
+        # "Content-Length" as written here; a CaseInsensitiveDict cost more than the rest.
+        request.headers = headers  # type: ignore[assignment]
         request.body = message.body
         request.hooks = {"response": []}
         return request
@@ -117,7 +128,19 @@ class Deliverer:
         if delivery.request is None:
             delivery.request = self._prepare(delivery.message)
             delivery.started = time.monotonic()
-        outcome: TryOutcome = self._retrying(self._try, delivery)
+        # The first try is made here; tenacity is entered only when it must be retried,
+        # and is handed that outcome as its own first attempt, so the whole retry policy
+        # (stop, wait, log, sleep, last outcome) stays in tenacity and runs as before.
+        # Most deliveries succeed at once and skip tenacity's per-call bookkeeping.
+        first = self._try(delivery)
+        if not self._should_retry(first):
+            return first
+        replay = [first]
+
+        def attempt(delivery: Delivery) -> TryOutcome:
+            return replay.pop() if replay else self._try(delivery)
+
+        outcome: TryOutcome = self._retrying(attempt, delivery)
         return outcome
 
     def _try(self, delivery: Delivery) -> TryOutcome:
@@ -153,8 +176,15 @@ class Deliverer:
         return min(exponential + random.uniform(0, start), limit)
 
     def _sleep(self, seconds: float) -> None:
-        if self._interrupt.wait(seconds):
-            raise Interrupted
+        # Event.wait refuses a timeout above threading.TIMEOUT_MAX (about 292 years), and a
+        # valid backoff_limit or Retry-After can be larger: such a wait is made in parts.
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._interrupt.wait(min(seconds, threading.TIMEOUT_MAX)):
+                raise Interrupted
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                return
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         delivery: Delivery = state.args[0]

@@ -1,20 +1,23 @@
-"""Payloads to strict, compact UTF-8 JSON bytes; event names and request ids checked."""
+"""Payloads to strict, compact UTF-8 JSON bytes; event names and request ids checked and made."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
 import enum
 import json
+import json.encoder
 import math
+import os
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable, Optional
 
 import attrs
 
-__all__ = ["check_name", "encode_payload"]
+__all__ = ["check_name", "encode_payload", "new_request_id"]
 
 _KEY_TYPES = (str, int, float, bool, type(None))
 
@@ -22,7 +25,8 @@ _KEY_TYPES = (str, int, float, bool, type(None))
 def check_name(value: object, argument: str) -> str:
     """Return ``value`` as an event name or request id, or raise naming ``argument``.
 
-    A name is a non-empty ``str`` without CR or LF; an ``Enum`` member is taken by its value.
+    A name is a non-empty ``str`` without CR or LF (nor lone surrogates, which UTF-8 cannot
+    carry); an ``Enum`` member is taken by its value.
     """
     if isinstance(value, enum.Enum):
         value = value.value
@@ -34,6 +38,12 @@ def check_name(value: object, argument: str) -> str:
         raise ValueError(f"{argument} must not be empty")
     if "\r" in value or "\n" in value:
         raise ValueError(f"{argument} must not contain CR or LF: {value!r}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # It goes in a header as UTF-8, which a lone surrogate cannot be.
+            raise ValueError(f"{argument} must be valid Unicode text: {value!r}") from None
     return value
 
 
@@ -96,9 +106,43 @@ def _sanitize(obj: Any, active: set[int]) -> Any:
         active.discard(marker)
 
 
-_fast = json.JSONEncoder(
+_encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
-).encode
+)
+
+
+def _c_encoder() -> Optional[Callable[[object], str]]:
+    """json's C encoder made once, with the settings of ``_encoder``; None where unavailable.
+
+    ``JSONEncoder.encode`` builds this encoder, and a dict of markers to detect cycles, on
+    every call; emit() is on the caller's thread, so that is done once here. Without the
+    markers a payload that refers to itself ends in RecursionError, which takes the slow
+    path below, as a cycle did before. Checked on a probe against ``JSONEncoder.encode``;
+    any mismatch (another Python, another signature) keeps the plain encoder.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:
+        return None
+    try:
+        encode = make(None, _default, basestring, None, ":", ",", False, False, False)
+
+        def fast(payload: object) -> str:
+            return "".join(encode(payload, 0))
+
+        probe = {"a": [1, 2.5, True, None, "\u00e9\n\"", {"b": (3,)}], 1: {2}, "c": -0.0}
+        if fast(probe) != _encoder.encode(probe):
+            return None
+    except Exception:  # noqa: BLE001 - any surprise keeps the plain encoder
+        return None
+    try:
+        fast({"nan": float("nan")})
+    except ValueError:
+        return fast  # NaN refused, as allow_nan=False does
+    return None
+
+
+_fast: Callable[[object], str] = _c_encoder() or _encoder.encode
 
 
 def encode_payload(payload: object) -> bytes:
@@ -108,7 +152,7 @@ def encode_payload(payload: object) -> bytes:
         TypeError: ``payload`` is not a mapping.
         ValueError: ``payload`` refers to itself.
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise TypeError(f"payload must be a mapping (a dict), not {type(payload).__name__}")
     try:
         text = _fast(payload)
@@ -123,3 +167,26 @@ def encode_payload(payload: object) -> bytes:
     except UnicodeEncodeError:
         # Lone surrogates cannot be UTF-8; JSON's \uXXXX escapes carry them intact.
         return json.dumps(json.loads(text), ensure_ascii=True, separators=(",", ":")).encode()
+
+
+# Request ids: the random bytes of 256 ids are read at once, because os.urandom releases
+# the GIL (a syscall): on every emit() that let a busy delivery thread take the GIL and
+# keep the caller waiting for as long as it ran. A deque pops atomically across threads;
+# a forked child empties it, so it never repeats its parent's ids.
+_ID_BATCH = 256
+_id_bytes: collections.deque[bytes] = collections.deque()
+_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+os.register_at_fork(after_in_child=_id_bytes.clear)
+
+
+def new_request_id() -> str:
+    """A new random request id, as ``str(uuid.uuid4())`` makes (from ``os.urandom``)."""
+    try:
+        raw = _id_bytes.popleft()
+    except IndexError:
+        block = os.urandom(16 * _ID_BATCH)
+        _id_bytes.extend([block[i : i + 16] for i in range(16, len(block), 16)])
+        raw = block[:16]
+    text = "%032x" % (int.from_bytes(raw, "big") & _VERSION_CLEAR | _VERSION_SET)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
