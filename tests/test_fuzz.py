@@ -279,6 +279,11 @@ def test_every_valid_config_delivers(hub: WebhooksEmitter, receiver: Receiver) -
     results = Results()
 
     @FUZZ
+    @example(fields={"secret": "\ud800"})  # a lone surrogate: UTF-8 cannot encode it
+    @example(fields={"secret": ["ok", "\udfff"]})
+    @example(fields={"additional_headers": {"X-Note": "\u20ac uro"}})  # not latin-1
+    @example(fields={"additional_headers": {"X-Note": "caf\xe9"}})  # latin-1, not ASCII
+    @example(fields={"additional_headers": {"X-Note": "\ud800"}})
     @given(fields=st.fixed_dictionaries({}, optional=DELIVERY_FIELDS))
     def check(fields: dict[str, Any]) -> None:
         nonlocal count

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import attrs
 import pytest
 import trustme
-from faultservers import WAIT, Results
+from faultservers import WAIT, Conn, FaultServer, Results
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
 
@@ -297,6 +297,28 @@ def test_missing_client_certificate_is_refused(
     handshakes = mtls_receiver.wait_handshakes(2)
     assert None not in handshakes
     assert mtls_receiver.bodies == []
+
+
+def test_trickled_tls_handshake_is_bounded_by_request_timeout(
+    hub: WebhooksEmitter, fast: Callable[..., Config], ca_bundle: str
+) -> None:
+    """A server that answers the ClientHello with a TLS record trickled a byte at a time.
+
+    Each byte comes well within the socket timeout, yet the try ends at request_timeout:
+    the handshake is bounded as a whole, like the rest of the try.
+    """
+
+    def trickle_handshake(conn: Conn) -> None:
+        if conn.wait_readable() and conn.send(b"\x16\x03\x03\x40\x00"):  # a 16 KiB record...
+            conn.trickle_forever(b"\x02")  # ...that never ends
+
+    with FaultServer(trickle_handshake) as server:
+        url = f"https://127.0.0.1:{server.port}/hooks"
+        result = deliver(hub, fast(url, ca_bundle=ca_bundle, request_timeout=0.5, max_attempts=2))
+        assert (result.delivered, result.attempts, result.status_code) == (False, 2, None)
+        assert result.error == "timed out after 0.5 s"
+        assert result.elapsed < 5
+        assert server.connections == 2
 
 
 def test_tls_try_is_bounded_by_request_timeout(
