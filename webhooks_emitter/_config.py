@@ -86,6 +86,12 @@ def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"additional_headers name {name!r} is not an HTTP token")
         if any(c in text for c in "\r\n\0"):
             raise ValueError(f"additional_headers value of {name!r} must not contain CR, LF or NUL")
+        try:
+            text.encode("utf-8")  # a non-ASCII value is sent as its UTF-8 bytes
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"additional_headers value of {name!r} must be text that UTF-8 can encode"
+            ) from None
         result.append((name, text))
     return tuple(result)
 

@@ -87,6 +87,11 @@ def _secrets(secret: SecretType) -> list[Secret]:
             raise TypeError(f"secret must be str or bytes, not {type(item).__name__}")
         if not item:
             raise ValueError("secret must not be empty")
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")  # the key is the secret's UTF-8 bytes
+            except UnicodeEncodeError:
+                raise ValueError("secret must be text that UTF-8 can encode") from None
     return items
 
 
