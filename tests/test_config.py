@@ -730,3 +730,23 @@ def test_configure_changes_the_default_exit_timeout(module_default: None) -> Non
     assert WebhooksEmitter(exit_timeout=0.5).exit_timeout == 0.5
     with pytest.raises(ValueError, match="exit_timeout"):
         WebhooksEmitter(exit_timeout=-0.1)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://.example.com/", "http://*.example.com/", "http://\u2603\u2603.-x/"]
+)
+def test_urls_requests_cannot_use_are_refused_where_the_config_is_made(url: str) -> None:
+    """A URL that parses but that requests/urllib3 refuse (empty or wildcard labels, bad IDNA)
+    is a ValueError naming url at Config(), not an error later in attach() or emit()."""
+    with pytest.raises(ValueError, match="url"):
+        Config(url)
+
+
+def test_url_password_is_hidden_in_repr_and_errors() -> None:
+    """The password of a URL's user info never shows in the Config's repr or in its errors."""
+    config = Config("https://user:hunter2@hooks.example/x")
+    assert "hunter2" not in repr(config)
+    assert "user:***@hooks.example" in repr(config)
+    with pytest.raises(ValueError) as caught:
+        Config("ftp://user:hunter2@hooks.example/x")
+    assert "hunter2" not in str(caught.value)

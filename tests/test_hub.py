@@ -835,3 +835,73 @@ def test_delivery_result_of_an_event_given_up_on_connection_errors(
     assert isinstance(result.error, str) and result.error
     assert result.elapsed > 0
     assert network_fence.attempts == []
+
+
+# -- fixes from the contract review -------------------------------------------------------------
+
+
+def test_every_dropped_event_is_in_a_log_line_by_restart(
+    hub: WebhooksEmitter,
+    receiver: Receiver,
+    fast: Callable[..., Config],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Drop warnings are rate-limited, yet no drop goes unlogged: what the first line did not
+    cover is logged when the emitter restarts, so the logged counts add up to stats().dropped."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    hub.attach("tiny", "e", fast(receiver.url, max_queue_size=3))
+    hub.pause("tiny")
+    for n in range(10):
+        hub.emit("e", {"seq": n})
+    hub.restart("tiny")
+    assert hub.flush(10)
+    logged = sum(
+        int(re.search(r"dropped (\d+) event", r.getMessage()).group(1))  # type: ignore[union-attr]
+        for r in caplog.records
+        if getattr(r, "emitter_id", None) == "tiny" and "dropped" in r.getMessage()
+    )
+    assert logged == hub.stats("tiny").dropped == 7
+
+
+def test_on_delivery_raising_system_exit_does_not_stop_the_emitter(
+    hub: WebhooksEmitter,
+    receiver: Receiver,
+    fast: Callable[..., Config],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Even SystemExit from on_delivery is logged and swallowed: the thread goes on, flush
+    returns True and every event arrives."""
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+
+    def leave(result: Any) -> None:
+        raise SystemExit(3)
+
+    hub.attach("exits", "e", fast(receiver.url, on_delivery=leave))
+    for n in range(3):
+        hub.emit("e", {"seq": n})
+    assert hub.flush(10)
+    assert seqs(receiver.requests) == [0, 1, 2]
+    assert hub.stats("exits").delivered == 3
+    assert sum("on_delivery" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_infinite_timeouts_mean_no_deadline(
+    hub: WebhooksEmitter, receiver: Receiver, fast: Callable[..., Config]
+) -> None:
+    """flush(inf) and shutdown(inf) wait as long as it takes, like flush(None); they neither
+    overflow nor refuse; configure(exit_timeout=inf) is accepted too."""
+    hub.attach("inf", "e", fast(receiver.url))
+    hub.emit("e", {"seq": 0})
+    assert hub.flush(float("inf")) is True
+    hub.configure(exit_timeout=float("inf"))
+    hub.emit("e", {"seq": 1})
+    hub.shutdown(timeout=float("inf"))
+    assert seqs(receiver.requests) == [0, 1]
+    assert hub.list_emitters() == []
+
+
+def test_detach_names_emitter_id_when_it_is_not_a_str(hub: WebhooksEmitter) -> None:
+    """detach() of an unhashable or non-str id is a TypeError naming emitter_id, not a crash
+    from the dict lookup."""
+    with pytest.raises(TypeError, match="emitter_id"):
+        hub.detach(["x"])  # type: ignore[arg-type]

@@ -144,6 +144,16 @@ def test_program_that_ends_normally_has_its_events_delivered():
     assert problems == []
 
 
+def test_instance_the_program_dropped_still_delivers_at_exit():
+    """Events emitted through a WebhooksEmitter the program no longer references are delivered
+    by the exit hook too: the emitter threads outlive the reference, so must the flush."""
+    with Receiver(secret="supersecret") as receiver:
+        completed, _ = run_script("emit_then_exit.py", receiver.url, "3", "--own-instance")
+        requests = receiver.requests
+    assert completed.returncode == 0, describe(completed)
+    assert [r.delivery_id for r in requests] == json.loads(completed.stdout)
+
+
 def test_exit_with_a_dead_receiver_ends_within_exit_timeout_and_logs_what_it_abandons():
     """With a receiver that never answers and exit_timeout=0.5, the program still exits.
 

@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional, Union
 
 import attrs
+import requests
+import urllib3.exceptions
+import urllib3.util
 
 from . import signing
 
@@ -47,17 +50,38 @@ def _check_url(url: object) -> str:
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(f"url must not contain whitespace or control characters: {url!r}")
+        raise ValueError(
+            f"url must not contain whitespace or control characters: {_redact_url(url)!r}"
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"url is not a valid URL ({exc}): {url!r}") from None
+        raise ValueError(f"url is not a valid URL ({exc}): {_redact_url(url)!r}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"url must be an http or https URL, got {url!r}")
+        raise ValueError(f"url must be an http or https URL, got {_redact_url(url)!r}")
     if not parts.hostname:
-        raise ValueError(f"url must have a host, got {url!r}")
+        raise ValueError(f"url must have a host, got {_redact_url(url)!r}")
+    try:
+        # What the emitter will send to must also be a URL requests and urllib3 can use
+        # (IDNA labels, a parsable host): refuse it here, not in attach() or the thread.
+        requests.Request("POST", url).prepare()
+        urllib3.util.parse_url(url)
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
+        raise ValueError(f"url is not a valid URL ({exc}): {_redact_url(url)!r}") from None
     return url
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with the password of its user info, if any, replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<an unparsable URL>"
+    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
@@ -208,7 +232,9 @@ class Config:
         pause_on_gone: pause the emitter when the receiver answers ``410 Gone``.
     """
 
-    url: str = attrs.field(kw_only=False, validator=lambda _, __, v: _check_url(v))
+    url: str = attrs.field(
+        kw_only=False, validator=lambda _, __, v: _check_url(v), repr=lambda v: repr(_redact_url(v))
+    )
     secret: Union[str, bytes, tuple[Union[str, bytes], ...], None] = attrs.field(
         default=None, converter=_to_secret, repr=_hide
     )

@@ -58,6 +58,7 @@ class Emitter:
         self._last_drop_warning = float("-inf")
         self._queue: EventQueue = MemoryQueue()
         self._transport = Transport(self.config)
+        self._deliverer = Deliverer(self.emitter_id, self.config, self._transport, self._interrupt)
         self._thread: Optional[threading.Thread] = None
 
     def _extra(self, message: Optional[Message] = None) -> dict[str, Optional[str]]:
@@ -78,10 +79,7 @@ class Emitter:
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._run,
-                args=(
-                    self._queue,
-                    Deliverer(self.emitter_id, self.config, self._transport, self._interrupt),
-                ),
+                args=(self._queue, self._deliverer),
                 name=f"webhooks-emitter:{self.emitter_id}",
                 daemon=True,
             )
@@ -92,33 +90,46 @@ class Emitter:
         if self._pid != os.getpid():
             self.after_fork()
         with self._lock:
-            if self._closed or self._pending >= self.config.max_queue_size:
-                self._dropped += 1
-                self._unreported_drops += 1
-                now = time.monotonic()
-                warn = now - self._last_drop_warning >= _DROP_WARNING_INTERVAL
-                if warn:
-                    count, self._unreported_drops = self._unreported_drops, 0
-                    self._last_drop_warning = now
-            else:
+            if not self._closed and self._pending < self.config.max_queue_size:
                 self._pending += 1
                 if self._thread is None:
                     self._start_locked()
-                warn = False
-                count = 0
                 self._queue.put(message)
                 return True
-        if warn:
+            self._dropped += 1
+            closed = self._closed
+            if not closed:
+                self._unreported_drops += 1
+                count = self._take_drops(force=False)
+        if closed:  # emitted while detach ran: rare, so each is told
             logger.warning(
-                "webhook emitter %r dropped %d event(s): %s",
+                "webhook emitter %r dropped 1 event: it was detached",
                 self.emitter_id,
-                count,
-                "it is detached"
-                if self._closed
-                else f"its queue is full ({self.config.max_queue_size})",
                 extra=self._extra(message),
             )
+        elif count:
+            self._log_drops(count, message)
         return False
+
+    def _take_drops(self, *, force: bool) -> int:
+        """With the lock held: the drops to log now (at most one line per interval)."""
+        now = time.monotonic()
+        if not self._unreported_drops or (
+            not force and now - self._last_drop_warning < _DROP_WARNING_INTERVAL
+        ):
+            return 0
+        count, self._unreported_drops = self._unreported_drops, 0
+        self._last_drop_warning = now
+        return count
+
+    def _log_drops(self, count: int, message: Optional[Message] = None) -> None:
+        logger.warning(
+            "webhook emitter %r dropped %d event(s): its queue is full (max_queue_size %d)",
+            self.emitter_id,
+            count,
+            self.config.max_queue_size,
+            extra=self._extra(message),
+        )
 
     @property
     def paused(self) -> bool:
@@ -141,6 +152,9 @@ class Emitter:
             # The interrupt stays set: the thread clears it when it resumes, so a pause that
             # came just before the thread entered its backoff wait still cuts that wait short.
             self._running.set()
+            count = self._take_drops(force=True)  # what was dropped while paused
+        if count:
+            self._log_drops(count)
 
     def flush(self, deadline: Optional[float]) -> bool:
         """Wait until nothing is queued or in flight (or the emitter is paused or closed).
@@ -181,6 +195,9 @@ class Emitter:
             self._dropped += count
             self._idle.notify_all()
             thread = self._thread
+            full = self._take_drops(force=True)
+        if full:
+            self._log_drops(full)
         if count:
             logger.warning(
                 "webhook emitter %r detached with %d undelivered event(s), dropped",
@@ -302,7 +319,7 @@ class Emitter:
             return deliverer.run(delivery)
         except Interrupted:
             return None
-        except Exception:  # noqa: BLE001 - the thread must survive anything
+        except BaseException:  # noqa: BLE001 - the thread must survive anything
             logger.exception(
                 "webhook emitter %r failed to deliver; the event is given up",
                 self.emitter_id,
@@ -358,7 +375,7 @@ class Emitter:
         if callback is not None:
             try:
                 callback(result)
-            except Exception:  # noqa: BLE001 - a user callback never stops the emitter
+            except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
                 logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
         with self._lock:
             self._pending -= 1
@@ -369,3 +386,6 @@ class Emitter:
                 self._given_up += 1
             if not self._pending:
                 self._idle.notify_all()
+            drops = self._take_drops(force=False)
+        if drops:
+            self._log_drops(drops)

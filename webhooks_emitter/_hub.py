@@ -25,17 +25,31 @@ logger = logging.getLogger(__name__)
 
 WILDCARD = "*"
 
-# Every instance, for the exit hook and the fork hook (weakly: instances may be collected).
+# Every instance, for the fork hook (weakly: instances may be collected).
 _instances: weakref.WeakSet[WebhooksEmitter] = weakref.WeakSet()
+# Instances with attached emitters, for the exit hook: held strongly, so that an instance
+# the program dropped still has its events delivered at exit (its threads still run).
+_attached: set[WebhooksEmitter] = set()
+_attached_lock = threading.Lock()
 
 
 def _seconds(name: str, value: object) -> float:
-    """``value`` as seconds >= 0, or TypeError/ValueError naming ``name``."""
+    """``value`` as seconds >= 0 (infinity allowed), or TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return float(value)
+
+
+def _deadline(seconds: float) -> Optional[float]:
+    """The ``time.monotonic()`` value ``seconds`` from now; None for no deadline (infinity)."""
+    return None if math.isinf(seconds) else time.monotonic() + seconds
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left until ``deadline`` (at least 0), or None when there is none."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 class _Route:
@@ -124,10 +138,13 @@ class WebhooksEmitter:
         with self._lock:
             if emitter_id in self._emitters:
                 raise EmitterExistsError(emitter_id)
+            # Made and started before it is registered: if that fails, nothing is attached.
             emitter = Emitter(emitter_id, frozenset(events), config)
+            emitter.start()
             self._emitters[emitter_id] = emitter
             self._reroute()
-        emitter.start()
+        with _attached_lock:
+            _attached.add(self)
         logger.info(
             "webhook emitter %r attached to %s",
             emitter_id,
@@ -154,12 +171,15 @@ class WebhooksEmitter:
 
         An unknown ``emitter_id`` is a no-op.
         """
+        if not isinstance(emitter_id, str):
+            raise TypeError(f"emitter_id must be a str, not {type(emitter_id).__name__}")
         with self._lock:
             emitter = self._emitters.pop(emitter_id, None)
             if emitter is None:
                 return
             self._reroute()
         emitter.close()
+        self._forget_if_empty()
 
     def _get(self, emitter_id: str) -> Emitter:
         try:
@@ -263,7 +283,7 @@ class WebhooksEmitter:
             the log line written), False if ``timeout`` passed first. Paused emitters are
             not waited for.
         """
-        deadline = None if timeout is None else time.monotonic() + _seconds("timeout", timeout)
+        deadline = None if timeout is None else _deadline(_seconds("timeout", timeout))
         done = True
         with self._lock:
             emitters = list(self._emitters.values())
@@ -278,13 +298,13 @@ class WebhooksEmitter:
         with its count. The instance is then empty and may be attached to again. Safe to
         call twice.
         """
-        deadline = time.monotonic() + _seconds("timeout", timeout)
+        deadline = _deadline(_seconds("timeout", timeout))
         with self._lock:
             if self._closing:
                 return
             self._closing = True
         try:
-            self.flush(max(deadline - time.monotonic(), 0.0))
+            self.flush(_left(deadline))
             with self._lock:
                 emitters = list(self._emitters.values())
                 self._emitters.clear()
@@ -292,12 +312,19 @@ class WebhooksEmitter:
             for emitter in emitters:
                 emitter.close()
             for emitter in emitters:
-                emitter.join(max(deadline - time.monotonic(), 0.0))
+                emitter.join(_left(deadline))
             for emitter in emitters:
                 emitter.abandon()  # a try still under way: logged now, the exit may not wait
+            self._forget_if_empty()
         finally:
             with self._lock:
                 self._closing = False
+
+    def _forget_if_empty(self) -> None:
+        """Leave the exit hook's set once no emitter is attached."""
+        with self._lock, _attached_lock:
+            if not self._emitters:
+                _attached.discard(self)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -310,7 +337,9 @@ class WebhooksEmitter:
 def _exit_hook() -> None:
     """At interpreter exit, deliver what is queued, each instance up to its exit_timeout."""
     start = time.monotonic()
-    for instance in list(_instances):
+    with _attached_lock:
+        instances = list(_attached)
+    for instance in instances:
         try:
             instance.shutdown(max(start + instance.exit_timeout - time.monotonic(), 0.0))
         except Exception:  # noqa: BLE001 - never fail the interpreter's exit
@@ -318,6 +347,8 @@ def _exit_hook() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _attached_lock
+    _attached_lock = threading.Lock()  # another thread may have held it at the fork
     for instance in list(_instances):
         instance._after_fork()
 
