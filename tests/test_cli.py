@@ -399,6 +399,7 @@ SEND = ["send", URL, "--event", "e"]
         (["send", "not a url", "--event", "e"], "URL must not contain whitespace"),
         ([*SEND, "--data", "[1, 2]"], "--data must be a JSON object, got an array"),
         ([*SEND, "--data", '{"x": NaN}'], "NaN is not allowed"),
+        ([*SEND, "--data", "[" * 100_000], "--data is not valid JSON: maximum recursion"),
         ([*SEND, "--data", "@/nonexistent/x.json"], "cannot read --data file"),
         ([*SEND, "--header", "no colon"], "expected 'Name: value'"),
         ([*SEND, "--header", "X-Webhooks-Event: x"], "--header may not replace"),

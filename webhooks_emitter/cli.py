@@ -57,6 +57,7 @@ _OPTION_OF_FIELD = {
     "additional_headers": "--header",
     "event": "--event",
     "request_id": "--request-id",
+    "tolerance": "--tolerance",
 }
 
 # Control characters a remote sender could use to drive the terminal (escape sequences):
@@ -375,7 +376,7 @@ def _load_data(text: str) -> dict[str, Any]:
 
     try:
         payload = json.loads(raw, parse_constant=reject)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise UsageError(f"{source} must be a JSON object, got {_JSON_TYPES[type(payload)]}")
