@@ -485,6 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--queued", type=int, default=10_000, help="queued events (d)")
     parser.add_argument("--exit-events", type=int, default=1000, help="events at exit (e)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument("--json", metavar="FILE", help="also write every round's values to FILE")
     parser.add_argument(
         "--patch",
         metavar="FILE",
@@ -523,6 +524,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         receivers.close()
     print()
     print(results.table())
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results.rows, out, indent=1)
     verdicts = results.verdicts()
     if verdicts:
         print(f"\ntargets: {sum(verdicts)} of {len(verdicts)} met")

@@ -27,10 +27,9 @@ class Interrupted(Exception):
 
 def _header_value(text: str) -> Union[str, bytes]:
     # http.client sends str headers as latin-1; other text goes as its UTF-8 bytes, as the
-    # original (which writes binaries) does. Event names and request ids cannot hold lone
-    # surrogates (check_name refuses them); an additional header value that does goes as
-    # the bytes "surrogatepass" makes rather than failing every try.
-    return text if text.isascii() else text.encode("utf-8", "surrogatepass")
+    # original (which writes binaries) does. Event names, request ids (check_name) and
+    # additional header values (Config) are refused at once when UTF-8 cannot hold them.
+    return text if text.isascii() else text.encode("utf-8")
 
 
 class Delivery:

@@ -175,8 +175,8 @@ def encode_payload(payload: object) -> bytes:
 # a forked child empties it, so it never repeats its parent's ids.
 _ID_BATCH = 256
 _id_bytes: collections.deque[bytes] = collections.deque()
-_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_VERSION_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+# The hex digit that carries the RFC 4122 variant (binary 10xx), by the random digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 os.register_at_fork(after_in_child=_id_bytes.clear)
 
 
@@ -188,5 +188,5 @@ def new_request_id() -> str:
         block = os.urandom(16 * _ID_BATCH)
         _id_bytes.extend([block[i : i + 16] for i in range(16, len(block), 16)])
         raw = block[:16]
-    text = "%032x" % (int.from_bytes(raw, "big") & _VERSION_CLEAR | _VERSION_SET)
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    text = raw.hex()  # then version 4 and the variant, where uuid.UUID(version=4) puts them
+    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{_VARIANT[text[16]]}{text[17:20]}-{text[20:]}"
