@@ -9,15 +9,14 @@ import datetime
 import email.message
 import hashlib
 import hmac
-import json
 import pickle
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import requests.structures
+import seed_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -30,8 +29,6 @@ from webhooks_emitter import (
     signing,
 )
 from webhooks_emitter.signing import GITHUB, STANDARD_WEBHOOKS, WEBHOOKS_EMITTER
-
-SEED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "seed_signatures.json"
 
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SW_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -46,16 +43,6 @@ GH_SIGNATURE = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8
 SCHEMES = [WEBHOOKS_EMITTER, GITHUB, STANDARD_WEBHOOKS]
 SCHEME_IDS = [s.name for s in SCHEMES]
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _load_seed_vectors() -> list[dict[str, str]]:
-    """The original library's vectors; a missing or empty file is an error, never a skip."""
-    if not SEED_VECTORS.is_file():
-        raise FileNotFoundError(f"seed signature vectors are missing: {SEED_VECTORS}")
-    vectors = json.loads(SEED_VECTORS.read_text(encoding="utf-8"))
-    if not isinstance(vectors, list) or not vectors:
-        raise ValueError(f"{SEED_VECTORS} holds no vectors")
-    return vectors
 
 
 def _sw_key(secret: Any) -> str:
@@ -118,7 +105,7 @@ def test_github_vector_signs_and_verifies() -> None:
     webhooks_emitter.verify(GH_BODY, headers, GH_SECRET, scheme="github")
 
 
-@pytest.mark.parametrize("vector", _load_seed_vectors(), ids=lambda v: v["signature"][7:15])
+@pytest.mark.parametrize("vector", seed_vectors.load(), ids=lambda v: v["signature"][7:15])
 def test_original_vectors(vector: dict[str, str]) -> None:
     """Each vector computed by the Elixir original is reproduced exactly and verifies."""
     body = vector["body"].encode("utf-8")
@@ -132,7 +119,7 @@ def test_original_vectors(vector: dict[str, str]) -> None:
 
 def test_original_vectors_file_is_complete() -> None:
     """The seed file holds the six vectors the contract refers to, in the original's format."""
-    vectors = _load_seed_vectors()
+    vectors = seed_vectors.load()
     assert len(vectors) >= 6
     for vector in vectors:
         assert vector["signature"].startswith("sha256:")

@@ -10,55 +10,27 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
+import seed_vectors
 
 import webhooks_emitter
 from webhooks_emitter import signing
 from webhooks_emitter.testing import ReceivedRequest, Receiver, fail_first
 
-VECTORS_RELATIVE = Path("shared") / "vectors" / "seed_signatures.json"
 BASE32HEX_LOWER = re.compile(r"[0-9a-v]{52}")
 
 # Headers the wire format names; http.client may add these transport headers of its own.
 TRANSPORT_HEADERS = {"accept-encoding", "connection"}
 
 
-def find_vectors() -> Path:
-    """Locate ``shared/vectors/seed_signatures.json`` beside the repository, or fail loudly.
-
-    CI clones the repository with ``shared/`` beside it (``<parent>/main`` and
-    ``<parent>/shared``); every ancestor of this file is tried, and the environment
-    variable ``WEBHOOKS_EMITTER_VECTORS`` may point at the file directly.
-    """
-    override = os.environ.get("WEBHOOKS_EMITTER_VECTORS")
-    candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[2] / VECTORS_RELATIVE)
-    candidates.extend(parent / VECTORS_RELATIVE for parent in Path(__file__).resolve().parents)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    pytest.fail(
-        "signature vectors not found; looked in:\n  "
-        + "\n  ".join(str(c) for c in dict.fromkeys(candidates))
-        + "\nclone the shared/ directory beside the repository or set WEBHOOKS_EMITTER_VECTORS",
-        pytrace=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def vectors() -> list[dict[str, str]]:
     """The original library's signature vectors: secret, body and signature of each."""
-    loaded = json.loads(find_vectors().read_text(encoding="utf-8"))
-    assert isinstance(loaded, list) and loaded, "the vector file holds no vectors"
-    for vector in loaded:
-        assert set(vector) >= {"secret", "body", "signature"}, vector
-    return loaded
+    return seed_vectors.load()
 
 
 def compact(payload: Any) -> str:
