@@ -8,14 +8,13 @@ import math
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Iterable
 from typing import Any, Optional
 
 from ._config import Config, EmitterStats
 from ._emitter import Emitter
-from ._encoding import check_name, encode_payload
+from ._encoding import check_name, encode_payload, new_request_id
 from ._queue import Message
 from .exceptions import EmitterExistsError, EmitterNotFoundError
 
@@ -242,7 +241,7 @@ class WebhooksEmitter:
         """
         event = check_name(event, "event")
         request_id = (
-            str(uuid.uuid4()) if request_id is None else check_name(request_id, "request_id")
+            new_request_id() if request_id is None else check_name(request_id, "request_id")
         )
         body = encode_payload(payload)
         routes, wildcard = self._table

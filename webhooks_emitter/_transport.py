@@ -312,7 +312,43 @@ _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class _GuardedAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, making its connections (direct or through a proxy) guarded."""
+    """requests' adapter, making its connections (direct or through a proxy) guarded.
+
+    A transport sends to one URL with settings fixed when it is made, so the connection
+    pool is looked up and its TLS settings checked once, not on every send.
+    """
+
+    _pool: Any = None
+    _verified: Any = None
+
+    def get_connection_with_tls_context(
+        self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        pool = self._pool
+        if pool is None or pool.pool is None:  # first send, or the pool was closed
+            pool = super().get_connection_with_tls_context(
+                request, verify, proxies=proxies, cert=cert
+            )
+            self._pool = pool
+        return pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if conn is not self._verified:  # requests stats the CA bundle path each time
+            cast(Any, super()).cert_verify(conn, url, verify, cert)
+            self._verified = conn
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        # Only what Transport.send reads: requests would also copy the headers and parse
+        # them for cookies into a new jar on every answer.
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = resp.headers  # urllib3's HTTPHeaderDict, case-insensitive too
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
