@@ -324,6 +324,33 @@ def test_lone_surrogates_still_give_valid_utf8(wire: Wire) -> None:
     that decodes back to the same string."""
     body = wire.body({"s": "a\ud800b", "ok": "\u00e9"})
     assert strict_loads(body) == {"s": "a\ud800b", "ok": "\u00e9"}
+    # Only the surrogate is escaped: the rest of the body keeps its UTF-8.
+    assert body == '{"s":"a\\ud800b","ok":"\u00e9"}'.encode()
+
+
+def test_enum_keys_become_their_repr(wire: Wire) -> None:
+    """An Enum used as a key is a key of another type, so it becomes its repr (section 4);
+    an Enum that is also a str or an int is that str or int."""
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    body = wire.body({Color.RED: 1, Level.HIGH: 2})
+    assert strict_loads(body) == {"<Color.RED: 'red'>": 1, "3": 2}
+
+
+def test_an_int_json_cannot_write_is_a_value_error_naming_payload(
+    hub: WebhooksEmitter, receiver: Receiver, fast: Callable[..., Config]
+) -> None:
+    """An int too long for Python to write as text fails at emit with a ValueError that
+    names the payload, and nothing is queued."""
+    hub.attach("huge", EVENT, fast(receiver.url))
+    with pytest.raises(ValueError, match="payload"):
+        hub.emit(EVENT, {"n": 10**5000})
+    assert hub.stats("huge").queued == 0
 
 
 # -- encoded once, at emit, in the caller's thread --------------------------------------------
@@ -492,6 +519,12 @@ BAD_NAMES = [
     (b"bytes", TypeError),
     (["list"], TypeError),
     (NumberedEvent.ONE, TypeError),
+    # Sent as a header value, which cannot carry these intact.
+    ("tab\there", ValueError),
+    ("nul\x00", ValueError),
+    ("lone\ud800", ValueError),
+    (" leading", ValueError),
+    ("trailing ", ValueError),
 ]
 
 
@@ -611,16 +644,6 @@ def _sort_sets(value: Any, like: Any) -> Any:
     return value
 
 
-def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    return False
-
-
 # No HealthCheck is suppressed: the autouse network_fence fixture is function-scoped, but it is
 # not an argument of this test, so hypothesis does not flag it; sharing one fence across the
 # examples is harmless because encode_payload does no network I/O.
@@ -634,7 +657,6 @@ def test_any_supported_nesting_encodes_to_strict_compact_utf8_json(payload: dict
     decoded = strict_loads(body)  # raises on invalid UTF-8 or NaN/Infinity
     assert _sort_sets(decoded, payload) == _expected(payload)
     # Compact: re-encoding the decoded value with ',' and ':' gives the same bytes. Non-ASCII
-    # is escaped only when a lone surrogate makes raw UTF-8 impossible.
-    ascii_only = _has_surrogate(decoded)
-    again = json.dumps(decoded, ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False)
-    assert body == again.encode("utf-8")
+    # stays raw UTF-8; only a lone surrogate, which UTF-8 cannot hold, is a \uXXXX escape.
+    again = json.dumps(decoded, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert body == again.encode("utf-8", "backslashreplace")

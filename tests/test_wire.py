@@ -23,8 +23,9 @@ from webhooks_emitter.testing import ReceivedRequest, Receiver, fail_first
 
 BASE32HEX_LOWER = re.compile(r"[0-9a-v]{52}")
 
-# Headers the wire format names; http.client may add these transport headers of its own.
-TRANSPORT_HEADERS = {"accept-encoding", "connection"}
+# Headers the wire format names; nothing else is sent (http.client's own
+# "Accept-Encoding: identity" is suppressed).
+TRANSPORT_HEADERS: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +303,16 @@ def test_module_level_default_instance_sends_the_same_wire_format(fast, receiver
     assert request.delivery_id == request_id
     assert request.body == b'{"foo":"bar"}'
     assert request.header("X-Webhooks-Signature") == vector["signature"]
+
+
+def test_user_info_in_the_url_is_sent_as_basic_authorization(
+    hub: webhooks_emitter.WebhooksEmitter, receiver: Receiver, fast: Any
+) -> None:
+    """A URL with user info (https://user:pass@host/...) authenticates as requests would:
+    an Authorization: Basic header, while the user info never reaches the request line."""
+    url = receiver.url.replace("http://", "http://bob:s3cret@")
+    hub.attach("auth", "e", fast(url))
+    hub.emit("e", {"x": 1})
+    [request] = receiver.wait_for(1)
+    assert request.header("Authorization") == "Basic " + base64.b64encode(b"bob:s3cret").decode()
+    assert request.path == "/hooks"

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import signing
 from ._config import Config, DeliveryResult, EmitterStats
 from ._hub import WebhooksEmitter
+from ._version import __version__
 from .exceptions import (
     EmitterExistsError,
     EmitterNotFoundError,
@@ -25,18 +26,6 @@ from .exceptions import (
     WebhooksEmitterError,
 )
 from .signing import verify
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("webhooks_emitter")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
-
-
-__version__ = _version()
 
 __all__ = [
     "Config",

@@ -11,10 +11,12 @@ from typing import Optional, Union
 import requests
 import tenacity
 from requests.structures import CaseInsensitiveDict
+from urllib3.util import SKIP_HEADER
 
 from ._config import Config
 from ._queue import Message
 from ._transport import Transport, TryOutcome
+from ._version import __version__
 
 __all__ = ["Deliverer", "Delivery", "Interrupted"]
 
@@ -58,8 +60,6 @@ class Deliverer:
     def __init__(
         self, emitter_id: str, config: Config, transport: Transport, interrupt: threading.Event
     ) -> None:
-        from . import __version__
-
         self.emitter_id = emitter_id
         self.config = config
         self.transport = transport
@@ -72,16 +72,21 @@ class Deliverer:
         # then a plain dict that each delivery copies. The names added per delivery cannot
         # clash with these: Config refuses additional headers named Content-Length,
         # X-<identifier>-* or any header the signature scheme sets.
+        # The URL is prepared (parsed, IDNA-encoded, its user info made a Basic
+        # Authorization header, as requests does) once for the emitter, not per delivery.
+        prepared = requests.Request("POST", config.url).prepare()
+        self._url = prepared.url
         merged: CaseInsensitiveDict[str] = CaseInsensitiveDict(
             {
                 "User-Agent": f"WebHooks-Emitter/{__version__}",
                 "Content-Type": "application/json",
+                # http.client would add "Accept-Encoding: identity"; the wire format has none.
+                "Accept-Encoding": SKIP_HEADER,
+                **{k: v for k, v in prepared.headers.items() if k.lower() == "authorization"},
                 **dict(config.additional_headers),
             }
         )
         self._base_headers = {name: _header_value(value) for name, value in merged.items()}
-        # The URL is prepared (parsed, IDNA-encoded) once for the emitter, not per delivery.
-        self._url = requests.Request("POST", config.url).prepare().url
         self._retrying = tenacity.Retrying(
             stop=self._stop,
             wait=self._wait,

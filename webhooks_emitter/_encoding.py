@@ -25,8 +25,9 @@ _KEY_TYPES = (str, int, float, bool, type(None))
 def check_name(value: object, argument: str) -> str:
     """Return ``value`` as an event name or request id, or raise naming ``argument``.
 
-    A name is a non-empty ``str`` without CR or LF (nor lone surrogates, which UTF-8 cannot
-    carry); an ``Enum`` member is taken by its value.
+    A name is a non-empty ``str`` of printable characters (no CR, LF or other control
+    characters, no lone surrogates) without whitespace at either end: it is sent as an HTTP
+    header value, which cannot carry those intact. An ``Enum`` member is taken by its value.
     """
     if isinstance(value, enum.Enum):
         value = value.value
@@ -36,14 +37,15 @@ def check_name(value: object, argument: str) -> str:
         value = str.__str__(value)
     if not value:
         raise ValueError(f"{argument} must not be empty")
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"{argument} must not contain CR or LF: {value!r}")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            # It goes in a header as UTF-8, which a lone surrogate cannot be.
-            raise ValueError(f"{argument} must be valid Unicode text: {value!r}") from None
+    if not value.isprintable():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"{argument} must not contain CR or LF: {value!r}")
+        raise ValueError(
+            f"{argument} must not contain control or unprintable characters: {value!r}"
+        )
+    if value[0] == " " or value[-1] == " ":
+        # HTTP drops it, so the receiver would see another name or id than the one sent.
+        raise ValueError(f"{argument} must not start or end with a space: {value!r}")
     return value
 
 
@@ -77,9 +79,7 @@ def _safe_key(key: Any) -> Any:
         return repr(key)
     if isinstance(key, _KEY_TYPES):
         return key
-    if isinstance(key, enum.Enum) and isinstance(key.value, _KEY_TYPES):
-        return key.value
-    return repr(key)
+    return repr(key)  # an Enum key too, unless it is also a str or an int
 
 
 def _sanitize(obj: Any, active: set[int]) -> Any:
@@ -159,14 +159,16 @@ def encode_payload(payload: object) -> bytes:
     except (ValueError, TypeError, RecursionError):
         # NaN or Infinity, a key json refuses, or a cycle: take the slow, exact path.
         try:
-            text = _fast(_sanitize(payload, set()))
+            clean = _sanitize(payload, set())
         except RecursionError:
             raise ValueError("payload is nested too deeply to encode") from None
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates cannot be UTF-8; JSON's \uXXXX escapes carry them intact.
-        return json.dumps(json.loads(text), ensure_ascii=True, separators=(",", ":")).encode()
+        try:
+            text = _fast(clean)
+        except (ValueError, TypeError, RecursionError) as exc:  # e.g. an int of 5000 digits
+            raise ValueError(f"payload cannot be encoded as JSON: {exc}") from None
+    # A lone surrogate (only possible inside a JSON string) cannot be UTF-8: it goes as
+    # JSON's \uXXXX escape, which is what backslashreplace writes; the rest stays UTF-8.
+    return text.encode("utf-8", "backslashreplace")
 
 
 # Request ids: the random bytes of 256 ids are read at once, because os.urandom releases
