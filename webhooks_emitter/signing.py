@@ -60,8 +60,6 @@ class _HeaderItems(Protocol):
 #: ``scope["headers"]``); names and values may be ``str`` or ``bytes``.
 Headers = Union[_HeaderItems, Iterable[tuple[Any, Any]]]
 
-_BASE32HEX_DIGEST = re.compile(r"[0-9a-v]{52}", re.IGNORECASE)
-_HEX_DIGEST = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
 _BASE64_KEY = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _BASE64_DIGEST = re.compile(r"[A-Za-z0-9+/]{43}=?")
 _UNIX_SECONDS = re.compile(r"[0-9]{1,15}")
@@ -251,13 +249,22 @@ class Scheme:
         return self.name.upper()
 
 
-class _WebhooksEmitterScheme(Scheme):
-    name = "webhooks_emitter"
+class _BodyScheme(Scheme):
+    """A scheme with one header holding ``sha256<separator><digest>`` of the body alone."""
+
+    #: The separator between ``sha256`` and the digest, and the digest's form in messages.
+    separator = ""
+    form = ""
+    pattern: re.Pattern[str]
+
+    def header_name(self, header_identifier: str) -> str:
+        """The name of the signature header."""
+        raise NotImplementedError  # pragma: no cover - every scheme overrides it
 
     @staticmethod
-    def _digest(body: bytes, secret: Secret) -> str:
-        mac = hmac.new(_utf8(secret), body, hashlib.sha256).digest()
-        return base64.b32hexencode(mac).decode("ascii").lower().rstrip("=")
+    def digest(body: bytes, secret: Secret) -> str:
+        """The text of the HMAC-SHA256 of ``body`` keyed with ``secret``."""
+        raise NotImplementedError  # pragma: no cover - every scheme overrides it
 
     def sign(
         self,
@@ -269,8 +276,8 @@ class _WebhooksEmitterScheme(Scheme):
         header_identifier: str = "Webhooks",
     ) -> dict[str, str]:
         key = _secrets(secret)[0]
-        digest = self._digest(_body(body), key)
-        return {f"X-{header_identifier}-Signature": f"sha256:{digest}"}
+        value = f"sha256{self.separator}{self.digest(_body(body), key)}"
+        return {self.header_name(header_identifier): value}
 
     def verify(
         self,
@@ -284,57 +291,44 @@ class _WebhooksEmitterScheme(Scheme):
     ) -> None:
         keys = _secrets(secret)
         data = _body(body)
-        name = f"X-{header_identifier}-Signature"
-        prefix, _, given = _header(headers, name).partition(":")
-        if prefix != "sha256" or not _BASE32HEX_DIGEST.fullmatch(given):
+        name = self.header_name(header_identifier)
+        prefix, _, given = _header(headers, name).partition(self.separator)
+        if prefix != "sha256" or not self.pattern.fullmatch(given):
             raise InvalidSignatureError(
-                f"malformed {name}: expected sha256:<52 base32hex characters>"
+                f"malformed {name}: expected sha256{self.separator}<{self.form}>"
             )
-        expected = [self._digest(data, key).encode("ascii") for key in keys]
+        expected = [self.digest(data, key).encode("ascii") for key in keys]
         if not _any_match(expected, [given.lower().encode("ascii")]):
             raise _no_match(name, keys)
 
 
-class _GitHubScheme(Scheme):
-    name = "github"
-    _header_name = "X-Hub-Signature-256"
+class _WebhooksEmitterScheme(_BodyScheme):
+    name = "webhooks_emitter"
+    separator = ":"
+    form = "52 base32hex characters"
+    pattern = re.compile(r"[0-9a-v]{52}", re.IGNORECASE)
+
+    def header_name(self, header_identifier: str) -> str:
+        return f"X-{header_identifier}-Signature"
 
     @staticmethod
-    def _digest(body: bytes, secret: Secret) -> str:
+    def digest(body: bytes, secret: Secret) -> str:
+        mac = hmac.new(_utf8(secret), body, hashlib.sha256).digest()
+        return base64.b32hexencode(mac).decode("ascii").lower().rstrip("=")
+
+
+class _GitHubScheme(_BodyScheme):
+    name = "github"
+    separator = "="
+    form = "64 hex digits"
+    pattern = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
+
+    def header_name(self, header_identifier: str) -> str:
+        return "X-Hub-Signature-256"
+
+    @staticmethod
+    def digest(body: bytes, secret: Secret) -> str:
         return hmac.new(_utf8(secret), body, hashlib.sha256).hexdigest()
-
-    def sign(
-        self,
-        body: bytes,
-        secret: SecretType,
-        *,
-        delivery_id: str,
-        timestamp: int,
-        header_identifier: str = "Webhooks",
-    ) -> dict[str, str]:
-        key = _secrets(secret)[0]
-        return {self._header_name: "sha256=" + self._digest(_body(body), key)}
-
-    def verify(
-        self,
-        body: bytes,
-        headers: Headers,
-        secret: SecretType,
-        *,
-        header_identifier: str = "Webhooks",
-        tolerance: float = 300,
-        now: Optional[float] = None,
-    ) -> None:
-        keys = _secrets(secret)
-        data = _body(body)
-        prefix, _, given = _header(headers, self._header_name).partition("=")
-        if prefix != "sha256" or not _HEX_DIGEST.fullmatch(given):
-            raise InvalidSignatureError(
-                f"malformed {self._header_name}: expected sha256=<64 hex digits>"
-            )
-        expected = [self._digest(data, key).encode("ascii") for key in keys]
-        if not _any_match(expected, [given.lower().encode("ascii")]):
-            raise _no_match(self._header_name, keys)
 
 
 class _StandardWebhooksScheme(Scheme):
