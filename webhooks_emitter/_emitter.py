@@ -50,7 +50,7 @@ class Emitter:
             self._interrupt.set()
         self._closed = False
         self._pending = 0  # queued plus in flight
-        self._holding = False  # the thread holds an event taken from the queue
+        self._held: Optional[Message] = None  # taken from the queue, not yet reported
         self._busy = False  # ... and is delivering it (not paused, not closed)
         self._abandoned = False  # shutdown() reported the event under way as dropped
         self._delivered = self._given_up = self._dropped = self._retries = 0
@@ -188,8 +188,8 @@ class Emitter:
             self._running.set()
             count = len(self._queue.drain())
             self._queue.close()
-            if self._holding and not self._busy:
-                self._holding = False
+            if self._held is not None and not self._busy:
+                self._held = None
                 count += 1
             self._pending -= count
             self._dropped += count
@@ -217,18 +217,12 @@ class Emitter:
         nothing more about it.
         """
         with self._lock:
-            if not (self._closed and self._holding and self._busy):
+            message = self._held
+            if not (self._closed and message is not None and self._busy):
                 return 0
-            self._holding = False
+            self._held = None
             self._abandoned = True
-            self._pending -= 1
-            self._dropped += 1
-            self._idle.notify_all()
-        logger.warning(
-            "webhook emitter %r stopped while delivering; 1 undelivered event abandoned",
-            self.emitter_id,
-            extra=self._extra(),
-        )
+        self._drop(message, "stopped while delivering")
         return 1
 
     def join(self, timeout: Optional[float]) -> None:
@@ -265,7 +259,7 @@ class Emitter:
                         return
                     with self._lock:
                         closed = self._closed
-                        self._holding = not closed
+                        self._held = None if closed else message
                     if closed:  # taken from the queue just as close() drained it
                         self._drop(message, "detached")
                         return
@@ -288,7 +282,7 @@ class Emitter:
                         and self.config.pause_on_gone
                     )
                     if closed or (outcome is not None and not gone):
-                        self._holding = False  # this thread reports or drops it now
+                        self._held = None  # this thread reports or drops it now
                 if closed:
                     if abandoned:
                         return  # abandon() counted and logged it
