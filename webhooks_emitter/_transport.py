@@ -280,7 +280,15 @@ def _guarded_socket(conn: urllib3.connection.HTTPConnection) -> socket.socket:
 
 
 class _GuardedMixin:
+    """Guarded connections; a request whose body is bytes goes out in one ``send``.
+
+    urllib3 sends the head, then the body, in two calls: each releases the GIL, and with
+    many emitter threads every release is a wait for the GIL to come back. The same bytes
+    are sent, joined: the head is held back until the body's ``send``.
+    """
+
     sock: Optional[socket.socket]
+    _held: Optional[list[bytes]] = None
 
     def _new_conn(self) -> socket.socket:
         return _guarded_socket(self)  # type: ignore[arg-type]
@@ -289,7 +297,28 @@ class _GuardedMixin:
         attempt: Optional[_Try] = getattr(_current, "attempt", None)
         if attempt is not None and self.sock is not None:
             attempt.watch(self.sock)  # a kept-alive connection: the watchdog needs its socket
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        body = args[2] if len(args) > 2 else kwargs.get("body")
+        if not (isinstance(body, bytes) and body) or kwargs.get("chunked"):
+            super().request(*args, **kwargs)  # type: ignore[misc]
+            return
+        held: list[bytes] = []
+        self._held = held
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._held = None
+        if held:  # not sent yet (no body chunk came): send the head alone
+            super().send(held[0])  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        held = self._held
+        if held is not None:
+            if not held:  # the head: kept for the body's send
+                held.append(data)
+                return
+            data = held.pop() + data  # the body: one send with the head
+            self._held = None  # from here on (a proxy's CONNECT...) sends go out as they come
+        super().send(data)  # type: ignore[misc]
 
 
 class _HTTPConnection(_GuardedMixin, urllib3.connection.HTTPConnection):
