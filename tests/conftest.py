@@ -14,6 +14,15 @@ import pytest
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.testing import Receiver
 
+PROXY_VARIABLES = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+
 
 class NetworkFence:
     """Records every connect to an address outside loopback and refuses it.
@@ -24,6 +33,7 @@ class NetworkFence:
 
     def __init__(self) -> None:
         self.attempts: list[tuple[Any, ...]] = []
+        self.names: list[str] = []  # names something tried to resolve (refused)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -35,6 +45,20 @@ class NetworkFence:
         except ValueError:
             return False  # a name: refuse, the library connects to addresses only
 
+    def check_name(self, host: Any) -> None:
+        """Refuse (and record) a lookup that would need DNS: only literals and localhost pass."""
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name == "localhost" or name.isdigit():
+            return  # the hosts file, or a number getaddrinfo reads itself
+        try:
+            ipaddress.ip_address(name.split("%", 1)[0])
+        except ValueError:
+            with self._lock:
+                self.names.append(name)
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"refused by the test fence: {name!r}"
+            ) from None
+
     def check(self, address: Any) -> None:
         if not self.is_loopback(address):
             with self._lock:
@@ -44,7 +68,8 @@ class NetworkFence:
 
 @pytest.fixture(autouse=True)
 def network_fence(monkeypatch: pytest.MonkeyPatch) -> NetworkFence:
-    """Replace socket connect in-process so nothing but loopback is ever reached."""
+    """Replace socket connect (and name lookup) in-process so nothing but loopback is ever
+    reached, and clear the machine's proxy variables."""
     fence = NetworkFence()
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
@@ -57,8 +82,22 @@ def network_fence(monkeypatch: pytest.MonkeyPatch) -> NetworkFence:
         fence.check(address)
         return original_connect_ex(self, address)
 
+    original_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None:
+            fence.check_name(host)
+        return original_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # Proxy variables from the machine would send deliveries, also those of child programs
+    # (which run without this fence), to a proxy elsewhere: tests set their own.
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost,::1")
     return fence
 
 

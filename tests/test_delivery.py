@@ -426,6 +426,23 @@ def test_backoff_starts_at_backoff_start_grows_and_stays_under_the_limit(hub, fa
     assert result.elapsed >= sum(measured) - tolerance
 
 
+def test_backoff_is_capped_at_backoff_limit(hub, fast):
+    """Nine waits capped at 0.04 s add up to well under a second; uncapped from 0.02 s they
+    would double up to 5 s and add up to about 10 s. The sum is what an uncapped backoff
+    cannot hide behind the per-gap slack."""
+    start, limit = 0.02, 0.04
+    results = Results()
+    with Receiver(responder=lambda request: 500) as receiver:
+        config = fast(receiver.url, backoff_start=start, backoff_limit=limit, max_attempts=10)
+        hub.attach("capped", "ev", attrs.evolve(config, on_delivery=results))
+        hub.emit("ev", {})
+        [result] = results.wait_for(1, timeout=60)
+        measured = gaps(receiver.requests)
+    assert len(measured) == 9
+    assert sum(measured) <= 9 * limit + SLACK, measured
+    assert result.attempts == 10 and not result.delivered
+
+
 @pytest.mark.parametrize("status", [429, 503])
 @pytest.mark.parametrize(
     "retry_after",

@@ -712,7 +712,7 @@ def test_gone_pauses_the_emitter_and_keeps_the_events(
         assert hub.flush(
             WAIT
         )  # returns once the emitter is paused (paused ones are not waited for)
-        assert paused_watch.seen.is_set()
+        assert paused_watch.seen.wait(WAIT)  # the warning follows the pause it reports
         assert paused_watch.records[0].levelno == logging.WARNING
         assert paused_watch.records[0].emitter_id == "gone"  # type: ignore[attr-defined]
         assert not hub.is_started("gone")

@@ -495,3 +495,42 @@ def test_any_valid_backoff_is_waited_not_fatal(hub: WebhooksEmitter, library_log
 
         check()
         assert count > 10
+
+
+def test_a_config_that_builds_never_shows_its_secret() -> None:
+    """Whatever the secret (text, bytes, a rotation list) and the other fields, a Config that
+    builds has a repr that does not depend on its secret; most draws build."""
+    secret_text = st.text(st.characters(codec="utf-8"), min_size=4, max_size=40).filter(
+        lambda t: t.strip() == t and t.isprintable()
+    )
+    one_secret = st.one_of(secret_text, st.binary(min_size=4, max_size=40))
+    built = []
+
+    @FUZZ
+    @given(
+        secret=st.one_of(one_secret, st.lists(one_secret, min_size=1, max_size=3)),
+        identifier=st.sampled_from(["Webhooks", "Acme", "X-1"]),
+        scheme=st.sampled_from(["webhooks_emitter", "github"]),
+        headers=st.dictionaries(
+            st.sampled_from(["X-Trace", "Authorization", "X-Tenant"]), secret_text, max_size=2
+        ),
+    )
+    def check(secret: Any, identifier: str, scheme: str, headers: dict[str, str]) -> None:
+        try:
+            config = Config(
+                "http://127.0.0.1:9/h",
+                secret=secret,
+                header_identifier=identifier,
+                signature_scheme=scheme,
+                additional_headers=headers,
+            )
+        except (ValueError, TypeError):
+            return
+        built.append(config)
+        # The repr does not depend on the secret at all (so nothing of it can show), and
+        # it says that there is one.
+        assert repr(config) == repr(attrs.evolve(config, secret="another secret"))
+        assert "secret='***'" in repr(config)
+
+    check()
+    assert len(built) > 60, len(built)

@@ -536,13 +536,23 @@ def test_flush_true_when_done_false_on_timeout(
 def test_flush_waits_for_on_delivery(
     hub: WebhooksEmitter, receiver: Receiver, fast: Callable[..., Config]
 ) -> None:
-    """When flush returns True, on_delivery has returned for every event."""
+    """flush does not return True while an on_delivery call is still running; once it has
+    returned, flush is True and every result was handed over."""
+    entered, release = threading.Event(), threading.Event()
     results: list[DeliveryResult] = []
-    hub.attach("cb", "e", fast(receiver.url, on_delivery=results.append))
-    for n in range(20):
-        hub.emit("e", {"seq": n})
+
+    def on_delivery(result: DeliveryResult) -> None:
+        entered.set()
+        release.wait(10)
+        results.append(result)
+
+    hub.attach("cb", "e", fast(receiver.url, on_delivery=on_delivery))
+    hub.emit("e", {"seq": 0})
+    assert entered.wait(10)
+    assert hub.flush(timeout=0.2) is False  # delivered, but on_delivery has not returned
+    release.set()
     assert hub.flush(timeout=10) is True
-    assert len(results) == 20
+    assert len(results) == 1 and results[0].delivered
 
 
 def test_flush_does_not_wait_for_paused_emitters(
