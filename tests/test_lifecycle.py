@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultservers import Conn, FaultServer
 
 from webhooks_emitter import WebhooksEmitter
 from webhooks_emitter.testing import ReceivedRequest, Receiver, Response, fail_first
@@ -83,39 +83,6 @@ def abandoned_count(records: list[dict[str, Any]], emitter_id: str) -> int:
     return total
 
 
-class SilentServer:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers (a dead receiver)."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)  # the accept loop checks for the end this often
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hooks"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self._conns.append(conn)  # held open, never read from or written to
-
-    def __enter__(self) -> SilentServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self._conns:
-            conn.close()
-        self._listener.close()
-
-
 @pytest.fixture
 def signed_receiver() -> Iterator[Receiver]:
     """A receiver that checks the ``supersecret`` signatures the scripts send, answering 204."""
@@ -160,7 +127,7 @@ def test_exit_with_a_dead_receiver_ends_within_exit_timeout_and_logs_what_it_aba
     The try under way would last 30 s (request_timeout); the exit must not wait for it.
     All three events are logged as abandoned at exit: one in flight, two queued.
     """
-    with SilentServer() as server:
+    with FaultServer(Conn.hold) as server:  # accepts, reads, never answers
         completed, duration = run_script(
             "emit_then_exit.py", server.url, "3", "--exit-timeout", "0.5", "--request-timeout", "30"
         )
