@@ -614,7 +614,14 @@ class Transport:
         )
 
     def _why(self, exc: Optional[BaseException], attempt: _Try) -> str:
-        if attempt.expired or exc is None:
+        # Every socket timeout is request_timeout too, so whichever fires first (the
+        # watchdog, or a socket operation on a loaded machine) means the same thing.
+        if (
+            attempt.expired
+            or exc is None
+            or isinstance(exc, requests.exceptions.Timeout)
+            or isinstance(_root(exc), (TimeoutError, socket.timeout))
+        ):
             return f"timed out after {self.timeout:g} s"
         return describe(exc)
 
