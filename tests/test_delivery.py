@@ -303,9 +303,7 @@ def test_any_2xx_succeeds_at_the_first_try(hub, fast, by_status, status):
 
 
 @pytest.mark.parametrize("status", [300, 301, 302, 303, 304, 307, 308])
-def test_3xx_fails_and_the_redirect_is_not_followed(
-    hub, fast, by_status, redirect_target, status
-):
+def test_3xx_fails_and_the_redirect_is_not_followed(hub, fast, by_status, redirect_target, status):
     """A 3xx answer is a failed try, retried; its Location is never requested."""
     results = Results()
     hub.attach("redirected", "ev", fast(by_status.url, max_attempts=2, on_delivery=results))
@@ -543,6 +541,29 @@ def test_receiver_that_never_answers_times_out_each_try(hub, fast):
     assert 2 * timeout - 0.01 <= result.elapsed <= 2 * timeout + 2 * SLACK
 
 
+def test_a_late_watchdog_still_reports_the_whole_try_timeout(hub, fast, monkeypatch):
+    """On a loaded machine the socket's own timeout can fire before the watchdog thread runs;
+    the try's error is the same "timed out after N s" either way. The watchdog is made late
+    here (its expiry waits 0.4 s first), standing in for a thread scheduled late."""
+    from webhooks_emitter import _transport
+
+    expire = _transport._Try.expire
+
+    def late_expire(self: Any) -> None:
+        time.sleep(0.4)  # a late thread, not a wait for a condition
+        expire(self)
+
+    monkeypatch.setattr(_transport._Try, "expire", late_expire)
+    results = Results()
+    with RawServer(never_answer) as server:
+        hub.attach(
+            "late", "ev", fast(server.url, request_timeout=0.3, max_attempts=1, on_delivery=results)
+        )
+        hub.emit("ev", {})
+        [result] = results.wait_for(1)
+    assert (result.delivered, result.error) == (False, "timed out after 0.3 s")
+
+
 @pytest.mark.parametrize(
     "head, body",
     [
@@ -593,7 +614,15 @@ def test_one_emitter_delivers_in_emit_order_waiting_behind_retries(hub, fast):
         assert hub.flush(5)
         assert len(receiver.requests) == 9
     assert [(r.json()["seq"], r.try_number) for r in requests] == [
-        (0, 1), (0, 2), (0, 3), (1, 1), (2, 1), (3, 1), (3, 2), (4, 1), (5, 1),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (3, 2),
+        (4, 1),
+        (5, 1),
     ]
 
 
@@ -684,10 +713,15 @@ def test_pause_keeps_the_event_and_those_behind_it(hub, fast, logs):
         assert hub.flush(5)
         requests = receiver.requests
     assert [(r.delivery_id, r.try_number) for r in requests] == [
-        (first, 1), (first, 2), (later[0], 1), (later[1], 1),
+        (first, 1),
+        (first, 2),
+        (later[0], 1),
+        (later[1], 1),
     ]
     assert [(r.request_id, r.attempts) for r in results.items] == [
-        (first, 2), (later[0], 1), (later[1], 1),
+        (first, 2),
+        (later[0], 1),
+        (later[1], 1),
     ]
 
 
@@ -768,10 +802,13 @@ def test_410_pauses_the_emitter_and_keeps_its_events(hub, fast, logs):
         results.wait_for(2)
         requests = receiver.requests
     assert [(r.delivery_id, r.try_number) for r in requests] == [
-        (first, 1), (first, 2), (second, 1),
+        (first, 1),
+        (first, 2),
+        (second, 1),
     ]
     assert [(r.request_id, r.delivered, r.attempts) for r in results.items] == [
-        (first, True, 2), (second, True, 1),
+        (first, True, 2),
+        (second, True, 1),
     ]
 
 
