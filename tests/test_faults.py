@@ -87,6 +87,28 @@ def retry_after_date(seconds: float) -> str:
     return email.utils.formatdate(time.time() + seconds, usegmt=True)
 
 
+def retry_after_case(status: int, value: str) -> Case:
+    """The first try gets ``status`` with ``Retry-After: value``, longer than backoff_limit
+    (0.3 s): the second try comes after the capped wait and is delivered."""
+    return Case(
+        serve(
+            lambda r: (
+                (status, {"Retry-After": value}, b"")
+                if r.number == 1 and r.connection == 1
+                else 204
+            )
+        ),
+        True,
+        2,
+        None,
+        status=204,
+        seen_by_server=2,
+        fields=RETRY_AFTER_FIELDS,
+        min_gap=0.29,
+        connections=KEPT_ALIVE,
+    )
+
+
 class _Watch(logging.Handler):
     """Sets an event when a record containing ``text`` is logged."""
 
@@ -245,53 +267,9 @@ MATRIX = {
         connections=KEPT_ALIVE,
     ),
     # 429/503 with Retry-After: the next try waits that long (capped at backoff_limit).
-    "429 Retry-After seconds": Case(
-        serve(
-            lambda r: (
-                (429, {"Retry-After": "5"}, b"") if r.number == 1 and r.connection == 1 else 204
-            )
-        ),
-        True,
-        2,
-        None,
-        status=204,
-        seen_by_server=2,
-        fields=RETRY_AFTER_FIELDS,
-        min_gap=0.29,
-        connections=KEPT_ALIVE,
-    ),
-    "429 Retry-After HTTP date": Case(
-        serve(
-            lambda r: (
-                (429, {"Retry-After": retry_after_date(30)}, b"")
-                if r.number == 1 and r.connection == 1
-                else 204
-            )
-        ),
-        True,
-        2,
-        None,
-        status=204,
-        seen_by_server=2,
-        fields=RETRY_AFTER_FIELDS,
-        min_gap=0.29,
-        connections=KEPT_ALIVE,
-    ),
-    "503 Retry-After seconds": Case(
-        serve(
-            lambda r: (
-                (503, {"Retry-After": "5"}, b"") if r.number == 1 and r.connection == 1 else 204
-            )
-        ),
-        True,
-        2,
-        None,
-        status=204,
-        seen_by_server=2,
-        fields=RETRY_AFTER_FIELDS,
-        min_gap=0.29,
-        connections=KEPT_ALIVE,
-    ),
+    "429 Retry-After seconds": retry_after_case(429, "5"),
+    "429 Retry-After HTTP date": retry_after_case(429, retry_after_date(30)),
+    "503 Retry-After seconds": retry_after_case(503, "5"),
     # A Retry-After shorter than the backoff wins too: 0 s instead of 5 s.
     "503 Retry-After 0 under a 5 s backoff": Case(
         serve(lambda r: (503, {"Retry-After": "0"}, b"") if r.number == 1 else 204),
