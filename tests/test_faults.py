@@ -87,13 +87,14 @@ def retry_after_date(seconds: float) -> str:
     return email.utils.formatdate(time.time() + seconds, usegmt=True)
 
 
-def retry_after_case(status: int, value: str) -> Case:
-    """The first try gets ``status`` with ``Retry-After: value``, longer than backoff_limit
-    (0.3 s): the second try comes after the capped wait and is delivered."""
+def retry_after_case(status: int, value: Callable[[], str]) -> Case:
+    """The first try gets ``status`` with ``Retry-After: value()`` (made when the receiver
+    answers, so an HTTP date is always ahead), longer than backoff_limit (0.3 s): the second
+    try comes after the capped wait and is delivered."""
     return Case(
         serve(
             lambda r: (
-                (status, {"Retry-After": value}, b"")
+                (status, {"Retry-After": value()}, b"")
                 if r.number == 1 and r.connection == 1
                 else 204
             )
@@ -267,9 +268,9 @@ MATRIX = {
         connections=KEPT_ALIVE,
     ),
     # 429/503 with Retry-After: the next try waits that long (capped at backoff_limit).
-    "429 Retry-After seconds": retry_after_case(429, "5"),
-    "429 Retry-After HTTP date": retry_after_case(429, retry_after_date(30)),
-    "503 Retry-After seconds": retry_after_case(503, "5"),
+    "429 Retry-After seconds": retry_after_case(429, lambda: "5"),
+    "429 Retry-After HTTP date": retry_after_case(429, lambda: retry_after_date(30)),
+    "503 Retry-After seconds": retry_after_case(503, lambda: "5"),
     # A Retry-After shorter than the backoff wins too: 0 s instead of 5 s.
     "503 Retry-After 0 under a 5 s backoff": Case(
         serve(lambda r: (503, {"Retry-After": "0"}, b"") if r.number == 1 else 204),
