@@ -1,33 +1,23 @@
-"""The original library's signature vectors (``shared/vectors/seed_signatures.json``).
+"""The original library's signature vectors, from ``tests/vectors/seed_signatures.json``.
 
-CI clones the repository with ``shared/`` beside it (``<parent>/main`` and
-``<parent>/shared``); every ancestor of this file is tried, and the environment variable
-``WEBHOOKS_EMITTER_VECTORS`` may point at the file directly. A missing or empty file is an
-error, never a skip.
+The file is a copy kept in the repository (``tests/vectors/README.rst`` says where it comes
+from), so the tests need nothing beside the checkout. A missing or empty file is an error,
+never a skip.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-RELATIVE = Path("shared") / "vectors" / "seed_signatures.json"
+PATH = Path(__file__).resolve().parent / "vectors" / "seed_signatures.json"
 
 
 def find() -> Path:
-    """The vector file's path; FileNotFoundError listing every place tried."""
-    override = os.environ.get("WEBHOOKS_EMITTER_VECTORS")
-    candidates = [Path(override)] if override else []
-    candidates.extend(parent / RELATIVE for parent in Path(__file__).resolve().parents)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        "signature vectors not found; looked in:\n  "
-        + "\n  ".join(str(c) for c in candidates)
-        + "\nclone the shared/ directory beside the repository or set WEBHOOKS_EMITTER_VECTORS"
-    )
+    """The vector file's path (inside the repository); FileNotFoundError when it is missing."""
+    if not PATH.is_file():
+        raise FileNotFoundError(f"signature vectors not found at {PATH}")
+    return PATH
 
 
 def load() -> list[dict[str, str]]:
