@@ -111,15 +111,19 @@ class NetworkPolicy:
 
 
 class _Try:
-    """The try under way on one emitter's thread: its deadline, policy and socket.
+    """The try under way on one emitter's thread: its deadline, policy and connection.
 
-    The watchdog shuts down a duplicate of the socket's descriptor rather than the socket
-    object: when urllib3 wraps a new socket in TLS, the plain socket object is detached
-    (its ``fileno()`` becomes -1) before the handshake, yet shutting down any descriptor
-    of a connection ends it for all of them, the handshake included.
+    The watchdog ends the connection the try is using. It is known by its urllib3
+    connection object, never by a descriptor number: a socket whose connect failed is
+    closed, and the next one (to the name's next address) usually gets the same number.
+
+    What the watchdog shuts down is a duplicate of the socket's descriptor rather than the
+    socket object: when urllib3 wraps a new socket in TLS, the plain socket object is
+    detached (its ``fileno()`` becomes -1) before the handshake, yet shutting down any
+    descriptor of a connection ends it for all of them, the handshake included.
     """
 
-    __slots__ = ("connections", "deadline", "expired", "policy", "_lock", "_watched", "_fd")
+    __slots__ = ("connections", "deadline", "expired", "policy", "_lock", "_watched", "_owner")
 
     def __init__(self, policy: NetworkPolicy) -> None:
         self.policy = policy
@@ -128,7 +132,7 @@ class _Try:
         self.connections = 0  # new connections made during this try
         self._lock = threading.Lock()
         self._watched: Optional[socket.socket] = None
-        self._fd = -1
+        self._owner: Optional[object] = None  # the connection object _watched belongs to
 
     def begin(self, deadline: float) -> None:
         """Start a new try that must end by ``deadline`` (a ``time.monotonic()`` value)."""
@@ -140,17 +144,20 @@ class _Try:
         """Seconds left before the deadline (may be negative)."""
         return self.deadline - time.monotonic()
 
-    def watch(self, sock: socket.socket) -> None:
-        """Make ``sock`` the one the watchdog ends at the deadline (at once if it passed)."""
+    def watching(self, owner: object) -> bool:
+        """Whether the watched socket is the one ``owner`` (a connection object) made."""
+        return self._owner is owner
+
+    def watch(self, owner: object, sock: socket.socket) -> None:
+        """Make ``sock``, a new socket of the connection ``owner``, the one the watchdog ends
+        at the deadline (at once if it passed already)."""
         fd = sock.fileno()
         if fd < 0:
             return
         with self._lock:
-            if fd == self._fd:
-                return  # the same connection, now wrapped in TLS
             self._close_watched()
             self._watched = socket.fromfd(fd, sock.family, sock.type, sock.proto)
-            self._fd = fd
+            self._owner = owner
             if self.expired:
                 self._shutdown()
 
@@ -176,7 +183,7 @@ class _Try:
         if self._watched is not None:
             self._watched.close()  # only the duplicate descriptor: the connection lives on
             self._watched = None
-            self._fd = -1
+        self._owner = None
 
 
 _current = threading.local()
@@ -266,7 +273,7 @@ def _guarded_socket(conn: urllib3.connection.HTTPConnection) -> socket.socket:
             sock.settimeout(timeout)
             if attempt is not None:
                 attempt.connections += 1
-                attempt.watch(sock)
+                attempt.watch(conn, sock)  # a new socket: always the one to watch now
             sock.connect(address)
             return sock
         except OSError as exc:
@@ -295,8 +302,10 @@ class _GuardedMixin:
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         attempt: Optional[_Try] = getattr(_current, "attempt", None)
-        if attempt is not None and self.sock is not None:
-            attempt.watch(self.sock)  # a kept-alive connection: the watchdog needs its socket
+        if attempt is not None and self.sock is not None and not attempt.watching(self):
+            # A kept-alive connection from an earlier try: the watchdog needs its socket.
+            # (One made in this try is watched already, also once wrapped in TLS.)
+            attempt.watch(self, self.sock)
         body = args[2] if len(args) > 2 else kwargs.get("body")
         if not (isinstance(body, bytes) and body) or kwargs.get("chunked"):
             super().request(*args, **kwargs)  # type: ignore[misc]
