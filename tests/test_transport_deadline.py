@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 import requests
 from conftest import NetworkFence
-from faultservers import WAIT, Conn, FaultServer, Results
+from faultservers import WAIT, Conn, FaultServer, ForwardProxy, Results
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
 from webhooks_emitter._transport import Transport, TryOutcome
@@ -195,3 +195,101 @@ def test_a_later_address_that_answers_is_delivered(
     outcome, _ = one_try(f"http://two.example:{healthy.port}/hooks")
     assert (outcome.ok, outcome.status_code) == (True, 204)
     assert [address for _, address in connects.made] == [PUBLIC, "127.0.0.1"]
+
+
+# -- name resolution is bounded too ----------------------------------------------------------
+
+
+def test_a_slow_resolver_fails_the_try_at_request_timeout(
+    names: Names, healthy: FaultServer
+) -> None:
+    """A lookup that would answer in 8 s ends the 0.5 s try at 0.5 s, as a timeout."""
+    names.table["slow.example"] = ["127.0.0.1"]
+    names.slow.add("slow.example")
+    outcome, elapsed = one_try(f"http://slow.example:{healthy.port}/hooks")
+    assert (outcome.ok, outcome.status_code) == (False, None)
+    assert outcome.error == f"timed out after {TIMEOUT:g} s"
+    assert elapsed < TIMEOUT + SLACK
+    assert healthy.connections == 0
+
+
+def test_an_emitter_with_a_slow_resolver_gives_up_at_request_timeout(
+    names: Names,
+    healthy: FaultServer,
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+) -> None:
+    """Through the public API: two tries of 0.5 s each, never the resolver's 8 s."""
+    names.table["slow.example"] = ["127.0.0.1"]
+    names.slow.add("slow.example")
+    results = Results()
+    config = fast(
+        f"http://slow.example:{healthy.port}/hooks",
+        request_timeout=TIMEOUT,
+        max_attempts=2,
+        on_delivery=results,
+    )
+    result = deliver(hub, config)
+    assert (result.delivered, result.attempts) == (False, 2)
+    assert result.error == f"timed out after {TIMEOUT:g} s"
+    assert result.elapsed < 2 * TIMEOUT + SLACK
+
+
+def test_a_slow_lookup_through_a_proxy_is_bounded_too(
+    names: Names, healthy: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With block_private_networks and a proxy, the receiver's name is resolved locally
+    first, to check it: that lookup ends at the deadline as well, and the proxy hears nothing."""
+    names.table["slow.example"] = [PUBLIC]
+    names.slow.add("slow.example")
+    with ForwardProxy() as proxy:
+        outcome, elapsed = one_try(
+            "http://slow.example/hooks",
+            proxies={"http": proxy.url},
+            block_private_networks=True,
+        )
+        assert proxy.seen == []
+    assert (outcome.ok, outcome.error) == (False, f"timed out after {TIMEOUT:g} s")
+    assert elapsed < TIMEOUT + SLACK
+
+
+def test_a_stuck_lookup_holds_up_no_other_lookup(names: Names, healthy: FaultServer) -> None:
+    """While one name's lookup is still stuck in the resolver, another name resolves at once."""
+    names.table["slow.example"] = ["127.0.0.1"]
+    names.table["quick.example"] = ["127.0.0.1"]
+    names.slow.add("slow.example")
+    slow, _ = one_try(f"http://slow.example:{healthy.port}/hooks")
+    quick, _ = one_try(f"http://quick.example:{healthy.port}/hooks")
+    assert (slow.ok, slow.error) == (False, f"timed out after {TIMEOUT:g} s")
+    assert (quick.ok, quick.status_code) == (True, 204)
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "[::1]", "2130706433"], ids=["IPv4", "IPv6", "IPv4 as a number"]
+)
+def test_an_ip_literal_is_read_without_a_helper_thread(
+    host: str, names: Names, healthy: FaultServer
+) -> None:
+    """No resolver is involved in an IP literal: getaddrinfo runs in the trying thread."""
+    outcome, _ = one_try(f"http://{host}:{healthy.port}/hooks", proxies={})
+    calls = [thread for name, thread in names.calls if name == host.strip("[]")]
+    assert calls and set(calls) == {threading.current_thread()}
+    if host != "[::1]":  # the fault server listens on IPv4 only
+        assert outcome.ok, outcome.error
+
+
+def test_names_are_resolved_by_reused_helper_threads(names: Names, healthy: FaultServer) -> None:
+    """A name is looked up in a helper thread; 20 tries in a row start at most one more."""
+    names.table["hooks.example"] = ["127.0.0.1"]
+
+    def resolvers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "webhooks-emitter-resolver"}
+
+    before = resolvers()
+    for _ in range(20):
+        outcome, _ = one_try(f"http://hooks.example:{healthy.port}/hooks")
+        assert outcome.ok, outcome.error
+    threads = [thread for name, thread in names.calls if name == "hooks.example"]
+    assert len(threads) == 20
+    assert threading.current_thread() not in threads
+    assert len(resolvers() - before) <= 1

@@ -5,10 +5,13 @@ connections). A try runs inside a :class:`_Try` that the emitter's thread makes 
 the connection classes read it to learn the address policy and to register their socket,
 and the shared :class:`_Watchdog` shuts that socket down when the try's deadline passes,
 so a receiver that trickles its answer cannot hold a try open past ``request_timeout``.
+Names are looked up by the shared :class:`_Resolver`'s helper threads, and the try waits
+for the answer no longer than its deadline, so a slow DNS server cannot hold it either.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import email.utils
 import http.client
@@ -89,14 +92,22 @@ class NetworkPolicy:
                 return f"address {ip} is not globally routable (block_private_networks)"
         return None
 
-    def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
+    def resolve(
+        self, host: str, port: int, timeout: Optional[float] = None
+    ) -> list[tuple[Any, ...]]:
         """Resolve ``host`` and return the allowed ``getaddrinfo`` entries, or refuse.
+
+        Args:
+            host: a name or an IP literal (in brackets or not).
+            port: the port the entries carry.
+            timeout: the most seconds to wait for the resolver (None: as long as it takes).
 
         Raises:
             AddressRefused: every address ``host`` resolved to is refused.
             socket.gaierror: ``host`` did not resolve.
+            TimeoutError: the resolver gave no answer within ``timeout``.
         """
-        entries = socket.getaddrinfo(host.strip("[]"), port, 0, socket.SOCK_STREAM)
+        entries = _resolver.resolve(host.strip("[]"), port, timeout)
         allowed, reasons = [], []
         for entry in entries:
             ip = ipaddress.ip_address(str(entry[4][0]).split("%", 1)[0])
@@ -108,6 +119,131 @@ class NetworkPolicy:
         if not allowed:
             raise AddressRefused(reasons[0] if reasons else f"{host} resolved to no address")
         return allowed
+
+
+def _is_literal(host: str) -> bool:
+    """Whether ``getaddrinfo`` reads ``host`` itself, without asking any resolver."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return True
+    except ValueError:
+        pass
+    if not host or not host.isascii() or ":" in host:
+        return False
+    try:
+        socket.inet_aton(host)  # the other IPv4 forms: 2130706433, 127.1, 0x7f.0.0.1
+        return True
+    except OSError:
+        return False
+
+
+class _Lookup:
+    """One ``getaddrinfo`` call handed to a resolver thread, and its answer."""
+
+    __slots__ = ("host", "port", "done", "entries", "error", "abandoned")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.done = threading.Event()
+        self.entries: list[tuple[Any, ...]] = []
+        self.error: Optional[Exception] = None
+        self.abandoned = False  # the try stopped waiting: nobody wants the answer any more
+
+    def run(self) -> None:
+        if self.abandoned:
+            return
+        try:
+            self.entries = list(socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM))
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting try as it is
+            self.error = exc
+
+
+class _Resolver:
+    """Resolves names in helper threads, so that a try's deadline also bounds the lookup.
+
+    ``getaddrinfo`` cannot be interrupted, and the system resolver's own timeouts know
+    nothing of ``request_timeout``: the lookup runs in a daemon thread, and the try waits
+    for its answer no longer than the time it has left. A lookup given up on finishes in
+    its thread and its answer is dropped. The threads are shared by every emitter and
+    reused: one is started only when none is idle (so a name that never answers holds up
+    no other emitter's lookups, up to ``THREADS`` of them at once), and it ends after
+    ``IDLE`` seconds without work. IP literals are read in the caller's thread.
+    """
+
+    #: The most helper threads at once; beyond that, lookups wait their turn (within
+    #: their own deadline).
+    THREADS = 32
+    #: Seconds an idle helper thread waits for another lookup before it ends.
+    IDLE = 60.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: collections.deque[_Lookup] = collections.deque()
+        self._idle = 0
+        self._threads = 0
+
+    def resolve(self, host: str, port: int, timeout: Optional[float]) -> list[tuple[Any, ...]]:
+        """``getaddrinfo(host, port, 0, SOCK_STREAM)``, waiting at most ``timeout`` seconds.
+
+        Raises:
+            socket.gaierror: ``host`` did not resolve.
+            TimeoutError: no answer came within ``timeout``.
+        """
+        if _is_literal(host):
+            return list(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        lookup = _Lookup(host, port)
+        cond = self._cond
+        with cond:
+            if self._idle > len(self._pending):  # an idle thread will take it
+                self._pending.append(lookup)
+                cond.notify()
+            elif self._threads < self.THREADS:
+                self._threads += 1
+                threading.Thread(
+                    target=self._run,
+                    args=(cond, lookup),
+                    name="webhooks-emitter-resolver",
+                    daemon=True,
+                ).start()
+            else:
+                self._pending.append(lookup)
+        wait = None if timeout is None else min(max(timeout, 0.0), _LONGEST)
+        if not lookup.done.wait(wait):
+            lookup.abandoned = True
+            raise TimeoutError(f"resolving {host} timed out")
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.entries
+
+    def _run(self, cond: threading.Condition, lookup: _Lookup) -> None:
+        while True:
+            lookup.run()
+            with cond:
+                if cond is not self._cond:  # a forked child's copy: the state is not ours
+                    lookup.done.set()
+                    return
+                # Idle before the answer is handed over, so that the caller's next lookup
+                # finds this thread free.
+                self._idle += 1
+                lookup.done.set()
+                deadline = time.monotonic() + self.IDLE
+                while not self._pending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                    cond.wait(left)
+                lookup = self._pending.popleft()
+                self._idle -= 1
+
+
+_resolver = _Resolver()
+os.register_at_fork(after_in_child=_resolver._reset)
 
 
 class _Try:
@@ -254,13 +390,20 @@ def _guarded_socket(conn: urllib3.connection.HTTPConnection) -> socket.socket:
     policy = attempt.policy if attempt is not None else NetworkPolicy()
     if getattr(conn, "proxy", None) is not None:
         policy = NetworkPolicy()
+    limit = conn.timeout if isinstance(conn.timeout, (int, float)) else None
     try:
-        entries = policy.resolve(conn._dns_host, conn.port)
+        entries = policy.resolve(
+            conn._dns_host, conn.port, attempt.remaining() if attempt is not None else limit
+        )
     except socket.gaierror as exc:
         raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError:
+        raise urllib3.exceptions.ConnectTimeoutError(
+            conn, f"resolving {conn.host} timed out"
+        ) from None
     last: Optional[OSError] = None
     for family, kind, proto, _, address in entries:
-        timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
+        timeout = limit
         if attempt is not None:
             remaining = attempt.remaining()
             if remaining <= 0:
@@ -564,7 +707,7 @@ class Transport:
             if self._proxied and attempt.policy.block_private:
                 # Through a proxy the receiver's address is the proxy's to resolve; check
                 # what it resolves to here as well (best effort, see README's SECURITY).
-                attempt.policy.resolve(*self._target)
+                attempt.policy.resolve(*self._target, timeout=attempt.remaining())
             try:
                 response = self.adapter.send(request, **self.send_kwargs)
             except requests.exceptions.ConnectionError as exc:
