@@ -75,16 +75,17 @@ def on_path(name: str) -> Callable[[ReceivedRequest], bool]:
     return lambda request: request.path == f"/hooks/{name}"
 
 
-def attach_watching_thread(
-    hub: WebhooksEmitter, emitter_id: str, event: str, config: Config
-) -> threading.Thread:
-    """attach(), returning the daemon thread the attach started (to join it after a detach)."""
-    before = set(threading.enumerate())
-    hub.attach(emitter_id, event, config)
-    started = [t for t in threading.enumerate() if t not in before]
-    assert len(started) == 1, started
-    assert started[0].daemon
-    return started[0]
+def emitter_threads(emitter_id: str) -> list[threading.Thread]:
+    """The live threads of emitter ``emitter_id`` (daemon threads named after it)."""
+    return [t for t in threading.enumerate() if t.name == f"webhooks-emitter:{emitter_id}"]
+
+
+def assert_threads_end(emitter_id: str) -> None:
+    """Join every thread of ``emitter_id`` (10 s at most) and assert none is left."""
+    for thread in emitter_threads(emitter_id):
+        assert thread.daemon
+        thread.join(10)
+    assert emitter_threads(emitter_id) == []
 
 
 def assert_dropped_logged(
@@ -131,6 +132,7 @@ def test_attach_emit_flush_detach(
         "dropped": 0,
         "retries": 0,
         "paused": False,
+        "failed": 0,
     }
 
     assert api.detach("single") is None
@@ -472,9 +474,7 @@ def test_detach_drops_what_is_queued_and_logs_its_count(
     """detach forgets the emitter at once: the 3 events queued behind the one in flight are
     never sent, and a warning gives their count."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    thread = attach_watching_thread(
-        hub, "leaving", "e", fast(held.receiver.url, request_timeout=30)
-    )
+    hub.attach("leaving", "e", fast(held.receiver.url, request_timeout=30))
     hub.emit("e", {"seq": 0})
     held.receiver.wait_for(1)
     for n in range(1, 4):
@@ -483,8 +483,7 @@ def test_detach_drops_what_is_queued_and_logs_its_count(
     assert "leaving" not in hub.list_emitters()
     assert_dropped_logged(caplog.records, "leaving", queued=3, in_flight=1)
     held.gate.set()
-    thread.join(10)
-    assert not thread.is_alive()
+    assert_threads_end("leaving")
     assert seqs(held.receiver.requests) == [0]
 
 
@@ -497,7 +496,7 @@ def test_detach_of_a_paused_emitter_drops_everything_it_held(
     """Detaching a paused emitter drops all its events (none was tried) and one warning gives
     their full count."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    thread = attach_watching_thread(hub, "parked", "e", fast(receiver.url))
+    hub.attach("parked", "e", fast(receiver.url))
     hub.pause("parked")
     # Emitting many events keeps this thread busy past the interpreter's switch interval, so
     # the emitter's thread (idle in its queue) is sure to wake and take the first event while
@@ -506,8 +505,7 @@ def test_detach_of_a_paused_emitter_drops_everything_it_held(
         hub.emit("e", {"seq": n})
     assert hub.stats("parked").queued == PAUSED_EVENTS
     hub.detach("parked")
-    thread.join(10)
-    assert not thread.is_alive()
+    assert_threads_end("parked")
     assert receiver.requests == []
     assert_dropped_logged(caplog.records, "parked", queued=PAUSED_EVENTS, in_flight=0)
 
@@ -578,7 +576,7 @@ def test_shutdown_logs_what_is_left_and_is_safe_twice(
     """shutdown delivers what it can within its timeout, logs the count of what is left, stops
     the threads and forgets the emitters; a second call is harmless; the instance is reusable."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    thread = attach_watching_thread(hub, "stuck", "e", fast(held.receiver.url, request_timeout=30))
+    hub.attach("stuck", "e", fast(held.receiver.url, request_timeout=30))
     hub.emit("e", {"seq": 0})
     held.receiver.wait_for(1)
     for n in range(1, 4):
@@ -588,8 +586,7 @@ def test_shutdown_logs_what_is_left_and_is_safe_twice(
     assert_dropped_logged(caplog.records, "stuck", queued=3, in_flight=1)
     assert hub.shutdown(timeout=0.2) is None
     held.gate.set()
-    thread.join(10)
-    assert not thread.is_alive()
+    assert_threads_end("stuck")
     assert seqs(held.receiver.requests) == [0]
 
     # Emptied, not broken: emit still answers and a new emitter works.
@@ -620,14 +617,13 @@ def test_shutdown_of_a_paused_emitter_logs_its_events(
 ) -> None:
     """shutdown does not wait for a paused emitter; what it held is dropped and its count logged."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    thread = attach_watching_thread(hub, "zzz", "e", fast(receiver.url))
+    hub.attach("zzz", "e", fast(receiver.url))
     hub.pause("zzz")
     for n in range(PAUSED_EVENTS):  # many, as in the detach test above
         hub.emit("e", {"seq": n})
     hub.shutdown(timeout=5)
     assert hub.list_emitters() == []
-    thread.join(10)
-    assert not thread.is_alive()
+    assert_threads_end("zzz")
     assert receiver.requests == []
     assert_dropped_logged(caplog.records, "zzz", queued=PAUSED_EVENTS, in_flight=0)
 

@@ -13,9 +13,9 @@ instance for an independent set of emitters.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from . import signing
+from . import signing, stores
 from ._config import Config, DeliveryResult, EmitterStats
 from ._hub import WebhooksEmitter
 from ._version import __version__
@@ -26,6 +26,7 @@ from .exceptions import (
     WebhooksEmitterError,
 )
 from .signing import verify
+from .stores import FailedEvent, Store, StoreError
 
 __all__ = [
     "Config",
@@ -33,7 +34,9 @@ __all__ = [
     "EmitterExistsError",
     "EmitterNotFoundError",
     "EmitterStats",
+    "FailedEvent",
     "InvalidSignatureError",
+    "StoreError",
     "WebhooksEmitter",
     "WebhooksEmitterError",
     "__version__",
@@ -43,14 +46,18 @@ __all__ = [
     "default",
     "detach",
     "emit",
+    "failed",
     "flush",
     "is_started",
     "list_emitters",
     "pause",
+    "purge",
+    "replay",
     "restart",
     "shutdown",
     "signing",
     "stats",
+    "stores",
     "verify",
 ]
 
@@ -58,9 +65,20 @@ __all__ = [
 default = WebhooksEmitter()
 
 
-def configure(*, exit_timeout: Optional[float] = None) -> None:
+def configure(
+    *,
+    exit_timeout: Optional[float] = None,
+    store: Union[Store, str, None] = None,
+    idle_timeout: Optional[float] = None,
+    handle_sigterm: Optional[bool] = None,
+) -> None:
     """Change settings of the default instance (see :meth:`WebhooksEmitter.configure`)."""
-    default.configure(exit_timeout=exit_timeout)
+    default.configure(
+        exit_timeout=exit_timeout,
+        store=store,
+        idle_timeout=idle_timeout,
+        handle_sigterm=handle_sigterm,
+    )
 
 
 def attach(emitter_id: str, event: str, config: Config) -> None:
@@ -88,9 +106,34 @@ def restart(emitter_id: str) -> None:
     default.restart(emitter_id)
 
 
-def emit(event: str, payload: Any, request_id: Optional[str] = None) -> str:
+def emit(
+    event: str,
+    payload: Any,
+    request_id: Optional[str] = None,
+    *,
+    ordering_key: Optional[str] = None,
+    connection: Any = None,
+    to: Union[str, Iterable[str], None] = None,
+) -> str:
     """Queue ``payload`` for delivery; return its request id (see :meth:`WebhooksEmitter.emit`)."""
-    return default.emit(event, payload, request_id)
+    return default.emit(
+        event, payload, request_id, ordering_key=ordering_key, connection=connection, to=to
+    )
+
+
+def failed(emitter_id: str, limit: int = 100) -> list[FailedEvent]:
+    """The events an emitter gave up, oldest first (see :meth:`WebhooksEmitter.failed`)."""
+    return default.failed(emitter_id, limit)
+
+
+def replay(emitter_id: str, request_ids: Optional[Iterable[str]] = None) -> int:
+    """Queue failed events again; returns how many (see :meth:`WebhooksEmitter.replay`)."""
+    return default.replay(emitter_id, request_ids)
+
+
+def purge(emitter_id: str) -> int:
+    """Delete every stored event of an emitter (see :meth:`WebhooksEmitter.purge`)."""
+    return default.purge(emitter_id)
 
 
 def list_emitters() -> list[str]:

@@ -361,6 +361,10 @@ class EmitterStats:
         dropped: events dropped because the queue was full.
         retries: tries beyond the first, over all events.
         paused: whether the emitter is paused.
+        failed: failed events kept now (dead letters; see ``failed()``).
+
+    With a durable store ``queued``, ``failed`` and ``paused`` are the store's (every
+    process); the other counters are this process's.
     """
 
     queued: int
@@ -369,3 +373,4 @@ class EmitterStats:
     dropped: int
     retries: int
     paused: bool
+    failed: int = 0

@@ -1,10 +1,17 @@
-"""One delivery: the request built once, tried under a tenacity retry policy, an outcome back."""
+"""One try of one event (its request, signed) and the retry policy that decides what follows.
+
+The retry *loop* lives in the emitter and the store, not here: between two tries of an event
+its state (tries so far, when the next one is due) is written to the store, so that a retry
+can outlive the process and other events can go on meanwhile (ordering keys). The retry
+*policy* is tenacity's: ``stop_after_attempt`` says when to give up, and the waits are
+tenacity wait strategies (exponential with jitter, or a fixed schedule), evaluated on a
+``tenacity.RetryCallState`` that stands for the event's tries so far.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from typing import Optional, Union
 
@@ -14,17 +21,13 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
 from ._config import Config
-from ._queue import Message
 from ._transport import Transport, TryOutcome
 from ._version import __version__
+from .stores._base import StoredEvent
 
-__all__ = ["Deliverer", "Delivery", "Interrupted"]
+__all__ = ["Deliverer", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
-
-
-class Interrupted(Exception):
-    """The delivery was cut short by pause, detach or shutdown; its state is kept."""
 
 
 def _header_value(text: str) -> Union[str, bytes]:
@@ -34,46 +37,96 @@ def _header_value(text: str) -> Union[str, bytes]:
     return text if text.isascii() else text.encode("utf-8")
 
 
-class Delivery:
-    """The state of one message at one emitter: its request, tries and last outcome."""
+class _ScheduleWait(tenacity.wait.wait_base):
+    """The wait after the n-th failed try is the n-th entry (the last repeats), plus up to
+    10 % jitter: ``Config.retry_schedule``."""
 
-    __slots__ = ("message", "outcome", "request", "started", "tries")
+    def __init__(self, schedule: tuple[float, ...]) -> None:
+        self.schedule = schedule
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
-        self.tries = 0
-        self.started: Optional[float] = None
-        self.outcome: Optional[TryOutcome] = None
-        self.request: Optional[requests.PreparedRequest] = None
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        index = min(retry_state.attempt_number, len(self.schedule)) - 1
+        base = self.schedule[max(index, 0)]
+        return base + random.uniform(0, base * 0.1)
+
+
+class _CappedWait(tenacity.wait.wait_base):
+    """A wait strategy whose answer never exceeds ``limit``."""
+
+    def __init__(self, inner: tenacity.wait.wait_base, limit: float) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return min(self.inner(retry_state), self.limit)
+
+
+class RetryPolicy:
+    """When to try an event again, from ``Config``: tenacity's stop and wait strategies.
+
+    Args:
+        config: the emitter's configuration.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_attempts = config.max_attempts
+        self._stop = tenacity.stop_after_attempt(config.max_attempts)
+        schedule: Optional[tuple[float, ...]] = getattr(config, "retry_schedule", None)
+        if schedule:
+            self._wait: tenacity.wait.wait_base = _ScheduleWait(tuple(schedule))
+            self.limit = max(schedule)
+        else:
+            start = config.backoff_start
+            # Exponential from backoff_start, plus up to backoff_start of jitter, capped.
+            self._wait = _CappedWait(
+                tenacity.wait_exponential(multiplier=start, exp_base=2, max=config.backoff_limit)
+                + tenacity.wait_random(0, start),
+                config.backoff_limit,
+            )
+            self.limit = config.backoff_limit
+
+    def retryable(self, outcome: TryOutcome) -> bool:
+        """Whether a failed try may be tried again at all (not a refusal, not a 410 pause)."""
+        if outcome.ok or outcome.final:
+            return False
+        return not (outcome.status_code == 410 and self.config.pause_on_gone)
+
+    def next_wait(self, attempts: int, outcome: TryOutcome) -> Optional[float]:
+        """Seconds to wait before the next try after ``attempts`` tries, the last one
+        ``outcome``; None when the event is given up."""
+        if not self.retryable(outcome):
+            return None
+        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = attempts
+        if self._stop(state):
+            return None
+        if outcome.retry_after is not None:
+            return min(outcome.retry_after, self.limit)
+        return float(self._wait(state))
 
 
 class Deliverer:
-    """Delivers messages for one emitter, one at a time, with retries.
+    """Builds the request for an event and makes one try of it through a transport.
 
     Args:
         emitter_id: for log records.
         config: the emitter's configuration.
-        transport: sends one try.
-        interrupt: when set, a backoff wait ends at once and no further try starts.
     """
 
-    def __init__(
-        self, emitter_id: str, config: Config, transport: Transport, interrupt: threading.Event
-    ) -> None:
+    def __init__(self, emitter_id: str, config: Config) -> None:
         self.emitter_id = emitter_id
         self.config = config
-        self.transport = transport
-        self._interrupt = interrupt
         self._secrets = config.secrets
         self._scheme = config.signature_scheme
         self._event_header = f"X-{config.header_identifier}-Event"
         self._delivery_header = f"X-{config.header_identifier}-Delivery"
         # Resolved once: a case-insensitive merge (an additional "user-agent" replaces ours),
-        # then a plain dict that each delivery copies. The names added per delivery cannot
+        # then a plain dict that each request copies. The names added per request cannot
         # clash with these: Config refuses additional headers named Content-Length,
         # X-<identifier>-* or any header the signature scheme sets.
         # The URL is prepared (parsed, IDNA-encoded, its user info made a Basic
-        # Authorization header, as requests does) once for the emitter, not per delivery.
+        # Authorization header, as requests does) once for the emitter, not per request.
         prepared = requests.Request("POST", config.url).prepare()
         self._url = prepared.url
         merged: CaseInsensitiveDict[str] = CaseInsensitiveDict(
@@ -87,122 +140,35 @@ class Deliverer:
             }
         )
         self._base_headers = {name: _header_value(value) for name, value in merged.items()}
-        self._retrying = tenacity.Retrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=tenacity.retry_if_result(self._should_retry),
-            sleep=self._sleep,
-            before_sleep=self._log_retry,
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        )
 
-    def _prepare(self, message: Message) -> requests.PreparedRequest:
+    def prepare(self, event: StoredEvent) -> requests.PreparedRequest:
+        """The request of one try of ``event``: same body and delivery id on every try;
+        timestamped schemes are signed anew each time."""
         request = requests.PreparedRequest()
         request.method = "POST"
         request.url = self._url
         headers: dict[str, Union[str, bytes]] = dict(self._base_headers)
-        headers[self._event_header] = _header_value(message.event)
-        headers[self._delivery_header] = _header_value(message.request_id)
-        headers["Content-Length"] = str(len(message.body))
-        if self._secrets and not self._scheme.timestamped:
-            headers.update(self._sign(message, 0))
+        headers[self._event_header] = _header_value(event.event)
+        headers[self._delivery_header] = _header_value(event.request_id)
+        headers["Content-Length"] = str(len(event.body))
+        if self._secrets:
+            timestamp = int(time.time()) if self._scheme.timestamped else 0
+            headers.update(
+                self._scheme.sign(
+                    event.body,
+                    self._secrets,
+                    delivery_id=event.request_id,
+                    timestamp=timestamp,
+                    header_identifier=self.config.header_identifier,
+                )
+            )
         # A plain dict: requests' adapter and urllib3 only iterate it and look up
         # "Content-Length" as written here; a CaseInsensitiveDict cost more than the rest.
         request.headers = headers  # type: ignore[assignment]
-        request.body = message.body
+        request.body = event.body
         request.hooks = {"response": []}
         return request
 
-    def _sign(self, message: Message, timestamp: int) -> dict[str, str]:
-        return self._scheme.sign(
-            message.body,
-            self._secrets,
-            delivery_id=message.request_id,
-            timestamp=timestamp,
-            header_identifier=self.config.header_identifier,
-        )
-
-    def run(self, delivery: Delivery) -> TryOutcome:
-        """Try ``delivery`` until it succeeds, its tries run out or trying cannot help.
-
-        Raises:
-            Interrupted: the interrupt event was set; ``delivery`` keeps its count of tries
-                and is tried again at once by the next ``run``.
-        """
-        if delivery.request is None:
-            delivery.request = self._prepare(delivery.message)
-            delivery.started = time.monotonic()
-        # The first try is made here; tenacity is entered only when it must be retried,
-        # and is handed that outcome as its own first attempt, so the whole retry policy
-        # (stop, wait, log, sleep, last outcome) stays in tenacity and runs as before.
-        # Most deliveries succeed at once and skip tenacity's per-call bookkeeping.
-        first = self._try(delivery)
-        if not self._should_retry(first):
-            return first
-        replay = [first]
-
-        def attempt(delivery: Delivery) -> TryOutcome:
-            return replay.pop() if replay else self._try(delivery)
-
-        outcome: TryOutcome = self._retrying(attempt, delivery)
-        return outcome
-
-    def _try(self, delivery: Delivery) -> TryOutcome:
-        if self._interrupt.is_set():
-            raise Interrupted
-        request = delivery.request
-        assert request is not None
-        if self._secrets and self._scheme.timestamped:
-            # Timestamped schemes sign each try anew, so a retry is not stale.
-            request.headers.update(self._sign(delivery.message, int(time.time())))
-        delivery.tries += 1
-        delivery.outcome = outcome = self.transport.send(request)
-        return outcome
-
-    def _should_retry(self, outcome: TryOutcome) -> bool:
-        if outcome.ok or outcome.final:
-            return False
-        return not (outcome.status_code == 410 and self.config.pause_on_gone)
-
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        delivery: Delivery = state.args[0]
-        return delivery.tries >= self.config.max_attempts
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        delivery: Delivery = state.args[0]
-        limit = self.config.backoff_limit
-        outcome = delivery.outcome
-        if outcome is not None and outcome.retry_after is not None:
-            return min(outcome.retry_after, limit)
-        start = self.config.backoff_start
-        # Exponential from backoff_start, plus up to backoff_start of jitter, capped.
-        exponential = start * 2.0 ** min(delivery.tries - 1, 64)
-        return min(exponential + random.uniform(0, start), limit)
-
-    def _sleep(self, seconds: float) -> None:
-        # Event.wait refuses a timeout above threading.TIMEOUT_MAX (about 292 years), and a
-        # valid backoff_limit or Retry-After can be larger: such a wait is made in parts.
-        deadline = time.monotonic() + seconds
-        while True:
-            if self._interrupt.wait(min(seconds, threading.TIMEOUT_MAX)):
-                raise Interrupted
-            seconds = deadline - time.monotonic()
-            if seconds <= 0:
-                return
-
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        delivery: Delivery = state.args[0]
-        outcome = delivery.outcome
-        assert outcome is not None and state.next_action is not None
-        logger.info(
-            "webhook try %d of %d failed (%s), retrying in %.3f s",
-            delivery.tries,
-            self.config.max_attempts,
-            outcome.error,
-            state.next_action.sleep,
-            extra={
-                "emitter_id": self.emitter_id,
-                "event": delivery.message.event,
-                "request_id": delivery.message.request_id,
-            },
-        )
+    def send(self, transport: Transport, event: StoredEvent) -> TryOutcome:
+        """Make one try of ``event``; never raises for network or HTTP failures."""
+        return transport.send(self.prepare(event))

@@ -1,4 +1,33 @@
-"""One attached emitter: its daemon thread, its queue, pause/restart, flush and counters."""
+"""One attached emitter: threads on demand that deliver its stored events, by key, in order.
+
+How it is organised
+-------------------
+
+The events live in the store (``stores/``); the emitter keeps a *window*: the next queued
+events, fetched while it holds the emitter's lease, in emit (``seq``) order. Its worker
+threads (at most ``Config.max_in_flight``, none at all while there is nothing to do) take
+from the window, one try at a time:
+
+- With ``max_in_flight=1`` only the oldest event may be tried: it is tried, waits for its
+  backoff and is tried again while the events behind it wait (strict FIFO, CONTRACT 5).
+- Above 1, a worker takes the oldest *due* event whose ordering key is free: an event holds
+  its key from its first try until it is delivered or given up, waits included, so events
+  of one key never overlap and arrive in emit order; events without a key hold nothing.
+- A ``Retry-After`` answer holds every new try of the emitter until it has passed;
+  ``max_rate`` spaces the starts of tries; both are kept in the store for the next holder.
+
+Each try is recorded in the store before it is sent (``begin_try``, which also checks the
+lease and the pause), and its outcome after (``retry_later``, ``finish``, ``give_up``): the
+retry loop is the store's state, so it survives the process, while the policy (when to give
+up, how long to wait) is tenacity's (``_delivery.RetryPolicy``).
+
+A worker that finds nothing to do waits; the last one ends after ``idle_timeout`` seconds,
+or at once when the next try is further away than that (the hub's timer then starts one
+again), letting go of the lease. ``wake`` (after an emit) and ``kick`` (a timer, a poll of a
+durable store) start a worker again; the lock makes "a worker decides to end" and "an event
+arrives" exclusive, so no event is stranded between them. Each worker has its own
+``requests.Session`` (a ``Transport``), made on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +35,74 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._config import Config, DeliveryResult, EmitterStats
-from ._delivery import Deliverer, Delivery, Interrupted
-from ._queue import EventQueue, MemoryQueue, Message
+from ._delivery import Deliverer, RetryPolicy
 from ._transport import Transport, TryOutcome
+from .stores._base import Message, StoredEvent, StoreError
+
+if TYPE_CHECKING:
+    from ._hub import WebhooksEmitter
 
 __all__ = ["Emitter"]
 
 logger = logging.getLogger(__name__)
 
-#: The least seconds between two "queue full" warnings of one emitter.
-_DROP_WARNING_INTERVAL = 5.0
+#: The least seconds between two warnings of one kind for one emitter.
+WARNING_INTERVAL = 5.0
+#: Seconds between two tries of a store call that failed in a delivering thread (then more).
+_STORE_RETRY_START = 0.05
+_STORE_RETRY_LIMIT = 5.0
+
+
+class _RateLimitedCount:
+    """Counts occurrences and says when to log them: at most once per ``WARNING_INTERVAL``."""
+
+    __slots__ = ("last", "unreported")
+
+    def __init__(self) -> None:
+        self.unreported = 0
+        self.last = float("-inf")
+
+    def add(self, count: int = 1) -> None:
+        self.unreported += count
+
+    def take(self, *, force: bool) -> int:
+        """The count to log now (0: not yet); call with the owner's lock held."""
+        now = time.monotonic()
+        if not self.unreported or (not force and now - self.last < WARNING_INTERVAL):
+            return 0
+        count, self.unreported = self.unreported, 0
+        self.last = now
+        return count
 
 
 class Emitter:
-    """An attached endpoint: a bounded FIFO drained by a daemon thread, one delivery at a time.
+    """An attached endpoint: its window of stored events and the threads that deliver them.
 
     Args:
+        hub: the instance it belongs to (its store, lease, timers and settings).
         emitter_id: the emitter's id.
         events: the event names it is subscribed to (``"*"`` for every event).
         config: how it delivers.
     """
 
-    def __init__(self, emitter_id: str, events: frozenset[str], config: Config) -> None:
+    def __init__(
+        self, hub: WebhooksEmitter, emitter_id: str, events: frozenset[str], config: Config
+    ) -> None:
+        self.hub = hub
         self.emitter_id = emitter_id
         self.events = events
         self.config = config
+        self.max_queue_size = config.max_queue_size  # read by the store's append
+        self._max_in_flight: int = getattr(config, "max_in_flight", 1)
+        max_rate: Optional[float] = getattr(config, "max_rate", None)
+        self._min_interval = 1.0 / max_rate if max_rate else 0.0
+        self._disable_after: Optional[float] = getattr(config, "disable_after", None)
+        self._window_size = max(32, 4 * self._max_in_flight)
+        self.policy = RetryPolicy(config)
+        self.deliverer = Deliverer(emitter_id, config)
         self._paused = False
         self._setup()
 
@@ -41,88 +110,97 @@ class Emitter:
         """Make the runtime state: new at attach, and again in a forked child."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._running = threading.Event()  # set while not paused (or when closing)
-        self._interrupt = threading.Event()  # set to cut a backoff wait short
-        if not self._paused:
-            self._running.set()
-        else:
-            self._interrupt.set()
+        self._cond = threading.Condition(self._lock)
+        self._window: list[StoredEvent] = []  # fetched, not finished, in seq order
+        self._taken: dict[int, StoredEvent] = {}  # seq -> event a worker is trying/reporting
+        self._first_try: dict[int, float] = {}  # seq -> monotonic time of its first try here
+        self._workers = 0
+        self._waiting = 0
+        self._refilling = False
+        self._more = True  # the store may hold events that are not in the window
+        self._wakes = 0  # counts wake() calls: a refill under way knows it missed one
+        self._lease = False
+        self._lease_until = 0.0  # monotonic: the lease is trusted until then
+        self._lease_since = 0.0  # monotonic: held since then
+        self._yield_until = 0.0  # monotonic: let go for others; not taken again before
         self._closed = False
-        self._pending = 0  # queued plus in flight
-        self._held: Optional[Message] = None  # taken from the queue, not yet reported
-        self._busy = False  # ... and is delivering it (not paused, not closed)
-        self._abandoned = False  # shutdown() reported the event under way as dropped
+        self._close_reason = "detached"
+        self._hold_until = 0.0  # wall clock: Retry-After holds new tries until then
+        self._last_try_at = 0.0  # wall clock: the start of the last try (max_rate)
+        self._failing_since: Optional[float] = None
+        self._timer_at: Optional[float] = None  # monotonic: a wake-up is scheduled then
         self._delivered = self._given_up = self._dropped = self._retries = 0
-        self._unreported_drops = 0
-        self._last_drop_warning = float("-inf")
-        self._queue: EventQueue = MemoryQueue()
-        self._transport = Transport(self.config)
-        self._deliverer = Deliverer(self.emitter_id, self.config, self._transport, self._interrupt)
-        self._thread: Optional[threading.Thread] = None
+        self._full = _RateLimitedCount()
+        self._store_errors = _RateLimitedCount()
 
-    def _extra(self, message: Optional[Message] = None) -> dict[str, Optional[str]]:
+    def __repr__(self) -> str:
+        return f"<Emitter {self.emitter_id!r} workers={self._workers}>"
+
+    def _extra(self, event: Any = None) -> dict[str, Optional[str]]:
         return {
             "emitter_id": self.emitter_id,
-            "event": message.event if message else None,
-            "request_id": message.request_id if message else None,
+            "event": event.event if event is not None else None,
+            "request_id": event.request_id if event is not None else None,
         }
 
     # -- the caller's side ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the thread (again after a fork)."""
-        with self._lock:
-            self._start_locked()
+    @property
+    def paused(self) -> bool:
+        """Whether this process sees the emitter paused."""
+        return self._paused
 
-    def _start_locked(self) -> None:
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._run,
-                args=(self._queue, self._deliverer),
-                name=f"webhooks-emitter:{self.emitter_id}",
-                daemon=True,
-            )
-            self._thread.start()
+    @property
+    def closed(self) -> bool:
+        """Whether the emitter was detached or shut down."""
+        return self._closed
 
-    def submit(self, message: Message) -> bool:
-        """Queue ``message`` unless the emitter is full or closed; never blocks on I/O."""
-        if self._pid != os.getpid():
-            self.after_fork()
+    @property
+    def workers(self) -> int:
+        """How many threads the emitter has now."""
+        return self._workers
+
+    def wake(self) -> None:
+        """New events were stored for this emitter (by this process): deliver them."""
         with self._lock:
-            if not self._closed and self._pending < self.config.max_queue_size:
-                self._pending += 1
-                if self._thread is None:
-                    self._start_locked()
-                self._queue.put(message)
-                return True
+            self._more = True
+            self._wakes += 1
+            if self._workers == 0:
+                self._spawn_locked()
+            elif self._waiting:
+                self._cond.notify()
+
+    def kick(self) -> None:
+        """A timer fired or a poll found work: start a thread if none runs."""
+        with self._lock:
+            self._timer_at = None
+            if self._yield_until > time.monotonic():
+                return  # it let go of its lease for other processes to take
+            self._more = True
+            self._wakes += 1
+            if self._workers == 0:
+                self._spawn_locked()
+            else:
+                self._cond.notify_all()
+
+    def wake_at(self, at: float) -> None:
+        """Start a thread at monotonic time ``at`` unless one is scheduled already."""
+        with self._lock:
+            if self._timer_at is not None and self._timer_at <= at:
+                return
+            self._timer_at = at
+        self.hub.schedule(self, at)
+
+    def refused(self, message: Message) -> None:
+        """``message`` was not stored for this emitter: its queue is full."""
+        with self._lock:
             self._dropped += 1
-            closed = self._closed
-            if not closed:
-                self._unreported_drops += 1
-                count = self._take_drops(force=False)
-        if closed:  # emitted while detach ran: rare, so each is told
-            logger.warning(
-                "webhook emitter %r dropped 1 event: it was detached",
-                self.emitter_id,
-                extra=self._extra(message),
-            )
-        elif count:
-            self._log_drops(count, message)
-        return False
+            self._full.add()
+            count = self._full.take(force=False)
+        if count:
+            self._log_full(count, message)
 
-    def _take_drops(self, *, force: bool) -> int:
-        """With the lock held: the drops to log now (at most one line per interval)."""
-        now = time.monotonic()
-        if not self._unreported_drops or (
-            not force and now - self._last_drop_warning < _DROP_WARNING_INTERVAL
-        ):
-            return 0
-        count, self._unreported_drops = self._unreported_drops, 0
-        self._last_drop_warning = now
-        return count
-
-    def _log_drops(self, count: int, message: Optional[Message] = None) -> None:
+    def _log_full(self, count: int, message: Optional[Message] = None) -> None:
         logger.warning(
             "webhook emitter %r dropped %d event(s): its queue is full (max_queue_size %d)",
             self.emitter_id,
@@ -131,227 +209,663 @@ class Emitter:
             extra=self._extra(message),
         )
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
+    def _spawn_locked(self) -> None:
+        if self._closed or self._paused or not self.hub.delivers:
+            return
+        if self._pid != os.getpid():
+            return  # a forked child's emitters are set up anew by the fork hook first
+        self._workers += 1
+        thread = threading.Thread(
+            target=self._work, name=f"webhooks-emitter:{self.emitter_id}", daemon=True
+        )
+        try:
+            thread.start()
+        except BaseException:
+            self._workers -= 1
+            raise
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume here (the store was told by the caller, or told us)."""
+        with self._lock:
+            if paused == self._paused:
+                return
+            self._paused = paused
+            if paused:
+                self._cond.notify_all()
+                return
+            self._hold_until = 0.0
+            self._failing_since = None
+            for event in self._window:
+                event.next_at = 0.0  # a wait cut short by the pause: tried again at once
+            count = self._full.take(force=True)  # what was dropped while paused
+            self._more = True
+            if self._workers == 0:
+                self._spawn_locked()
+            else:
+                self._cond.notify_all()
+        if count:
+            self._log_full(count)
 
     def pause(self) -> None:
-        """Stop delivering; what is queued stays queued. A backoff wait ends at once."""
-        with self._lock:
-            self._paused = True
-            self._running.clear()
-            self._interrupt.set()
-            self._idle.notify_all()
+        """Stop delivering in every process; what is queued stays queued."""
+        self.hub.store.set_paused(self.emitter_id, True)
+        self.set_paused(True)
 
     def restart(self) -> None:
         """Resume delivering after ``pause``; a no-op when running."""
-        with self._lock:
-            if not self._paused:
-                return
-            self._paused = False
-            # The interrupt stays set: the thread clears it when it resumes, so a pause that
-            # came just before the thread entered its backoff wait still cuts that wait short.
-            self._running.set()
-            count = self._take_drops(force=True)  # what was dropped while paused
-        if count:
-            self._log_drops(count)
+        store = self.hub.store
+        if not store.state(self.emitter_id).paused and not self._paused:
+            return
+        store.set_paused(self.emitter_id, False)
+        self.set_paused(False)
 
-    def flush(self, deadline: Optional[float]) -> bool:
-        """Wait until nothing is queued or in flight (or the emitter is paused or closed).
+    def busy(self) -> bool:
+        """Whether a try of this emitter is under way or being reported here."""
+        return bool(self._taken)
 
-        Args:
-            deadline: a ``time.monotonic()`` value to give up at, or None to wait forever.
-        """
-        with self._idle:
-            while self._pending and not self._paused and not self._closed:
-                if deadline is None:
-                    self._idle.wait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._idle.wait(remaining)
-            return not self._pending or self._paused
+    def wait_changed(self, timeout: Optional[float]) -> None:
+        """Wait until an outcome is reported here, or ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait(timeout)
 
-    def close(self) -> int:
-        """Stop the thread and drop what the emitter holds; returns how many were dropped.
+    def close(self, reason: str = "detached") -> int:
+        """Stop delivering; returns how many events this process dropped (memory store).
 
-        What is queued, and an event held between tries (paused, or waiting to retry), is
-        dropped and logged in one line with its count. A try under way ends on its own:
-        delivered, it is reported as usual; failed, it is dropped and logged then.
+        A memory store drops what the emitter had queued (a loss, logged as a WARNING with
+        its count); a durable store keeps it for the next attach (logged at INFO). A try
+        under way ends on its own: delivered, it is reported as usual.
         """
         with self._lock:
             if self._closed:
                 return 0
             self._closed = True
-            self._interrupt.set()
-            self._running.set()
-            count = len(self._queue.drain())
-            self._queue.close()
-            if self._held is not None and not self._busy:
-                self._held = None
-                count += 1
-            self._pending -= count
-            self._dropped += count
-            self._idle.notify_all()
-            thread = self._thread
-            full = self._take_drops(force=True)
+            self._close_reason = reason
+            taken = len(self._taken)
+            self._window = []
+            self._cond.notify_all()
+            full = self._full.take(force=True)
         if full:
-            self._log_drops(full)
-        if count:
+            self._log_full(full)
+        store = self.hub.store
+        try:
+            left = store.forget(self.emitter_id)
+        except StoreError as exc:
             logger.warning(
-                "webhook emitter %r detached with %d undelivered event(s), dropped",
+                "webhook emitter %r %s; the store could not count what it keeps: %s",
                 self.emitter_id,
-                count,
+                reason,
+                exc,
                 extra=self._extra(),
             )
-        if thread is None:
-            self._transport.close()
-        return count
+            left = 0
+        dropped = 0
+        if store.durable:
+            if left:
+                logger.info(
+                    "webhook emitter %r %s; %d event(s) stay in the store for its next attach",
+                    self.emitter_id,
+                    reason,
+                    left,
+                    extra=self._extra(),
+                )
+        else:
+            dropped = max(left - taken, 0)
+            if dropped:
+                with self._lock:
+                    self._dropped += dropped
+                logger.warning(
+                    "webhook emitter %r %s with %d undelivered event(s), dropped",
+                    self.emitter_id,
+                    reason,
+                    dropped,
+                    extra=self._extra(),
+                )
+        return dropped
 
     def abandon(self) -> int:
-        """After ``close``: drop an event whose delivery is still under way; returns 0 or 1.
+        """After ``close``: give up waiting for the tries still under way; returns how many.
 
         ``shutdown`` calls it when its time is up, so that what it leaves behind is logged
-        even when the interpreter exits before that try ends; the thread then reports
-        nothing more about it.
+        even when the interpreter exits before those tries end.
         """
         with self._lock:
-            message = self._held
-            if not (self._closed and message is not None and self._busy):
+            taken = list(self._taken.values())
+            if not (self._closed and taken):
                 return 0
-            self._held = None
-            self._abandoned = True
-        self._drop(message, "stopped while delivering")
-        return 1
+            self._taken.clear()
+            self._cond.notify_all()
+        if self.hub.store.durable:
+            logger.info(
+                "webhook emitter %r: %d try(ies) still under way at %s; the event(s) stay "
+                "in the store and may be sent again",
+                self.emitter_id,
+                len(taken),
+                self._close_reason,
+                extra=self._extra(taken[0]),
+            )
+        else:
+            with self._lock:
+                self._dropped += len(taken)
+            for event in taken:
+                logger.warning(
+                    "webhook emitter %r stopped while delivering (%s); 1 event may not have "
+                    "been delivered",
+                    self.emitter_id,
+                    self._close_reason,
+                    extra=self._extra(event),
+                )
+        return len(taken)
 
-    def join(self, timeout: Optional[float]) -> None:
-        """Wait up to ``timeout`` seconds for the thread to end after ``close``."""
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+    def join(self, deadline: Optional[float]) -> bool:
+        """Wait until every thread of the emitter has ended, or ``deadline``."""
+        with self._cond:
+            while self._workers:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
 
     def stats(self) -> EmitterStats:
-        """The emitter's counters now."""
+        """The emitter's counters now; ``queued`` and ``failed`` are the store's."""
+        state = self.hub.store.state(self.emitter_id)
         with self._lock:
             return EmitterStats(
-                queued=self._pending,
+                queued=state.queued,
                 delivered=self._delivered,
                 given_up=self._given_up,
                 dropped=self._dropped,
                 retries=self._retries,
-                paused=self._paused,
+                paused=state.paused,
+                failed=state.failed,
             )
 
     def after_fork(self) -> None:
-        """In a forked child: new lock, thread, session and an empty queue; same config."""
+        """In a forked child: new lock and state, no thread, no lease, no session."""
         self._setup()
 
-    # -- the emitter's thread -------------------------------------------------------------
+    # -- leases (the hub's housekeeping thread) --------------------------------------------
 
-    def _run(self, queue: EventQueue, deliverer: Deliverer) -> None:
-        current: Optional[Delivery] = None
+    @property
+    def holds_lease(self) -> bool:
+        return self._lease
+
+    def lease_renewed(self, until: float) -> None:
+        """The hub renewed the lease: trust it until ``until`` (monotonic)."""
+        with self._lock:
+            if self._lease:
+                self._lease_until = until
+
+    def lease_lost(self) -> None:
+        """Another process holds the lease now: start no new try, forget the window."""
+        with self._lock:
+            if not self._lease:
+                return
+            self._lease = False
+            self._window = [e for e in self._window if e.seq in self._taken]
+            self._cond.notify_all()
+        logger.warning(
+            "webhook emitter %r lost its lease (not renewed in time); another process may "
+            "deliver its events now",
+            self.emitter_id,
+            extra=self._extra(),
+        )
+
+    # -- the workers -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        transport: Optional[Transport] = None
+        generation = -1
         try:
             while True:
-                if current is None:
-                    message = queue.get()
-                    if message is None:
-                        return
-                    with self._lock:
-                        closed = self._closed
-                        self._held = None if closed else message
-                    if closed:  # taken from the queue just as close() drained it
-                        self._drop(message, "detached")
-                        return
-                    current = Delivery(message)
-                self._running.wait()
-                with self._lock:
-                    if self._closed:
-                        return  # close() counted the held event
-                    if not self._paused:
-                        self._interrupt.clear()
-                    self._busy = True
-                outcome = self._deliver(deliverer, current)
-                with self._lock:
-                    self._busy = False
-                    closed = self._closed
-                    abandoned = self._abandoned
-                    gone = (
-                        outcome is not None
-                        and outcome.status_code == 410
-                        and self.config.pause_on_gone
-                    )
-                    if closed or (outcome is not None and not gone):
-                        self._held = None  # this thread reports or drops it now
-                if closed:
-                    if abandoned:
-                        return  # abandon() counted and logged it
-                    if outcome is not None and outcome.ok:
-                        self._finish(current, outcome)
-                    else:
-                        self._drop(current.message, "detached while it was being delivered")
+                event = self._next_job()
+                if event is None:
                     return
-                if outcome is None:
-                    continue  # interrupted by pause: tried again after restart
-                if gone:
-                    self.pause()  # before the WARNING says so, for whoever acts on it
-                    logger.warning(
-                        "webhook emitter %r paused: the receiver answered 410 Gone; "
-                        "restart it to resume",
-                        self.emitter_id,
-                        extra=self._extra(current.message),
-                    )
-                    continue
-                self._finish(current, outcome)
-                current = None
-        finally:
-            self._transport.close()
-
-    def _deliver(self, deliverer: Deliverer, delivery: Delivery) -> Optional[TryOutcome]:
-        """Run the delivery; None when pause, detach or shutdown cut it short."""
-        try:
-            return deliverer.run(delivery)
-        except Interrupted:
-            return None
-        except BaseException:  # noqa: BLE001 - the thread must survive anything
+                if transport is None or generation != self.hub.transport_generation:
+                    if transport is not None:
+                        transport.close()
+                    generation = self.hub.transport_generation
+                    transport = self.hub.make_transport(self.config)
+                self._attempt(event, transport)
+        except BaseException:  # noqa: BLE001 - logged; the emitter starts a new thread later
             logger.exception(
-                "webhook emitter %r failed to deliver; the event is given up",
-                self.emitter_id,
-                extra=self._extra(delivery.message),
+                "webhook emitter %r: a delivery thread failed", self.emitter_id,
+                extra=self._extra(),
             )
-            return TryOutcome(False, error="internal error (logged)")
+        finally:
+            if transport is not None:
+                transport.close()
+            self._worker_ends()
 
-    def _drop(self, message: Message, why: str) -> None:
-        """Count and log one event this thread drops."""
+    def _worker_ends(self) -> None:
         with self._lock:
-            self._pending -= 1
-            self._dropped += 1
-            self._idle.notify_all()
-        logger.warning(
-            "webhook emitter %r %s; 1 undelivered event dropped",
-            self.emitter_id,
-            why,
-            extra=self._extra(message),
+            self._workers -= 1
+            last = self._workers == 0
+            release = last and self._lease
+            next_due = self._next_due_locked() if release else 0.0
+            if release:
+                self._lease = False
+                self._window = []
+            self._cond.notify_all()
+        if release:
+            self.hub.lease_released(self)
+            try:
+                self.hub.store.release(self.emitter_id, self.hub.lease, next_due)
+            except StoreError as exc:
+                logger.warning(
+                    "webhook emitter %r could not let go of its lease (it will expire): %s",
+                    self.emitter_id,
+                    exc,
+                    extra=self._extra(),
+                )
+
+    def _next_due_locked(self) -> float:
+        if not self._window:
+            return 0.0
+        head = self._window if self._max_in_flight > 1 else self._window[:1]
+        return max(min(e.next_at for e in head), self._hold_until)
+
+    def _next_job(self) -> Optional[StoredEvent]:
+        """Wait for an event to try and take it; None when this thread should end."""
+        idle_timeout = self.hub.idle_timeout
+        idle_deadline = time.monotonic() + idle_timeout
+        with self._cond:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed or self._paused or self._pid != os.getpid():
+                        return None
+                    if self._yield_until > time.monotonic():
+                        return None
+                    if self._should_yield_locked():
+                        # Held long enough while this process holds others: let another
+                        # process take it, so that the work spreads over the workers.
+                        self._yield_until = time.monotonic() + self.hub.store.poll_interval * 4
+                        self._cond.notify_all()
+                        return None
+                    if self._lease and time.monotonic() > self._lease_until:
+                        # Not renewed in time (a frozen process, a lost database): trust
+                        # nothing fetched under it; acquire it again before any new try.
+                        self._lease = False
+                        self._window = [e for e in self._window if e.seq in self._taken]
+                    if not self._lease or (
+                        self._more and len(self._window) <= self._window_size // 2
+                    ):
+                        if self._refilling:
+                            self._cond.wait()
+                            continue
+                        if not self._refill_locked():
+                            return None
+                        continue
+                    now = time.time()
+                    event, wait = self._pick_locked(now)
+                    if event is not None:
+                        self._taken[event.seq] = event
+                        if (
+                            self._workers < self._max_in_flight
+                            and self._waiting == 1
+                            and len(self._taken) < self._max_in_flight
+                            and len(self._window) > len(self._taken)
+                        ):
+                            self._spawn_locked()  # more may be ready: a thread to look
+                        return event
+                    if self._more and self._max_in_flight > 1 and not self._refilling:
+                        # Nothing ready among those fetched (their keys are busy): look
+                        # further into the store.
+                        before = len(self._window)
+                        if not self._refill_locked(grow=True):
+                            return None
+                        if len(self._window) > before:
+                            continue
+                    if self._waiting > 1:
+                        return None  # another thread is already waiting for work
+                    if wait is None:
+                        if self._taken:
+                            self._cond.wait()  # an outcome will notify
+                            continue
+                        timeout = idle_deadline - time.monotonic()
+                        if timeout <= 0:
+                            return None
+                        self._cond.wait(timeout)
+                        continue
+                    if wait > idle_timeout and not self._taken:
+                        self._timer_at = time.monotonic() + wait
+                        self.hub.schedule(self, self._timer_at)
+                        return None
+                    self._cond.wait(wait)
+                    idle_deadline = time.monotonic() + idle_timeout
+            finally:
+                self._waiting -= 1
+
+    def _should_yield_locked(self) -> bool:
+        store = self.hub.store
+        return (
+            store.durable
+            and self._lease
+            and not self._taken
+            and time.monotonic() - self._lease_since > store.lease_timeout
+            and self.hub.leases_held() > 1
         )
 
-    def _finish(self, delivery: Delivery, outcome: TryOutcome) -> None:
-        message = delivery.message
-        started = delivery.started if delivery.started is not None else time.monotonic()
+    def _pick_locked(self, now: float) -> tuple[Optional[StoredEvent], Optional[float]]:
+        """The event to try now, or None and the seconds until one may be (None: unknown)."""
+        if self._hold_until > now:
+            return None, self._hold_until - now
+        if len(self._taken) >= self._max_in_flight:
+            return None, None
+        chosen: Optional[StoredEvent] = None
+        soonest: Optional[float] = None
+        if self._max_in_flight == 1:
+            if self._window:
+                head = self._window[0]
+                if head.next_at <= now:
+                    chosen = head
+                else:
+                    soonest = head.next_at
+        else:
+            busy_keys = {e.ordering_key for e in self._taken.values() if e.ordering_key}
+            for event in self._window:
+                key = event.ordering_key
+                if event.seq in self._taken:
+                    continue
+                if key is not None:
+                    if key in busy_keys:
+                        continue
+                    busy_keys.add(key)  # the oldest of its key: those behind it wait
+                if event.next_at <= now:
+                    chosen = event
+                    break
+                if soonest is None or event.next_at < soonest:
+                    soonest = event.next_at
+        if chosen is None:
+            return None, None if soonest is None else max(soonest - now, 0.0)
+        if self._min_interval:
+            gap = self._last_try_at + self._min_interval - now
+            if gap > 0:
+                return None, gap
+        return chosen, None
+
+    def _refill_locked(self, grow: bool = False) -> bool:
+        """Take the lease if needed and fetch more events (the lock is let go meanwhile).
+
+        Returns False when this thread should end: the lease is another process's, or the
+        store cannot be reached (the hub's poll tries again later).
+        """
+        self._refilling = True
+        wakes = self._wakes
+        need_lease = not self._lease
+        skip = {e.seq for e in self._window} if self._window else set()
+        limit = self._window_size if grow or need_lease else self._window_size - len(self._window)
+        store = self.hub.store
+        lease = self.hub.lease
+        acquired = True
+        state = None
+        events: list[StoredEvent] = []
+        error: Optional[StoreError] = None
+        self._lock.release()
+        try:
+            if need_lease:
+                acquired = store.acquire(self.emitter_id, lease)
+                if acquired:
+                    state = store.state(self.emitter_id)
+            if acquired:
+                events = store.fetch(self.emitter_id, lease, max(limit, 1), skip)
+        except StoreError as exc:
+            error = exc
+        finally:
+            self._lock.acquire()
+            self._refilling = False
+            self._cond.notify_all()
+        if error is not None:
+            self._store_errors.add()
+            if self._store_errors.take(force=False):
+                logger.warning(
+                    "webhook emitter %r cannot read its store, will try again: %s",
+                    self.emitter_id,
+                    error,
+                    extra=self._extra(),
+                )
+            if need_lease and acquired and state is not None:
+                self._lease = True  # acquired before the error: let it go at the end
+                self._lease_until = time.monotonic() + store.lease_timeout * 0.5
+            if self._lease:
+                return True if self._window else self._retry_soon()
+            return self._retry_soon()
+        if need_lease:
+            if not acquired:
+                return False
+            assert state is not None
+            self._lease = True
+            self._lease_until = (
+                time.monotonic() + store.lease_timeout * 0.5 if store.durable else float("inf")
+            )
+            self._window = [e for e in self._window if e.seq in self._taken]
+            skip = {e.seq for e in self._window}
+            self._lease_since = time.monotonic()
+            self._hold_until = state.hold_until
+            self._last_try_at = max(self._last_try_at, state.last_try_at)
+            self._failing_since = state.failing_since
+            if state.paused:
+                self._paused = True
+            self.hub.lease_acquired(self)
+        if self._closed:
+            return False
+        fresh = [e for e in events if e.seq not in skip]
+        if fresh:
+            self._window.extend(fresh)
+            self._window.sort(key=_seq)
+        # An event stored while the lock was let go may have come after the fetch.
+        self._more = len(events) >= max(limit, 1) or self._wakes != wakes
+        return True
+
+    def _retry_soon(self) -> bool:
+        """After a store error: end this thread; the hub's timer starts one again soon."""
+        self._timer_at = time.monotonic() + 1.0
+        self.hub.schedule(self, self._timer_at)
+        return False
+
+    # -- one try ---------------------------------------------------------------------------
+
+    def _store(self, what: str, call: Callable[[], bool], event: StoredEvent) -> Optional[bool]:
+        """Run a store call for a try, retrying it (logged) until it answers.
+
+        Returns None when the emitter was closed before the store answered: what the store
+        holds stays as it was (the event may then be sent again, at least once).
+        """
+        delay = _STORE_RETRY_START
+        while True:
+            try:
+                return call()
+            except StoreError as exc:
+                with self._lock:
+                    self._store_errors.add()
+                    count = self._store_errors.take(force=False)
+                    closed = self._closed
+                if count:
+                    logger.warning(
+                        "webhook emitter %r could not record %s in its store (%d time(s)), "
+                        "retrying: %s",
+                        self.emitter_id,
+                        what,
+                        count,
+                        exc,
+                        extra=self._extra(event),
+                    )
+                if closed:
+                    return None
+                with self._cond:
+                    if not self._closed:
+                        self._cond.wait(delay)
+                delay = min(delay * 2, _STORE_RETRY_LIMIT)
+
+    def _attempt(self, event: StoredEvent, transport: Transport) -> None:
+        store = self.hub.store
+        lease = self.hub.lease
+        now = time.time()
+        event.attempts += 1
+        started = self._store("a try", lambda: store.begin_try(lease, event, now), event)
+        if not started:
+            event.attempts -= 1
+            self._not_started(event, started)
+            return
+        with self._lock:
+            self._last_try_at = max(self._last_try_at, now)
+            first = self._first_try.setdefault(event.seq, time.monotonic())
+        try:
+            outcome = self.deliverer.send(transport, event)
+        except Exception:  # noqa: BLE001 - logged; the event is given up, not lost silently
+            logger.exception(
+                "webhook emitter %r failed to deliver", self.emitter_id, extra=self._extra(event)
+            )
+            outcome = TryOutcome(False, error="internal error (logged)", final=True)
+        event.status_code = outcome.status_code
+        event.error = None if outcome.ok else outcome.error
+        if self._closed and not self.hub.store.durable:
+            self._after_close(event, outcome, first)
+            return
+        if outcome.ok:
+            self._store("a delivery", lambda: store.finish(lease, event), event)
+            if self._failing_since is not None:
+                self._failing_since = None
+                self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, None))
+            self._report(event, outcome, first)
+            return
+        now = time.time()
+        gone = outcome.status_code == 410 and self.config.pause_on_gone
+        wait = None if gone else self.policy.next_wait(event.attempts, outcome)
+        if gone or wait is not None:
+            event.next_at = 0.0 if gone else now + wait  # type: ignore[operator]
+            self._store("a failed try", lambda: store.retry_later(lease, event), event)
+        if self._failing_since is None:
+            self._failing_since = now
+            self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, now))
+        if gone:
+            self._untake(event, keep=True)
+            self._pause_for(
+                event, "the receiver answered 410 Gone; restart it to resume"
+            )
+            return
+        if wait is None:
+            self._store("a given-up event", lambda: store.give_up(lease, event), event)
+            self._report(event, outcome, first)
+        else:
+            if outcome.retry_after is not None:
+                until = now + wait
+                with self._lock:
+                    self._hold_until = max(self._hold_until, until)
+                self._store_quietly(lambda: store.set_hold(self.emitter_id, lease, until))
+            self._untake(event, keep=True)  # waiting now: detach or shutdown drops it
+            logger.info(
+                "webhook try %d of %d failed (%s), retrying in %.3f s",
+                event.attempts,
+                self.policy.max_attempts,
+                outcome.error,
+                wait,
+                extra=self._extra(event),
+            )
+        disable_after = self._disable_after
+        if (
+            disable_after is not None
+            and self._failing_since is not None
+            and now - self._failing_since >= disable_after
+            and not self._paused
+        ):
+            self._pause_for(
+                event,
+                f"every try has failed for {disable_after:g} s (disable_after); "
+                "restart it to resume",
+            )
+
+    def _store_quietly(self, call: Callable[[], None]) -> None:
+        """A store call whose failure costs nothing lasting (shared state for handovers)."""
+        try:
+            call()
+        except StoreError as exc:
+            logger.warning(
+                "webhook emitter %r could not update its state in the store: %s",
+                self.emitter_id,
+                exc,
+                extra=self._extra(),
+            )
+
+    def _pause_for(self, event: StoredEvent, why: str) -> None:
+        try:
+            self.hub.store.set_paused(self.emitter_id, True)
+        except StoreError as exc:
+            logger.warning(
+                "webhook emitter %r could not record its pause in the store: %s",
+                self.emitter_id,
+                exc,
+                extra=self._extra(event),
+            )
+        self.set_paused(True)  # before the WARNING says so, for whoever acts on it
+        logger.warning("webhook emitter %r paused: %s", self.emitter_id, why,
+                       extra=self._extra(event))
+
+    def _not_started(self, event: StoredEvent, answer: Optional[bool]) -> None:
+        """``begin_try`` refused (paused, or the lease is gone) or the emitter closed."""
+        state = None
+        if answer is False:
+            try:
+                state = self.hub.store.state(self.emitter_id)
+            except StoreError:
+                state = None
+        with self._lock:
+            self._taken.pop(event.seq, None)
+            if state is not None and state.paused:
+                self._paused = True
+            elif answer is False:
+                self._lease = False
+                self._window = [e for e in self._window if e.seq in self._taken]
+            self._cond.notify_all()
+
+    def _untake(self, event: StoredEvent, *, keep: bool) -> None:
+        with self._lock:
+            self._taken.pop(event.seq, None)
+            if not keep:
+                self._first_try.pop(event.seq, None)
+                try:
+                    self._window.remove(event)
+                except ValueError:
+                    pass
+            self._cond.notify_all()
+
+    def _after_close(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
+        """A try that was under way when a memory-store emitter was closed has ended."""
+        with self._lock:
+            abandoned = event.seq not in self._taken
+        if abandoned:
+            return  # abandon() logged it already
+        if outcome.ok:
+            self._report(event, outcome, first)
+            return
+        with self._lock:
+            self._dropped += 1
+        logger.warning(
+            "webhook emitter %r %s while it was being delivered; 1 undelivered event dropped",
+            self.emitter_id,
+            self._close_reason,
+            extra=self._extra(event),
+        )
+        self._untake(event, keep=False)
+
+    def _report(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
+        """Log the outcome, call ``on_delivery``, count it, and let the event go."""
         result = DeliveryResult(
             emitter_id=self.emitter_id,
-            event=message.event,
-            request_id=message.request_id,
+            event=event.event,
+            request_id=event.request_id,
             delivered=outcome.ok,
-            attempts=delivery.tries,
+            attempts=event.attempts,
             status_code=outcome.status_code,
             error=None if outcome.ok else outcome.error,
-            elapsed=time.monotonic() - started,
+            elapsed=time.monotonic() - first,
         )
-        extra = self._extra(message)
+        extra = self._extra(event)
         if outcome.ok:
             logger.debug(
                 "webhook delivered in %d tries (HTTP %s)",
-                delivery.tries,
+                event.attempts,
                 outcome.status_code,
                 extra=extra,
             )
@@ -359,9 +873,9 @@ class Emitter:
             logger.error(
                 "webhook given up by emitter %r: event %r, request id %s, after %d tries: %s",
                 self.emitter_id,
-                message.event,
-                message.request_id,
-                delivery.tries,
+                event.event,
+                event.request_id,
+                event.attempts,
                 outcome.error,
                 extra=extra,
             )
@@ -372,14 +886,17 @@ class Emitter:
             except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
                 logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
         with self._lock:
-            self._pending -= 1
-            self._retries += max(delivery.tries - 1, 0)
+            self._retries += max(event.attempts - 1, 0)
             if outcome.ok:
                 self._delivered += 1
             else:
                 self._given_up += 1
-            if not self._pending:
-                self._idle.notify_all()
-            drops = self._take_drops(force=False)
-        if drops:
-            self._log_drops(drops)
+            full = self._full.take(force=False)
+        self._untake(event, keep=False)
+        if full:
+            self._log_full(full)
+
+
+def _seq(event: StoredEvent) -> int:
+    return event.seq
+

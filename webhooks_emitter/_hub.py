@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import atexit
+import heapq
+import itertools
 import logging
 import math
 import os
+import signal
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any, Optional
+from collections.abc import Collection, Iterable
+from typing import Any, Callable, Optional, Union
 
 from ._config import Config, EmitterStats
-from ._emitter import Emitter
+from ._emitter import Emitter, _RateLimitedCount
 from ._encoding import check_name, encode_payload, new_request_id
-from ._queue import Message
-from .exceptions import EmitterExistsError, EmitterNotFoundError
+from ._transport import Transport
+from .exceptions import EmitterExistsError, EmitterNotFoundError, WebhooksEmitterError
+from .stores import MemoryStore, Store, from_url
+from .stores._base import FailedEvent, Lease, Message, StoreError
 
 __all__ = ["WebhooksEmitter"]
 
@@ -32,12 +38,13 @@ _attached: set[WebhooksEmitter] = set()
 _attached_lock = threading.Lock()
 
 
-def _seconds(name: str, value: object) -> float:
+def _seconds(name: str, value: object, *, positive: bool = False) -> float:
     """``value`` as seconds >= 0 (infinity allowed), or TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
     return float(value)
 
 
@@ -51,15 +58,170 @@ def _left(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-class _Route:
-    """The emitters one event goes to, and the smallest ``max_body_size`` among them."""
+def _to_store(value: Union[Store, str]) -> Store:
+    if isinstance(value, Store):
+        return value
+    if isinstance(value, str):
+        return from_url(value)
+    raise TypeError(
+        f"store must be a webhooks_emitter.stores store or a store URL, not {type(value).__name__}"
+    )
 
-    __slots__ = ("emitters", "limit")
 
-    def __init__(self, emitters: tuple[Emitter, ...]) -> None:
-        self.emitters = emitters
-        limits = [e.config.max_body_size for e in emitters if e.config.max_body_size is not None]
-        self.limit: Optional[int] = min(limits) if limits else None
+class _Housekeeper:
+    """One thread per instance: timers that wake emitters, and, over a durable store, the
+    poll that finds work stored by other processes, the shared pause state and the renewal
+    of this process's leases. It runs only while it has something to do."""
+
+    def __init__(self, hub: WebhooksEmitter) -> None:
+        self.hub = hub
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.timers: list[tuple[float, int, Emitter]] = []
+        self.counter = itertools.count()
+        self.thread: Optional[threading.Thread] = None
+        self.stopping = False
+        self.leased: set[Emitter] = set()
+        self.poll_errors = _RateLimitedCount()
+        self.poll_now = False
+
+    def schedule(self, emitter: Emitter, at: float) -> None:
+        with self.lock:
+            heapq.heappush(self.timers, (at, next(self.counter), emitter))
+            self._ensure_locked()
+            self.cond.notify()
+
+    def ensure(self, poll: bool = False) -> None:
+        """Run the thread if it is needed; ``poll`` asks it to poll the store now."""
+        with self.lock:
+            if poll:
+                self.poll_now = True
+                self.cond.notify()
+            self._ensure_locked()
+        if poll:
+            self.hub.store.wake()
+
+    def _ensure_locked(self) -> None:
+        if self.thread is None and not self.stopping:
+            self.thread = threading.Thread(
+                target=self._run, name="webhooks-emitter:housekeeping", daemon=True
+            )
+            self.thread.start()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            thread = self.thread
+            self.cond.notify_all()
+        self.hub.store.wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2.0)
+        with self.lock:
+            self.stopping = False
+            self.timers = []
+
+    def _needed_locked(self) -> bool:
+        hub = self.hub
+        if self.stopping:
+            return False
+        if self.timers:
+            return True
+        return hub.store.durable and bool(hub._emitters)
+
+    def _run(self) -> None:
+        store = self.hub.store
+        durable = store.durable
+        interval = store.poll_interval
+        next_poll = 0.0
+        next_renewal = time.monotonic() + store.lease_timeout / 3
+        try:
+            while True:
+                due: list[Emitter] = []
+                with self.lock:
+                    if not self._needed_locked():
+                        self.thread = None
+                        return
+                    now = time.monotonic()
+                    while self.timers and self.timers[0][0] <= now:
+                        due.append(heapq.heappop(self.timers)[2])
+                    wait = self.timers[0][0] - now if self.timers else 1.0
+                    if not durable and not due:
+                        self.cond.wait(min(wait, 1.0))
+                        continue
+                for emitter in due:
+                    emitter.kick()
+                if not durable:
+                    continue
+                now = time.monotonic()
+                if now >= next_renewal:
+                    self._renew()
+                    next_renewal = time.monotonic() + store.lease_timeout / 3
+                changed = False
+                with self.lock:
+                    changed, self.poll_now = self.poll_now, False
+                if not changed and now < next_poll:
+                    changed = store.wait_for_change(max(min(wait, next_poll - now, interval), 0))
+                if changed or time.monotonic() >= next_poll:
+                    self._poll()
+                    next_poll = time.monotonic() + 1.0
+        except BaseException:  # noqa: BLE001 - logged; restarted by the next schedule
+            logger.exception("webhooks_emitter housekeeping thread failed")
+            with self.lock:
+                self.thread = None
+
+    def _renew(self) -> None:
+        hub = self.hub
+        with self.lock:
+            leased = {e.emitter_id: e for e in self.leased}
+        if not leased:
+            return
+        start = time.monotonic()
+        try:
+            held = hub.store.renew(hub.lease, list(leased))
+        except StoreError as exc:
+            logger.warning("webhooks_emitter could not renew its leases: %s", exc)
+            return
+        until = start + hub.store.lease_timeout * 0.9
+        for emitter_id, emitter in leased.items():
+            if emitter_id in held:
+                emitter.lease_renewed(until)
+            else:
+                emitter.lease_lost()
+
+    def _poll(self) -> None:
+        hub = self.hub
+        try:
+            rows = hub.store.poll()
+        except StoreError as exc:
+            with self.lock:
+                self.poll_errors.add()
+                count = self.poll_errors.take(force=False)
+            if count:
+                logger.warning(
+                    "webhooks_emitter cannot poll its store (%d time(s)): %s", count, exc
+                )
+            return
+        emitters = hub._emitters
+        paused = set()
+        wall = time.time()
+        for row in rows:
+            emitter = emitters.get(row.emitter_id)
+            if emitter is None:
+                continue
+            if row.paused:
+                paused.add(row.emitter_id)
+                emitter.set_paused(True)
+                continue
+            if emitter.paused:
+                emitter.set_paused(False)
+            if row.queued and not emitter.workers and row.lease_holder is None:
+                if row.next_due <= wall:
+                    emitter.kick()
+                else:
+                    emitter.wake_at(time.monotonic() + (row.next_due - wall))
+        for emitter_id, emitter in list(emitters.items()):
+            if emitter.paused and emitter_id not in paused:
+                emitter.set_paused(False)  # restarted by another process
 
 
 class WebhooksEmitter:
@@ -71,40 +233,164 @@ class WebhooksEmitter:
     Args:
         exit_timeout: seconds the exit hook spends delivering what is still queued when
             the interpreter ends (see :meth:`configure`).
+        store: where events wait: a store of :mod:`webhooks_emitter.stores` or its URL
+            (``memory:``, ``sqlite:///path.db``, ``postgresql://...``); memory by default.
+        deliver: False makes a process that only stores events, for a worker process to
+            deliver (a durable store is then required).
+        idle_timeout: seconds an emitter with nothing to do keeps its thread.
+
+    Raises:
+        TypeError, ValueError: an argument is not of the documented form.
+        StoreError: the store could not be opened.
     """
 
-    def __init__(self, exit_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        exit_timeout: float = 5.0,
+        *,
+        store: Union[Store, str, None] = None,
+        deliver: bool = True,
+        idle_timeout: float = 30.0,
+    ) -> None:
         self._exit_timeout = _seconds("exit_timeout", exit_timeout)
+        self._idle_timeout = _seconds("idle_timeout", idle_timeout, positive=True)
+        if not isinstance(deliver, bool):
+            raise TypeError(f"deliver must be a bool, not {type(deliver).__name__}")
+        self._store: Store = MemoryStore() if store is None else _to_store(store)
+        if not deliver and not self._store.durable:
+            raise ValueError("deliver=False needs a durable store (SQLite or PostgreSQL)")
+        self._deliver = deliver
         self._lock = threading.Lock()
         self._emitters: dict[str, Emitter] = {}
-        # emit() reads this without the lock: the routes by event and the route of events
-        # nobody subscribed to by name (the "*" emitters), replaced whole, never changed.
-        self._table: tuple[dict[str, _Route], _Route] = ({}, _Route(()))
+        # emit() reads these without the lock: the emitters by event name and the "*"
+        # ones, each a dict changed in place under the lock. emit() copies the values it
+        # needs in one C-level call (list(d.values())), which no other thread interrupts.
+        self._routes: dict[str, dict[str, Emitter]] = {}
+        self._wildcard: dict[str, Emitter] = {}
         self._closing = False
-        self._refused = 0
+        self._refused = _RateLimitedCount()
+        self._lease = Lease.new()
+        self._housekeeper = _Housekeeper(self)
+        self._transport_factory: Callable[[Config], Any] = Transport
+        self._transport_generation = 0
         _instances.add(self)
 
     def __repr__(self) -> str:
-        return f"<WebhooksEmitter emitters={list(self._emitters)!r}>"
+        return (
+            f"<WebhooksEmitter store={self._store.describe()!r} "
+            f"emitters={list(self._emitters)[:10]!r}>"
+        )
 
-    def configure(self, *, exit_timeout: Optional[float] = None) -> None:
+    def configure(
+        self,
+        *,
+        exit_timeout: Optional[float] = None,
+        store: Union[Store, str, None] = None,
+        idle_timeout: Optional[float] = None,
+        handle_sigterm: Optional[bool] = None,
+    ) -> None:
         """Change settings of this instance.
 
         Args:
             exit_timeout: seconds the exit hook may spend delivering what is queued.
+            store: a store, or its URL; only while no emitter is attached.
+            idle_timeout: seconds an emitter with nothing to do keeps its thread (> 0).
+            handle_sigterm: True installs a SIGTERM handler that raises ``SystemExit(143)``
+                in the main thread, so the exit hook runs (only where SIGTERM still has
+                Python's default action; call it from the main thread).
+
+        Raises:
+            WebhooksEmitterError: ``store`` was given while emitters are attached.
         """
         if exit_timeout is not None:
             self._exit_timeout = _seconds("exit_timeout", exit_timeout)
+        if idle_timeout is not None:
+            self._idle_timeout = _seconds("idle_timeout", idle_timeout, positive=True)
+        if store is not None:
+            new = _to_store(store)
+            with self._lock:
+                if self._emitters:
+                    raise WebhooksEmitterError(
+                        "cannot change the store of an instance with emitters attached: "
+                        "detach them (or shutdown()) first"
+                    )
+                if not self._deliver and not new.durable:
+                    raise ValueError("deliver=False needs a durable store (SQLite or PostgreSQL)")
+                self._store = new
+        if handle_sigterm is not None:
+            if not isinstance(handle_sigterm, bool):
+                raise TypeError(
+                    f"handle_sigterm must be a bool, not {type(handle_sigterm).__name__}"
+                )
+            if handle_sigterm:
+                install_sigterm_handler()
 
     @property
     def exit_timeout(self) -> float:
         """Seconds the exit hook may spend delivering what is queued."""
         return self._exit_timeout
 
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds an emitter with nothing to do keeps its thread."""
+        return self._idle_timeout
+
+    @property
+    def store(self) -> Store:
+        """Where this instance's events wait."""
+        return self._store
+
+    @property
+    def delivers(self) -> bool:
+        """False for an instance made with ``deliver=False`` (it only stores events)."""
+        return self._deliver
+
+    @property
+    def lease(self) -> Lease:
+        """The lease this instance's emitters hold (per process)."""
+        return self._lease
+
+    # -- for emitters -------------------------------------------------------------------------
+
+    @property
+    def transport_generation(self) -> int:
+        return self._transport_generation
+
+    def make_transport(self, config: Config) -> Any:
+        """A new transport (HTTP session) for one delivering thread."""
+        return self._transport_factory(config)
+
+    def set_transport_factory(self, factory: Optional[Callable[[Config], Any]]) -> None:
+        """Make deliveries through ``factory(config)`` (None: the network); used by
+        :func:`webhooks_emitter.testing.capture`. Threads switch before their next try."""
+        self._transport_factory = Transport if factory is None else factory
+        self._transport_generation += 1
+
+    def schedule(self, emitter: Emitter, at: float) -> None:
+        """Wake ``emitter`` at monotonic time ``at``."""
+        self._housekeeper.schedule(emitter, at)
+
+    def lease_acquired(self, emitter: Emitter) -> None:
+        if self._store.durable:
+            with self._housekeeper.lock:
+                self._housekeeper.leased.add(emitter)
+
+    def leases_held(self) -> int:
+        """How many emitters of this instance hold their lease now."""
+        return len(self._housekeeper.leased)
+
+    def lease_released(self, emitter: Emitter) -> None:
+        if self._store.durable:
+            with self._housekeeper.lock:
+                self._housekeeper.leased.discard(emitter)
+
     # -- attaching ------------------------------------------------------------------------
 
     def attach(self, emitter_id: str, event: str, config: Config) -> None:
-        """Start an emitter (a daemon thread and its queue) that delivers ``event`` with ``config``.
+        """Attach an emitter that delivers ``event`` with ``config``.
+
+        No thread starts until it has something to deliver (an emitted event, or one found
+        in a durable store).
 
         Args:
             emitter_id: a name for the emitter, unique within this instance.
@@ -114,6 +400,7 @@ class WebhooksEmitter:
         Raises:
             EmitterExistsError: ``emitter_id`` is attached already (paused ones included).
             TypeError, ValueError: an argument is not of the documented form.
+            StoreError: a durable store could not record the emitter.
         """
         self._attach(emitter_id, [check_name(event, "event")], config)
 
@@ -134,14 +421,29 @@ class WebhooksEmitter:
             raise TypeError(
                 f"config must be a webhooks_emitter.Config, not {type(config).__name__}"
             )
+        if emitter_id in self._emitters:
+            raise EmitterExistsError(emitter_id)
+        store = self._store
+        store.register(emitter_id)
+        paused = store.durable and store.state(emitter_id).paused
+        emitter = Emitter(self, emitter_id, frozenset(events), config)
+        if paused:
+            emitter.set_paused(True)
         with self._lock:
             if emitter_id in self._emitters:
                 raise EmitterExistsError(emitter_id)
-            # Made and started before it is registered: if that fails, nothing is attached.
-            emitter = Emitter(emitter_id, frozenset(events), config)
-            emitter.start()
             self._emitters[emitter_id] = emitter
-            self._reroute()
+            if WILDCARD in emitter.events:
+                self._wildcard[emitter_id] = emitter
+            else:
+                for name in emitter.events:
+                    route = self._routes.get(name)
+                    if route is None:
+                        self._routes[name] = {emitter_id: emitter}
+                    else:
+                        route[emitter_id] = emitter
+        if store.durable and self._deliver:
+            self._housekeeper.ensure(poll=True)  # finds what the store already holds for it
         with _attached_lock:
             _attached.add(self)
         logger.info(
@@ -151,24 +453,22 @@ class WebhooksEmitter:
             extra={"emitter_id": emitter_id, "event": None, "request_id": None},
         )
 
-    def _reroute(self) -> None:
-        """Rebuild the routing snapshot that emit() reads (with the lock held)."""
-        wildcard = tuple(e for e in self._emitters.values() if WILDCARD in e.events)
-        by_event: dict[str, list[Emitter]] = {}
-        for emitter in self._emitters.values():
-            for event in emitter.events:
-                if event != WILDCARD:
-                    by_event.setdefault(event, []).append(emitter)
-        routes = {
-            event: _Route(tuple(emitters) + tuple(e for e in wildcard if e not in emitters))
-            for event, emitters in by_event.items()
-        }
-        self._table = (routes, _Route(wildcard))
+    def _unroute_locked(self, emitter: Emitter) -> None:
+        emitter_id = emitter.emitter_id
+        self._wildcard.pop(emitter_id, None)
+        for name in emitter.events:
+            route = self._routes.get(name)
+            if route is not None:
+                route.pop(emitter_id, None)
+                if not route:
+                    del self._routes[name]
 
     def detach(self, emitter_id: str) -> None:
-        """Stop the emitter and forget it; what it still had queued is dropped and logged.
+        """Stop the emitter and forget it.
 
-        An unknown ``emitter_id`` is a no-op.
+        With the memory store what it still had queued is dropped and logged with its
+        count; a durable store keeps it for the next attach. An unknown ``emitter_id`` is
+        a no-op.
         """
         if not isinstance(emitter_id, str):
             raise TypeError(f"emitter_id must be a str, not {type(emitter_id).__name__}")
@@ -176,8 +476,8 @@ class WebhooksEmitter:
             emitter = self._emitters.pop(emitter_id, None)
             if emitter is None:
                 return
-            self._reroute()
-        emitter.close()
+            self._unroute_locked(emitter)
+        emitter.close("detached")
         self._forget_if_empty()
 
     def _get(self, emitter_id: str) -> Emitter:
@@ -186,117 +486,284 @@ class WebhooksEmitter:
         except (KeyError, TypeError):
             raise EmitterNotFoundError(emitter_id) from None
 
+    def _known(self, emitter_id: str) -> Optional[Emitter]:
+        """The attached emitter, or None for an id only a durable store knows."""
+        emitter = self._emitters.get(emitter_id) if isinstance(emitter_id, str) else None
+        if emitter is not None:
+            return emitter
+        if not isinstance(emitter_id, str):
+            raise TypeError(f"emitter_id must be a str, not {type(emitter_id).__name__}")
+        if self._store.durable and self._store.known(emitter_id):
+            return None
+        raise EmitterNotFoundError(emitter_id)
+
     def pause(self, emitter_id: str) -> None:
-        """Stop delivering; queued events, and those emitted while paused, stay queued.
+        """Stop delivering (in every process, with a durable store); events stay queued.
 
         Raises:
-            EmitterNotFoundError: ``emitter_id`` is not attached.
+            EmitterNotFoundError: ``emitter_id`` is not attached (nor known to the store).
+            StoreError: the store could not record it.
         """
-        self._get(emitter_id).pause()
+        emitter = self._known(emitter_id)
+        if emitter is None:
+            self._store.set_paused(emitter_id, True)
+        else:
+            emitter.pause()
 
     def restart(self, emitter_id: str) -> None:
         """Resume a paused emitter: it delivers what was queued, in order. No-op if running.
 
         Raises:
-            EmitterNotFoundError: ``emitter_id`` is not attached.
+            EmitterNotFoundError: ``emitter_id`` is not attached (nor known to the store).
+            StoreError: the store could not record it.
         """
-        self._get(emitter_id).restart()
+        emitter = self._known(emitter_id)
+        if emitter is None:
+            if self._store.state(emitter_id).paused:
+                self._store.set_paused(emitter_id, False)
+        else:
+            emitter.restart()
 
     def list_emitters(self) -> list[str]:
-        """The ids of the running emitters (paused ones are not listed)."""
+        """The ids of the running emitters attached here (paused ones are not listed)."""
         with self._lock:
-            return [i for i, e in self._emitters.items() if not e.paused]
+            emitters = list(self._emitters.values())
+        if self._store.durable and emitters:
+            paused = {row.emitter_id for row in self._store.poll() if row.paused}
+            return [e.emitter_id for e in emitters if e.emitter_id not in paused]
+        return [e.emitter_id for e in emitters if not e.paused]
 
     def is_started(self, emitter_id: str) -> bool:
-        """True if ``emitter_id`` is attached and running; False if paused or unknown."""
+        """True if ``emitter_id`` is running; False if paused or unknown."""
         emitter = self._emitters.get(emitter_id) if isinstance(emitter_id, str) else None
+        if self._store.durable and isinstance(emitter_id, str):
+            if emitter is None and not self._store.known(emitter_id):
+                return False
+            return not self._store.state(emitter_id).paused
         return emitter is not None and not emitter.paused
 
     def stats(self, emitter_id: str) -> EmitterStats:
-        """The counters of one emitter: queued, delivered, given up, dropped, retries.
+        """The counters of one emitter (see :class:`EmitterStats`).
 
         Raises:
-            EmitterNotFoundError: ``emitter_id`` is not attached.
+            EmitterNotFoundError: ``emitter_id`` is not attached (nor known to the store).
         """
-        return self._get(emitter_id).stats()
+        emitter = self._known(emitter_id)
+        if emitter is not None:
+            return emitter.stats()
+        state = self._store.state(emitter_id)
+        return EmitterStats(
+            queued=state.queued,
+            delivered=0,
+            given_up=0,
+            dropped=0,
+            retries=0,
+            paused=state.paused,
+            failed=state.failed,
+        )
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    def failed(self, emitter_id: str, limit: int = 100) -> list[FailedEvent]:
+        """The events ``emitter_id`` gave up, oldest first (in emit order), up to ``limit``."""
+        emitter_id = check_name(emitter_id, "emitter_id")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        return self._store.failed(emitter_id, limit)
+
+    def replay(self, emitter_id: str, request_ids: Optional[Iterable[str]] = None) -> int:
+        """Queue failed events again (all, or those request ids), at the tail, in their
+        original emit order, with a fresh count of tries; returns how many."""
+        emitter_id = check_name(emitter_id, "emitter_id")
+        ids: Optional[Collection[str]] = None
+        if request_ids is not None:
+            if isinstance(request_ids, (str, bytes)) or not isinstance(request_ids, Iterable):
+                raise TypeError(
+                    "request_ids must be an iterable of request ids, not "
+                    f"{type(request_ids).__name__}"
+                )
+            ids = [check_name(i, "request_ids") for i in request_ids]
+        count = self._store.replay(emitter_id, ids)
+        emitter = self._emitters.get(emitter_id)
+        if count and emitter is not None:
+            emitter.wake()
+        return count
+
+    def purge(self, emitter_id: str) -> int:
+        """Delete every event stored for ``emitter_id``, queued and failed; returns how many."""
+        emitter_id = check_name(emitter_id, "emitter_id")
+        return self._store.purge(emitter_id)
 
     # -- emitting -------------------------------------------------------------------------
 
-    def emit(self, event: str, payload: Any, request_id: Optional[str] = None) -> str:
+    def emit(
+        self,
+        event: str,
+        payload: Any,
+        request_id: Optional[str] = None,
+        *,
+        ordering_key: Optional[str] = None,
+        connection: Any = None,
+        to: Union[str, Iterable[str], None] = None,
+    ) -> str:
         """Queue ``payload`` for every emitter subscribed to ``event`` (and every ``"*"`` one).
 
         The payload is encoded to JSON here, once; no network I/O happens in the caller.
+        With a durable store it returns once the event is committed to the store.
 
         Args:
             event: the event name (a non-empty str without CR or LF, or an Enum member).
             payload: a mapping; values JSON cannot hold are made safe (see the README).
             request_id: the id sent as the delivery id; a new UUID4 when None.
+            ordering_key: events of one emitter with the same key never overlap and
+                arrive in emit order, even with ``max_in_flight`` above 1.
+            connection: a database connection whose open transaction the event joins
+                (PostgreSQL store only): delivered only if that transaction commits.
+            to: an emitter id or ids: the event goes only to those of them subscribed.
 
         Returns:
             The request id.
 
         Raises:
-            TypeError, ValueError: a bad event name, request id or payload, or a payload
-                larger than the ``max_body_size`` of an emitter subscribed to ``event``.
+            TypeError, ValueError: a bad argument, or a payload larger than the
+                ``max_body_size`` of an emitter it goes to.
+            StoreError: a durable store could not take the event (nothing was stored).
         """
         event = check_name(event, "event")
         request_id = (
             new_request_id() if request_id is None else check_name(request_id, "request_id")
         )
+        if ordering_key is not None:
+            ordering_key = check_name(ordering_key, "ordering_key")
         body = encode_payload(payload)
-        routes, wildcard = self._table
-        route = routes.get(event, wildcard)
-        if not route.emitters:
+        if to is None:
+            route = self._routes.get(event)
+            if route:
+                targets = list(route.values())
+                if self._wildcard:
+                    targets += self._wildcard.values()
+            else:
+                targets = list(self._wildcard.values())
+        else:
+            targets = self._addressed(event, to)
+        if not targets:
+            if connection is not None and not self._store.durable:
+                raise ValueError("connection= needs a PostgresStore; this instance uses memory")
             return request_id
-        if route.limit is not None and len(body) > route.limit:
+        limit = None
+        for emitter in targets:
+            size = emitter.config.max_body_size
+            if size is not None and (limit is None or size < limit):
+                limit = size
+        if limit is not None and len(body) > limit:
             raise ValueError(
-                f"payload encodes to {len(body)} bytes, more than max_body_size ({route.limit}) "
+                f"payload encodes to {len(body)} bytes, more than max_body_size ({limit}) "
                 f"of an emitter subscribed to {event!r}"
             )
         if self._closing:
-            self._refuse(event, request_id, len(route.emitters))
+            self._refuse(event, request_id, len(targets))
             return request_id
-        message = Message(event, request_id, body)
-        for emitter in route.emitters:
-            emitter.submit(message)
+        message = Message(event, request_id, body, ordering_key)
+        accepted = self._store.append(message, targets, connection)
+        local = connection is None
+        for emitter, stored in zip(targets, accepted):
+            if not stored:
+                emitter.refused(message)
+            elif local:
+                emitter.wake()
+        if not local:
+            # Delivered after the caller's commit: the store's notification (or poll)
+            # wakes the deliverer; an emitter of this process looks again soon too.
+            self._housekeeper.ensure()
         return request_id
+
+    def _addressed(self, event: str, to: Union[str, Iterable[str]]) -> list[Emitter]:
+        if isinstance(to, str):
+            names: Iterable[str] = (to,)
+        elif isinstance(to, Iterable) and not isinstance(to, bytes):
+            names = to
+        else:
+            raise TypeError(f"to must be an emitter id or ids, not {type(to).__name__}")
+        targets = []
+        seen = set()
+        emitters = self._emitters
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"to must hold emitter ids (str), not {type(name).__name__}")
+            emitter = emitters.get(name)
+            if (
+                emitter is not None
+                and name not in seen
+                and (event in emitter.events or WILDCARD in emitter.events)
+            ):
+                seen.add(name)
+                targets.append(emitter)
+        return targets
 
     def _refuse(self, event: str, request_id: str, count: int) -> None:
         with self._lock:
-            self._refused += count
+            self._refused.add(count)
+            logged = self._refused.take(force=False)
+        if logged:
+            self._log_refused(logged, event, request_id)
+
+    def _log_refused(self, count: int, event: Optional[str], request_id: Optional[str]) -> None:
         logger.warning(
-            "webhook event dropped: emitted while shutting down",
+            "webhook emitter dropped %d event(s): emitted while shutting down",
+            count,
             extra={"emitter_id": None, "event": event, "request_id": request_id},
         )
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Wait until every running emitter has delivered or given up all it holds.
+        """Wait until the events stored before the call are delivered or given up.
 
         Args:
             timeout: the most seconds to wait; None waits as long as it takes.
 
         Returns:
-            True if everything queued was delivered or given up (``on_delivery`` returned,
-            the log line written), False if ``timeout`` passed first. Paused emitters are
-            not waited for.
+            True if everything queued for the running emitters attached here was delivered
+            or given up (``on_delivery`` returned, the log line written), whichever process
+            delivered it; False if ``timeout`` passed first. Paused emitters are not waited
+            for; an instance made with ``deliver=False`` returns True at once.
         """
         deadline = None if timeout is None else _deadline(_seconds("timeout", timeout))
-        done = True
+        if not self._deliver:
+            return True
         with self._lock:
-            emitters = list(self._emitters.values())
-        for emitter in emitters:
-            done = emitter.flush(deadline) and done
-        return done
+            emitters = dict(self._emitters)
+        store = self._store
+        marks = store.high_water(list(emitters)) if emitters else {}
+        poll = store.poll_interval if store.durable else None
+        for emitter_id, emitter in emitters.items():
+            mark = marks.get(emitter_id)
+            while True:
+                if emitter.paused or emitter.closed:
+                    break
+                if not emitter.busy() and (
+                    mark is None or store.queued_upto(emitter_id, mark) == 0
+                ):
+                    break
+                remaining = _left(deadline)
+                if remaining is not None and remaining <= 0:
+                    return False
+                wait = [x for x in (remaining, poll) if x is not None]
+                emitter.wait_changed(min(wait) if wait else None)
+        return True
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop accepting events, deliver what is queued for up to ``timeout`` seconds, stop.
 
-        What is left (including everything held by paused emitters) is dropped and logged
-        with its count. The instance is then empty and may be attached to again. Safe to
-        call twice.
+        With the memory store what is left (including everything held by paused emitters)
+        is dropped and logged with its count; a durable store keeps it for the next attach.
+        The instance is then empty and may be attached to again. Safe to call twice.
         """
+        self._shutdown(timeout, "shut down")
+
+    def _shutdown(self, timeout: float, reason: str) -> None:
         deadline = _deadline(_seconds("timeout", timeout))
         with self._lock:
             if self._closing:
@@ -307,17 +774,22 @@ class WebhooksEmitter:
             with self._lock:
                 emitters = list(self._emitters.values())
                 self._emitters.clear()
-                self._reroute()
+                self._routes = {}
+                self._wildcard = {}
             for emitter in emitters:
-                emitter.close()
+                emitter.close(reason)
             for emitter in emitters:
-                emitter.join(_left(deadline))
+                emitter.join(deadline)
             for emitter in emitters:
-                emitter.abandon()  # a try still under way: logged now, the exit may not wait
+                emitter.abandon()  # tries still under way: logged now, the exit may not wait
+            self._housekeeper.stop()
             self._forget_if_empty()
         finally:
             with self._lock:
                 self._closing = False
+                refused = self._refused.take(force=True)
+            if refused:
+                self._log_refused(refused, None, None)
 
     def _forget_if_empty(self) -> None:
         """Leave the exit hook's set once no emitter is attached."""
@@ -328,11 +800,20 @@ class WebhooksEmitter:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._closing = False
+        self._lease = Lease.new()
+        self._housekeeper = _Housekeeper(self)
+        self._store.after_fork()
         for emitter in self._emitters.values():
+            paused = emitter.paused
             emitter.after_fork()
+            try:
+                self._store.register(emitter.emitter_id)
+                if paused and not self._store.durable:
+                    self._store.set_paused(emitter.emitter_id, True)
+            except StoreError as exc:
+                logger.warning("webhooks_emitter: after fork, the store failed: %s", exc)
 
 
-@atexit.register
 def _exit_hook() -> None:
     """At interpreter exit, deliver what is queued, each instance up to its exit_timeout."""
     start = time.monotonic()
@@ -340,9 +821,15 @@ def _exit_hook() -> None:
         instances = list(_attached)
     for instance in instances:
         try:
-            instance.shutdown(max(start + instance.exit_timeout - time.monotonic(), 0.0))
+            instance._shutdown(
+                max(start + instance.exit_timeout - time.monotonic(), 0.0),
+                "exit deadline reached",
+            )
         except Exception:  # noqa: BLE001 - never fail the interpreter's exit
             logger.exception("webhooks_emitter exit hook failed")
+
+
+atexit.register(_exit_hook)
 
 
 def _after_fork_in_child() -> None:
@@ -350,6 +837,26 @@ def _after_fork_in_child() -> None:
     _attached_lock = threading.Lock()  # another thread may have held it at the fork
     for instance in list(_instances):
         instance._after_fork()
+    # A multiprocessing child (fork start method) ends with os._exit after running
+    # multiprocessing's own finalizers, never atexit: flush there too.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, _exit_hook, exitpriority=100)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_sigterm_handler() -> bool:
+    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, where it still has
+    Python's default action; returns whether the handler was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        raise WebhooksEmitterError("handle_sigterm must be configured from the main thread")
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False  # the program's own handler, or an ignored SIGTERM, is left as it is
+    signal.signal(signal.SIGTERM, _raise_exit)
+    return True

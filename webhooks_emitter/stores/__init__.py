@@ -1,7 +1,7 @@
 """Where events wait for delivery: in memory (the default), in SQLite or in PostgreSQL.
 
     >>> from webhooks_emitter import WebhooksEmitter, stores
-    >>> hub = WebhooksEmitter(store=stores.SQLiteStore("/var/lib/app/webhooks.db"))  # doctest: +SKIP
+    >>> hub = WebhooksEmitter(store=stores.SQLiteStore("/var/lib/app/hooks.db"))  # doctest: +SKIP
     >>> hub = WebhooksEmitter(store="postgresql://app@db/app")                     # doctest: +SKIP
 
 A durable store keeps each event, and its delivery state, until it is delivered or given
@@ -16,7 +16,6 @@ from typing import Any
 
 from ._base import EmitterState, FailedEvent, Store, StoreError
 from .memory import MemoryStore
-
 
 __all__ = [
     "EmitterState",

@@ -51,7 +51,7 @@ import os
 import secrets
 import socket
 from collections.abc import Collection, Sequence
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Protocol
 
 import attrs
 
@@ -66,6 +66,7 @@ __all__ = [
     "StoreError",
     "StoredEvent",
     "Target",
+    "TargetLike",
 ]
 
 
@@ -95,9 +96,20 @@ class Message:
         return f"<Message {self.event!r} {self.request_id!r} {len(self.body)} bytes>"
 
 
+class TargetLike(Protocol):
+    """What ``append`` needs of an emitter: its id and the most events it may hold."""
+
+    @property
+    def emitter_id(self) -> str: ...
+
+    @property
+    def max_queue_size(self) -> int: ...
+
+
 @attrs.frozen
 class Target:
-    """An emitter ``append`` writes to, and the most events it may hold."""
+    """An emitter ``append`` writes to, and the most events it may hold (any object with
+    these two attributes will do: the engine passes its emitters)."""
 
     emitter_id: str
     max_queue_size: int
@@ -273,7 +285,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def append(
-        self, message: Message, targets: Sequence[Target], connection: Any = None
+        self, message: Message, targets: Sequence[TargetLike], connection: Any = None
     ) -> list[bool]:
         """Queue ``message`` for every target, in one transaction.
 

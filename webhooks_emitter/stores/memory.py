@@ -17,7 +17,7 @@ from ._base import (
     Message,
     Store,
     StoredEvent,
-    Target,
+    TargetLike,
 )
 
 __all__ = ["MemoryStore"]
@@ -99,7 +99,7 @@ class MemoryStore(Store):
     # -- emitting -------------------------------------------------------------------------
 
     def append(
-        self, message: Message, targets: Sequence[Target], connection: Any = None
+        self, message: Message, targets: Sequence[TargetLike], connection: Any = None
     ) -> list[bool]:
         if connection is not None:
             raise ValueError("connection= needs a PostgresStore; this instance uses memory")
@@ -232,7 +232,7 @@ class MemoryStore(Store):
         lane = self._lanes.get(emitter_id)
         if lane is None:
             return []
-        taken = []
+        taken: list[StoredEvent] = []
         with lane.lock:
             pending = lane.pending
             while pending and len(taken) < limit:
@@ -279,7 +279,9 @@ class MemoryStore(Store):
             if lane is None:
                 continue
             with lane.lock:
-                seqs = [e.seq for e in lane.pending[-1:]] + list(lane.fetched)
+                seqs = list(lane.fetched)
+                if lane.pending:
+                    seqs.append(lane.pending[-1].seq)
             if seqs:
                 marks[emitter_id] = max(seqs)
         return marks
@@ -290,7 +292,10 @@ class MemoryStore(Store):
             return 0
         with lane.lock:
             count = sum(1 for s in lane.fetched if s <= seq)
-            for event in lane.pending:
+            pending = lane.pending
+            if pending and pending[-1].seq <= seq:
+                return count + len(pending)  # the usual case: flush waits for all
+            for event in pending:
                 if event.seq > seq:
                     break
                 count += 1
