@@ -46,42 +46,127 @@ def _integer(name: str, value: object, *, minimum: int) -> int:
     return value
 
 
-def _check_url(url: object) -> str:
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str, not {type(url).__name__}")
+def _url_problem(url: str) -> Optional[tuple[str, str]]:
+    """What is wrong with ``url`` as ``(rule, separator)``, or None when it may be used.
+
+    The message is ``url`` + rule + separator + the URL as shown. Texts of urllib, requests
+    and urllib3 are included as they come: they may quote the URL, so for a URL with user
+    info they are taken from the URL with its password hidden (see :func:`_check_url`).
+    """
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ValueError(
-            f"url must not contain whitespace or control characters: {_redact_url(url)!r}"
-        )
+        return " must not contain whitespace or control characters", ": "
+    problem: Optional[str] = None
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"url is not a valid URL ({exc}): {_redact_url(url)!r}") from None
+        problem = f" is not a valid URL ({exc})"
+    if problem is not None:
+        return problem, ": "
     if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"url must be an http or https URL, got {_redact_url(url)!r}")
+        return " must be an http or https URL", ", got "
     if not parts.hostname:
-        raise ValueError(f"url must have a host, got {_redact_url(url)!r}")
+        return " must have a host", ", got "
     try:
         # What the emitter will send to must also be a URL requests and urllib3 can use
         # (IDNA labels, a parsable host): refuse it here, not in attach() or the thread.
         requests.Request("POST", url).prepare()
         urllib3.util.parse_url(url)
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
-        raise ValueError(f"url is not a valid URL ({exc}): {_redact_url(url)!r}") from None
-    return url
+        problem = f" is not a valid URL ({exc})"
+    if problem is not None:
+        return problem, ": "
+    return None
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    problem = _url_problem(url)
+    if problem is None:
+        return url
+    shown = _redact_url(url)
+    if shown != url:
+        # Described from the URL as shown, never from the one with the password: urllib's
+        # own messages quote the netloc, password included.
+        problem = _url_problem(shown) or (" has user info that is not valid", ": ")
+    rule, separator = problem
+    raise ValueError(f"url{rule}{separator}{shown!r}")
 
 
 def _redact_url(url: str) -> str:
-    """``url`` with the password of its user info, if any, replaced by ``***``."""
+    """``url`` with the password of its user info, if any, replaced by ``***``.
+
+    A URL that urllib cannot parse is redacted by its text, generously: everything from the
+    first ``:`` after ``//`` to the last ``@`` (a password may hold ``/``, ``?`` or ``#``
+    that the parser took for the end of the host).
+    """
     try:
         parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
+        parts.port  # noqa: B018 - a bad port: the netloc is not what it seems
+        password = parts.password
     except ValueError:
-        return "<an unparsable URL>"
+        return _redact_url_text(url)
+    if password is None:
+        # Without "//" there is no user info to the parser, but "hook:pw@host" (the scheme
+        # forgotten) still holds what its writer meant as a password.
+        return url if parts.netloc else _redact_url_text(url)
     netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _redact_url_text(url: str) -> str:
+    start = url.find("//")
+    start = 0 if start < 0 else start + 2
+    at = url.rfind("@", start)
+    colon = url.find(":", start, at) if at >= 0 else -1
+    if colon < 0:
+        return url
+    return f"{url[: colon + 1]}***{url[at:]}"
+
+
+#: Request headers whose values are credentials, shown as ``'***'`` in a ``repr``...
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+        "private-token",
+        "x-amz-security-token",
+    }
+)
+#: ... and so is any header whose lower-case name contains one of these.
+CREDENTIAL_WORDS = (
+    "auth",
+    "token",
+    "secret",
+    "key",
+    "password",
+    "passwd",
+    "passphrase",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+    "hmac",
+    "jwt",
+    "bearer",
+)
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether the value of the header ``name`` is to be hidden wherever it would be shown."""
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or any(word in lowered for word in CREDENTIAL_WORDS)
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``headers`` with the value of every credential header replaced by ``***``."""
+    return tuple((name, "***" if is_credential_header(name) else value) for name, value in headers)
 
 
 def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
@@ -98,16 +183,27 @@ def _to_headers(value: object) -> tuple[tuple[str, str], ...]:
         )
     result = []
     for pair in pairs:
+        # Never quote a pair or a value: it may be a credential (Authorization...).
         try:
             name, text = pair
         except (TypeError, ValueError):
+            what = f"{len(pair)} items" if isinstance(pair, (tuple, list)) else type(pair).__name__
             raise TypeError(
-                f"additional_headers must hold (name, value) pairs, got {pair!r}"
+                f"additional_headers must hold (name, value) pairs, got {what}"
             ) from None
         if not isinstance(name, str) or not isinstance(text, str):
-            raise TypeError(f"additional_headers names and values must be str, got {pair!r}")
+            raise TypeError(
+                "additional_headers names and values must be str, got "
+                f"{type(name).__name__} and {type(text).__name__}"
+            )
         if not _TOKEN.fullmatch(name):
-            raise ValueError(f"additional_headers name {name!r} is not an HTTP token")
+            # A name with a space or a colon may be a whole "Authorization: Bearer ..." line.
+            shown = (
+                "with a space or ':' in it"
+                if any(c.isspace() or c == ":" for c in name)
+                else repr(name)
+            )
+            raise ValueError(f"additional_headers name {shown} is not an HTTP token")
         if any(c in text for c in "\r\n\0"):
             raise ValueError(f"additional_headers value of {name!r} must not contain CR, LF or NUL")
         try:
@@ -166,7 +262,10 @@ def _to_proxies(value: object) -> Optional[Mapping[str, str]]:
         )
     for key, url in value.items():
         if not isinstance(key, str) or not isinstance(url, str):
-            raise TypeError(f"proxies must map str to str, got {key!r}: {url!r}")
+            # Types only: a proxy URL may hold a password.
+            raise TypeError(
+                f"proxies must map str to str, got {type(key).__name__}: {type(url).__name__}"
+            )
     return types.MappingProxyType(dict(value))
 
 
@@ -197,14 +296,28 @@ def _hide(value: object) -> str:
     return "None" if value is None else "'***'"
 
 
+def _show_headers(value: tuple[tuple[str, str], ...]) -> str:
+    return repr(redact_headers(value))
+
+
+def _show_proxies(value: Optional[Mapping[str, str]]) -> str:
+    if value is None:
+        return "None"
+    return repr({key: _redact_url(url) for key, url in value.items()})
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """How one emitter delivers: where to, how signed, how patient.
 
     ``url`` is positional; every other field is a keyword. Instances are immutable and
     validated on construction (``ValueError``/``TypeError`` naming the field); use
-    ``attrs.evolve(config, field=value)`` to make a variant. The secret never appears in
-    the ``repr``.
+    ``attrs.evolve(config, field=value)`` to make a variant. No credential appears in the
+    ``repr`` or in an error message: not the secret, not the password of ``url`` or of a
+    proxy URL, not the value of a credential header in ``additional_headers``
+    (``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``X-Api-Key``... and any name
+    containing ``auth``, ``token``, ``secret``, ``key``, ``password`` and the like); they
+    show as ``***``.
 
     Args:
         url: the ``http``/``https`` endpoint that receives the POSTs.
@@ -243,7 +356,9 @@ class Config:
     request_timeout: float = attrs.field(default=5.0)
     backoff_start: float = attrs.field(default=1.0)
     backoff_limit: float = attrs.field(default=60.0)
-    additional_headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_headers)
+    additional_headers: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_to_headers, repr=_show_headers
+    )
     insecure: bool = False
     max_queue_size: int = 10_000
     signature_scheme: signing.Scheme = attrs.field(
@@ -252,7 +367,9 @@ class Config:
     on_delivery: Optional[Callable[[DeliveryResult], Any]] = attrs.field(default=None)
     ca_bundle: Optional[str] = attrs.field(default=None, converter=_to_ca_bundle)
     client_cert: Optional[ClientCert] = attrs.field(default=None, converter=_to_client_cert)
-    proxies: Optional[Mapping[str, str]] = attrs.field(default=None, converter=_to_proxies)
+    proxies: Optional[Mapping[str, str]] = attrs.field(
+        default=None, converter=_to_proxies, repr=_show_proxies
+    )
     block_private_networks: bool = False
     allowed_networks: tuple[Network, ...] = attrs.field(default=(), converter=_to_networks)
     max_body_size: Optional[int] = 1_048_576

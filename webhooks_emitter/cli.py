@@ -137,7 +137,10 @@ def _header_arg(text: str) -> tuple[str, str]:
     name, colon, value = text.partition(":")
     name = name.strip()
     if not colon or not name or any(c.isspace() for c in name):
-        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+        # The text is not repeated: "Authorization Bearer ..." without its colon is a secret.
+        raise argparse.ArgumentTypeError(
+            "expected 'Name: value' (a header name without spaces, a colon, then the value)"
+        )
     return name, value.strip()
 
 
