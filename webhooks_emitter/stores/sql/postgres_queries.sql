@@ -1,0 +1,288 @@
+-- webhooks_emitter PostgreSQL store: the queries, one per "-- name:" section.
+-- __SCHEMA__ stands for the quoted schema name; parameters are %(name)s (psycopg 3,
+-- psycopg2 and SQLAlchemy's exec_driver_sql all take them). Each query is one statement,
+-- so it is atomic in autocommit mode and costs one round trip.
+
+-- name: version
+SELECT version, compatible_from FROM __SCHEMA__.schema_version;
+
+-- name: table_exists
+-- Read from pg_class with this statement's snapshot, not to_regclass(): after waiting for
+-- the advisory lock, to_regclass() may still answer from a stale negative catalog cache
+-- entry and miss the table the previous lock holder just committed.
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = 'schema_version'
+);
+
+-- name: append
+-- Writes one event for every target that has room, and notifies the delivering processes
+-- (delivered at commit). The room check counts queued rows without locking anything, so
+-- concurrent emits never wait for each other; two emits racing for the last place may
+-- both get it (max_queue_size is exceeded by at most the number of concurrent emits).
+WITH targets AS (
+    SELECT t.emitter_id, t.max_size, t.ord
+    FROM unnest(%(emitter_ids)s::text[], %(max_sizes)s::bigint[])
+        WITH ORDINALITY AS t(emitter_id, max_size, ord)
+), accepted AS (
+    SELECT targets.emitter_id, targets.ord
+    FROM targets
+    WHERE (
+        SELECT count(*) FROM (
+            SELECT 1 FROM __SCHEMA__.events e
+            WHERE e.emitter_id = targets.emitter_id AND e.failed_at IS NULL
+            LIMIT targets.max_size
+        ) AS queued
+    ) < targets.max_size
+), stored AS (
+    INSERT INTO __SCHEMA__.events (emitter_id, event, request_id, body, ordering_key, emitted_at)
+    SELECT accepted.emitter_id, %(event)s, %(request_id)s, %(body)s::bytea, %(ordering_key)s,
+        %(emitted_at)s::double precision
+    FROM accepted
+    ORDER BY accepted.ord
+    RETURNING emitter_id
+), woken AS (
+    SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+)
+SELECT array(SELECT emitter_id FROM stored), (SELECT count(*) FROM woken);
+
+-- name: register
+INSERT INTO __SCHEMA__.emitters (emitter_id) VALUES (%(emitter_id)s)
+ON CONFLICT (emitter_id) DO NOTHING;
+
+-- name: queued_count
+SELECT count(*) FROM __SCHEMA__.events
+WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL;
+
+-- name: known
+SELECT EXISTS (SELECT 1 FROM __SCHEMA__.emitters WHERE emitter_id = %(emitter_id)s)
+    OR EXISTS (SELECT 1 FROM __SCHEMA__.events
+               WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL)
+    OR EXISTS (SELECT 1 FROM __SCHEMA__.events
+               WHERE emitter_id = %(emitter_id)s AND failed_at IS NOT NULL);
+
+-- name: state_columns
+-- The shared state of each id of the relation ids(id) that the query using it defines.
+SELECT ids.id,
+    (SELECT count(*) FROM __SCHEMA__.events e
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL),
+    (SELECT count(*) FROM __SCHEMA__.events e
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NOT NULL),
+    coalesce(m.paused, false),
+    coalesce(m.hold_until, 0),
+    coalesce(m.last_try_at, 0),
+    m.failing_since,
+    coalesce(m.next_due, 0),
+    (SELECT e.emitted_at FROM __SCHEMA__.events e
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL ORDER BY e.seq LIMIT 1),
+    CASE WHEN m.lease_expires > clock_timestamp() THEN m.lease_holder END
+FROM ids LEFT JOIN __SCHEMA__.emitters m ON m.emitter_id = ids.id;
+
+-- name: state
+WITH ids(id) AS (SELECT %(emitter_id)s::text)
+__STATE_COLUMNS__;
+
+-- name: poll
+-- The emitters with queued events, found by a loose index scan of events_queued (one
+-- index descent per such emitter, whatever the number of their events or of emitters
+-- without any), and the paused ones (a partial index). Counting the queued events of a
+-- busy emitter reads its index entries: that part grows with the backlog.
+WITH RECURSIVE queued_ids(id) AS (
+    (SELECT emitter_id FROM __SCHEMA__.events
+     WHERE failed_at IS NULL ORDER BY emitter_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.emitter_id FROM __SCHEMA__.events e
+            WHERE e.failed_at IS NULL AND e.emitter_id > q.id
+            ORDER BY e.emitter_id LIMIT 1)
+    FROM queued_ids q WHERE q.id IS NOT NULL
+), ids(id) AS (
+    SELECT id FROM queued_ids WHERE id IS NOT NULL
+    UNION
+    SELECT emitter_id FROM __SCHEMA__.emitters WHERE paused
+)
+__STATE_COLUMNS__;
+
+-- name: states
+WITH RECURSIVE queued_ids(id) AS (
+    (SELECT emitter_id FROM __SCHEMA__.events
+     WHERE failed_at IS NULL ORDER BY emitter_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.emitter_id FROM __SCHEMA__.events e
+            WHERE e.failed_at IS NULL AND e.emitter_id > q.id
+            ORDER BY e.emitter_id LIMIT 1)
+    FROM queued_ids q WHERE q.id IS NOT NULL
+), failed_ids(id) AS (
+    (SELECT emitter_id FROM __SCHEMA__.events
+     WHERE failed_at IS NOT NULL ORDER BY emitter_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.emitter_id FROM __SCHEMA__.events e
+            WHERE e.failed_at IS NOT NULL AND e.emitter_id > f.id
+            ORDER BY e.emitter_id LIMIT 1)
+    FROM failed_ids f WHERE f.id IS NOT NULL
+), ids(id) AS (
+    SELECT id FROM queued_ids WHERE id IS NOT NULL
+    UNION
+    SELECT id FROM failed_ids WHERE id IS NOT NULL
+    UNION
+    SELECT emitter_id FROM __SCHEMA__.emitters
+)
+__STATE_COLUMNS__;
+
+-- name: set_paused
+-- Restarting also ends a hold, clears failing_since and makes waiting events due now.
+WITH emitter AS (
+    INSERT INTO __SCHEMA__.emitters AS m (emitter_id, paused)
+    VALUES (%(emitter_id)s, %(paused)s)
+    ON CONFLICT (emitter_id) DO UPDATE SET
+        paused = EXCLUDED.paused,
+        hold_until = CASE WHEN EXCLUDED.paused THEN m.hold_until ELSE 0 END,
+        failing_since = CASE WHEN EXCLUDED.paused THEN m.failing_since END,
+        next_due = CASE WHEN EXCLUDED.paused THEN m.next_due ELSE 0 END
+    RETURNING 1
+), due AS (
+    UPDATE __SCHEMA__.events SET next_at = 0
+    WHERE NOT %(paused)s AND emitter_id = %(emitter_id)s AND failed_at IS NULL AND next_at <> 0
+    RETURNING 1
+), woken AS (
+    SELECT pg_notify(%(channel)s, '')
+)
+SELECT (SELECT count(*) FROM emitter), (SELECT count(*) FROM due), (SELECT count(*) FROM woken);
+
+-- name: set_hold
+UPDATE __SCHEMA__.emitters SET hold_until = %(until)s
+WHERE emitter_id = %(emitter_id)s AND lease_token = %(token)s;
+
+-- name: set_failing_since
+UPDATE __SCHEMA__.emitters SET failing_since = %(since)s
+WHERE emitter_id = %(emitter_id)s AND lease_token = %(token)s;
+
+-- name: acquire
+-- Takes the lease if it is free, expired, released or already ours, in one statement:
+-- of two processes racing for it, the second re-checks the condition on the row the first
+-- wrote (READ COMMITTED) and gets nothing.
+INSERT INTO __SCHEMA__.emitters AS m (emitter_id, lease_holder, lease_token, lease_expires)
+VALUES (%(emitter_id)s, %(holder)s, %(token)s,
+        clock_timestamp() + %(ttl)s * interval '1 second')
+ON CONFLICT (emitter_id) DO UPDATE SET
+    lease_holder = EXCLUDED.lease_holder,
+    lease_token = EXCLUDED.lease_token,
+    lease_expires = EXCLUDED.lease_expires
+WHERE m.lease_token IS NULL
+    OR m.lease_token = EXCLUDED.lease_token
+    OR m.lease_expires IS NULL
+    OR m.lease_expires <= clock_timestamp()
+RETURNING 1;
+
+-- name: renew
+-- A lease that expired is renewed as long as nobody took it (the token is still ours);
+-- a released one (lease_expires NULL) is not.
+UPDATE __SCHEMA__.emitters
+SET lease_expires = clock_timestamp() + %(ttl)s * interval '1 second'
+WHERE emitter_id = ANY(%(emitter_ids)s::text[])
+    AND lease_token = %(token)s AND lease_expires IS NOT NULL
+RETURNING emitter_id;
+
+-- name: release
+UPDATE __SCHEMA__.emitters SET lease_expires = NULL, next_due = %(next_due)s
+WHERE emitter_id = %(emitter_id)s AND lease_token = %(token)s;
+
+-- name: fetch
+SELECT seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+    status_code, error
+FROM __SCHEMA__.events
+WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <> ALL(%(skip)s::bigint[])
+    AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
+                WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s
+                    AND m.lease_expires > clock_timestamp())
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: begin_try
+-- One statement checks the lease (live, ours), the pause and the event, then counts the
+-- try; nothing is written when any check fails.
+WITH emitter AS (
+    UPDATE __SCHEMA__.emitters m SET last_try_at = %(now)s
+    WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s
+        AND m.lease_expires > clock_timestamp() AND NOT m.paused
+        AND EXISTS (SELECT 1 FROM __SCHEMA__.events e
+                    WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s
+                        AND e.failed_at IS NULL)
+    RETURNING 1
+)
+UPDATE __SCHEMA__.events e SET attempts = %(attempts)s
+FROM emitter
+WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
+RETURNING 1;
+
+-- name: retry_later
+UPDATE __SCHEMA__.events e
+SET attempts = %(attempts)s, next_at = %(next_at)s, status_code = %(status_code)s,
+    error = %(error)s
+WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
+    AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
+                WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
+RETURNING 1;
+
+-- name: finish
+DELETE FROM __SCHEMA__.events e
+WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
+    AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
+                WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
+RETURNING 1;
+
+-- name: give_up
+UPDATE __SCHEMA__.events e
+SET attempts = %(attempts)s, status_code = %(status_code)s, error = %(error)s,
+    failed_at = %(failed_at)s
+WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
+    AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
+                WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
+RETURNING 1;
+
+-- name: high_water
+SELECT ids.id,
+    (SELECT max(e.seq) FROM __SCHEMA__.events e
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL)
+FROM unnest(%(emitter_ids)s::text[]) AS ids(id);
+
+-- name: queued_upto
+SELECT count(*) FROM __SCHEMA__.events
+WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <= %(seq)s;
+
+-- name: failed
+SELECT event, request_id, attempts, status_code, error, failed_at, body
+FROM __SCHEMA__.events
+WHERE emitter_id = %(emitter_id)s AND failed_at IS NOT NULL
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: replay
+-- Moves the chosen dead letters to the tail of the queue, in their emit order: each gets
+-- a new seq, drawn in the order of the old ones.
+WITH chosen AS (
+    SELECT seq FROM __SCHEMA__.events
+    WHERE emitter_id = %(emitter_id)s AND failed_at IS NOT NULL
+        AND (%(all)s OR request_id = ANY(%(request_ids)s::text[]))
+    ORDER BY seq
+    FOR UPDATE
+), renumbered AS (
+    SELECT ordered.seq AS old_seq, nextval('__SCHEMA__.events_seq') AS new_seq
+    FROM (SELECT seq FROM chosen ORDER BY seq) AS ordered
+), moved AS (
+    UPDATE __SCHEMA__.events e
+    SET seq = r.new_seq, failed_at = NULL, attempts = 0, next_at = 0, status_code = NULL,
+        error = NULL
+    FROM renumbered r
+    WHERE e.seq = r.old_seq
+    RETURNING 1
+), woken AS (
+    SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM moved LIMIT 1) AS any_moved
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM woken);
+
+-- name: purge
+WITH purged AS (
+    DELETE FROM __SCHEMA__.events WHERE emitter_id = %(emitter_id)s RETURNING 1
+)
+SELECT count(*) FROM purged;
