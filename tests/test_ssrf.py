@@ -20,6 +20,7 @@ from conftest import NetworkFence
 from faultservers import WAIT, ForwardProxy, Results, closed_port
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
+from webhooks_emitter._transport import NetworkPolicy
 from webhooks_emitter.testing import Receiver
 
 PUBLIC = "93.184.216.34"  # a globally routable address; the fence refuses any connect to it
@@ -141,6 +142,12 @@ BLOCKED = {
     "6to4 of a private address": ("http://[2002:a00:1::1]/hooks", "2002:a00:1::1"),
     "loopback as a decimal number": ("http://2130706433:{port}/hooks", "127.0.0.1"),
     "loopback over https": ("https://127.0.0.1:{port}/hooks", "127.0.0.1"),
+    # Addresses some Python versions call global (see the table of test_address_table):
+    "IPv6 site-local": ("http://[fec0::1]/hooks", "fec0::1"),
+    "local-use NAT64": ("http://[64:ff9b:1::a00:1]/hooks", "64:ff9b:1::a00:1"),
+    "IPv4 dummy address": ("http://192.0.0.8/hooks", "192.0.0.8"),
+    "IPv6 documentation": ("http://[2001:db8::1]/hooks", "2001:db8::1"),
+    "6to4 of a documentation address": ("http://[2002:c000:204::1]/hooks", "2002:c000:204::1"),
 }
 
 
@@ -174,6 +181,133 @@ def test_private_address_is_refused_before_connecting(
     assert network_fence.attempts == []
     assert hub.flush(WAIT)
     assert receiver.requests == []
+
+
+# The IANA IPv4 and IPv6 Special-Purpose Address Registries, one address of each range that
+# matters (and of its edges), and the answer block_private_networks must give whatever
+# Python's ipaddress says: its is_global and is_private changed between 3.9 and 3.13. Python
+# 3.11.7, for one, calls fec0::1, 192.0.0.8, 64:ff9b:1::1, 3fff::1, 5f00::1, 6to4 and NAT64
+# forms of private addresses global, and 2001:1::1, 2001:3::1 or 2001:20::1 not global.
+# (address, refused, what it is)
+ADDRESS_TABLE = [
+    # IPv4, not globally reachable
+    ("0.1.2.3", True, "'this network' 0.0.0.0/8"),
+    ("10.0.0.1", True, "private 10/8"),
+    ("100.64.0.1", True, "shared CGNAT 100.64/10"),
+    ("100.127.255.254", True, "shared CGNAT, its end"),
+    ("127.0.0.1", True, "loopback"),
+    ("169.254.169.254", True, "link-local, cloud metadata"),
+    ("172.16.0.1", True, "private 172.16/12"),
+    ("172.31.255.255", True, "private 172.16/12, its end"),
+    ("192.0.0.8", True, "IPv4 dummy address"),
+    ("192.0.0.170", True, "NAT64/DNS64 discovery"),
+    ("192.0.0.1", True, "DS-Lite 192.0.0.0/29"),
+    ("192.0.2.1", True, "TEST-NET-1"),
+    ("192.88.99.1", True, "6to4 relay anycast, deprecated"),
+    ("192.168.1.1", True, "private 192.168/16"),
+    ("198.18.0.1", True, "benchmarking 198.18/15"),
+    ("198.19.255.1", True, "benchmarking, its end"),
+    ("198.51.100.1", True, "TEST-NET-2"),
+    ("203.0.113.1", True, "TEST-NET-3"),
+    ("224.0.0.1", True, "multicast"),
+    ("240.0.0.1", True, "reserved 240/4"),
+    ("255.255.255.255", True, "limited broadcast"),
+    # IPv4, globally reachable
+    ("93.184.216.34", False, "a public address"),
+    ("8.8.8.8", False, "a public address"),
+    ("192.0.0.9", False, "PCP anycast"),
+    ("192.0.0.10", False, "TURN anycast"),
+    ("192.31.196.1", False, "AS112-v4"),
+    ("192.52.193.1", False, "AMT"),
+    ("192.175.48.1", False, "AS112 direct delegation"),
+    ("100.63.255.255", False, "just below CGNAT"),
+    ("100.128.0.0", False, "just above CGNAT"),
+    ("172.32.0.1", False, "just above 172.16/12"),
+    ("198.20.0.1", False, "just above benchmarking"),
+    # IPv6, not globally reachable
+    ("::", True, "unspecified"),
+    ("::1", True, "loopback"),
+    ("::a00:1", True, "IPv4-compatible, deprecated"),
+    ("::ffff:10.0.0.1", True, "IPv4-mapped private"),
+    ("::ffff:127.0.0.1", True, "IPv4-mapped loopback"),
+    ("::ffff:100.64.0.1", True, "IPv4-mapped CGNAT"),
+    ("64:ff9b::a00:1", True, "NAT64 of a private address"),
+    ("64:ff9b::a9fe:a9fe", True, "NAT64 of the metadata address"),
+    ("64:ff9b:1::1", True, "local-use NAT64 64:ff9b:1::/48"),
+    ("100::1", True, "discard-only 100::/64"),
+    ("100:0:0:1::1", True, "dummy prefix 100:0:0:1::/64"),
+    ("2001::1", True, "Teredo"),
+    ("2001:2::1", True, "benchmarking 2001:2::/48"),
+    ("2001:10::1", True, "ORCHID, deprecated"),
+    ("2001:db8::1", True, "documentation 2001:db8::/32"),
+    ("2002:a00:1::1", True, "6to4 of 10.0.0.1"),
+    ("2002:c0a8:101::1", True, "6to4 of 192.168.1.1"),
+    ("2002:7f00:1::1", True, "6to4 of loopback"),
+    ("3fff::1", True, "documentation 3fff::/20"),
+    ("5f00::1", True, "segment routing SIDs 5f00::/16"),
+    ("4000::1", True, "reserved, outside 2000::/3"),
+    ("fc00::1", True, "unique local fc00::/7"),
+    ("fd00::1", True, "unique local"),
+    ("fe80::1", True, "link-local"),
+    ("fec0::1", True, "site-local fec0::/10, deprecated"),
+    ("feff:ffff::1", True, "site-local, its end"),
+    ("ff02::1", True, "multicast"),
+    # IPv6, globally reachable
+    ("2606:2800:220:1:248:1893:25c8:1946", False, "a public address"),
+    ("::ffff:93.184.216.34", False, "IPv4-mapped public"),
+    ("64:ff9b::5db8:d822", False, "NAT64 of a public address"),
+    ("2002:5db8:d822::1", False, "6to4 of a public address"),
+    ("2001:1::1", False, "PCP anycast"),
+    ("2001:1::2", False, "TURN anycast"),
+    ("2001:1::3", False, "DNS-SD SRP anycast"),
+    ("2001:3::1", False, "AMT 2001:3::/32"),
+    ("2001:4:112::1", False, "AS112-v6"),
+    ("2001:20::1", False, "ORCHIDv2"),
+    ("2001:30::1", False, "drone remote ID"),
+    ("2001:200::1", False, "just above 2001::/23"),
+    ("2620:4f:8000::1", False, "AS112 direct delegation"),
+]
+
+
+@pytest.mark.parametrize(
+    "address, refused",
+    [row[:2] for row in ADDRESS_TABLE],
+    ids=[f"{address} {what}" for address, _, what in ADDRESS_TABLE],
+)
+def test_address_table(address: str, refused: bool) -> None:
+    """Each address of the table is refused (or not) as the IANA registries say, whatever
+    this Python's ``ipaddress`` thinks of it; allowed_networks exempts a refused one."""
+    policy = NetworkPolicy(block_private=True)
+    ip = ipaddress.ip_address(address)
+    reason = policy.refusal(ip)
+    assert (reason is not None) is refused, reason
+    if refused:
+        assert reason == f"address {ip} {REFUSED}"
+        exempt = NetworkPolicy(block_private=True, allowed=(ipaddress.ip_network(ip),))
+        assert exempt.refusal(ip) is None
+    assert NetworkPolicy(block_private=False).refusal(ip) is None
+
+
+@pytest.mark.parametrize(
+    "address", ["2001:1::1", "192.0.0.9", "[::ffff:93.184.216.34]", "2002:5db8:d822::1"]
+)
+def test_globally_reachable_special_addresses_are_tried(
+    address: str,
+    hub: WebhooksEmitter,
+    fast: Callable[..., Config],
+    results: Results,
+    network_fence: NetworkFence,
+) -> None:
+    """Addresses of the registries' globally reachable entries pass the guard: the connect is
+    made (and refused in-process by the fence, so nothing leaves the machine)."""
+    host = address if address.startswith("[") or ":" not in address else f"[{address}]"
+    url = f"http://{host}:8080/hooks"
+    config = fast(url, block_private_networks=True, max_attempts=1, on_delivery=results)
+    result = deliver(hub, config)
+    assert (result.delivered, result.error) == (False, "connection refused")
+    [(connected, port, *_)] = network_fence.attempts
+    assert ipaddress.ip_address(connected) == ipaddress.ip_address(host.strip("[]"))
+    assert port == 8080
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/hooks", "http://localhost:{port}/hooks"])

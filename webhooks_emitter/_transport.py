@@ -39,7 +39,99 @@ __all__ = ["NetworkPolicy", "Transport", "TryOutcome"]
 MAX_RESPONSE_BYTES = 64 * 1024
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _networks(*cidrs: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# What block_private_networks refuses, written out here rather than taken from ipaddress's
+# is_global/is_private: their answers differ between Python 3.9 and 3.13 (fec0::/10,
+# 64:ff9b:1::/48, 192.0.0.0/24, 2001::/23 and IPv4-mapped forms among others). The source
+# is IANA's IPv4 and IPv6 Special-Purpose Address Registries: every entry whose "Globally
+# Reachable" is False or N/A, then the more specific entries that are True.
+
+#: IPv4 ranges that are not globally reachable.
+_NOT_GLOBAL_V4 = _networks(
+    "0.0.0.0/8",  # "this network" (RFC 791)
+    "10.0.0.0/8",  # private use (RFC 1918)
+    "100.64.0.0/10",  # shared address space, carrier-grade NAT (RFC 6598)
+    "127.0.0.0/8",  # loopback (RFC 1122)
+    "169.254.0.0/16",  # link local, the cloud metadata address included (RFC 3927)
+    "172.16.0.0/12",  # private use (RFC 1918)
+    "192.0.0.0/24",  # IETF protocol assignments: DS-Lite, dummy, NAT64 discovery (RFC 6890)
+    "192.0.2.0/24",  # documentation, TEST-NET-1 (RFC 5737)
+    "192.88.99.0/24",  # 6to4 relay anycast, deprecated (RFC 7526)
+    "192.168.0.0/16",  # private use (RFC 1918)
+    "198.18.0.0/15",  # benchmarking (RFC 2544)
+    "198.51.100.0/24",  # documentation, TEST-NET-2 (RFC 5737)
+    "203.0.113.0/24",  # documentation, TEST-NET-3 (RFC 5737)
+    "224.0.0.0/4",  # multicast (RFC 5771; not in the registry, never a unicast receiver)
+    "240.0.0.0/4",  # reserved (RFC 1112), with the limited broadcast 255.255.255.255
+)
+#: IPv4 addresses inside those ranges that are globally reachable all the same.
+_GLOBAL_V4 = _networks(
+    "192.0.0.9/32",  # Port Control Protocol anycast (RFC 7723)
+    "192.0.0.10/32",  # TURN anycast (RFC 8155)
+)
+#: IPv6 global unicast: IANA's IPv6 Address Space registry reserves everything else.
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+#: IPv6 ranges that are not globally reachable (those outside 2000::/3 are listed for the
+#: reader; the rule above refuses them already).
+_NOT_GLOBAL_V6 = _networks(
+    "::/128",  # unspecified (RFC 4291)
+    "::1/128",  # loopback (RFC 4291)
+    "::/96",  # IPv4-compatible, deprecated (RFC 4291)
+    "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation (RFC 8215)
+    "100::/64",  # discard-only (RFC 6666)
+    "100:0:0:1::/64",  # dummy IPv6 prefix (RFC 9780)
+    "2001::/23",  # IETF protocol assignments, Teredo 2001::/32 included (RFC 2928, 4380)
+    "2001:db8::/32",  # documentation (RFC 3849)
+    "3fff::/20",  # documentation (RFC 9637)
+    "5f00::/16",  # segment routing SIDs (RFC 9602)
+    "fc00::/7",  # unique local (RFC 4193)
+    "fe80::/10",  # link-local unicast (RFC 4291)
+    "fec0::/10",  # site-local unicast, deprecated (RFC 3879); Python calls it global
+    "ff00::/8",  # multicast (RFC 4291)
+)
+#: IPv6 ranges inside those that are globally reachable all the same.
+_GLOBAL_V6 = _networks(
+    "2001:1::1/128",  # Port Control Protocol anycast (RFC 7723)
+    "2001:1::2/128",  # TURN anycast (RFC 8155)
+    "2001:1::3/128",  # DNS-SD service registration protocol anycast (RFC 9665)
+    "2001:3::/32",  # AMT (RFC 7450)
+    "2001:4:112::/48",  # AS112-v6 (RFC 7535)
+    "2001:20::/28",  # ORCHIDv2 (RFC 7343)
+    "2001:30::/28",  # drone remote ID protocol entity tags (RFC 9374)
+)
+#: IPv6 forms whose traffic goes to the IPv4 address inside: IPv4-mapped (::ffff:0:0/96),
+#: the well-known NAT64 prefix (RFC 6052) and 6to4 (RFC 3056). Judged by that address.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Address]:
+    """The IPv4 address an IPv4-mapped, NAT64 or 6to4 address leads to, else None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def is_global(ip: Address) -> bool:
+    """Whether ``ip`` is globally reachable, by the tables above (never by ``ip.is_global``)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        if any(ip in net for net in _GLOBAL_V4):
+            return True
+        return not any(ip in net for net in _NOT_GLOBAL_V4)
+    inner = _embedded_ipv4(ip)
+    if inner is not None:
+        return is_global(inner)
+    if ip not in _GLOBAL_UNICAST_V6:
+        return False
+    if any(ip in net for net in _GLOBAL_V6):
+        return True
+    return not any(ip in net for net in _NOT_GLOBAL_V6)
 
 #: The longest any wait or socket timeout may be: sockets, locks and conditions refuse
 #: timeouts past about 2**63 ns with OverflowError; 1e9 s (31 years) is as good as forever.
@@ -60,36 +152,15 @@ class NetworkPolicy:
     block_private: bool = False
     allowed: tuple[Network, ...] = ()
 
-    @staticmethod
-    def _embedded(ip: Address) -> Address:
-        """The IPv4 address inside an IPv4-mapped, NAT64 or 6to4 IPv6 address, else ``ip``."""
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return ip.ipv4_mapped
-            if ip in _NAT64:
-                return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-            if ip.sixtofour is not None:
-                return ip.sixtofour
-        return ip
-
     def refusal(self, ip: Address) -> Optional[str]:
         """Why ``ip`` may not be connected to, or None when it may."""
         if not self.block_private:
             return None
-        inner = self._embedded(ip)
-        if any(ip in net or inner in net for net in self.allowed):
+        inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+        if any(ip in net or (inner is not None and inner in net) for net in self.allowed):
             return None
-        for candidate in {ip, inner}:
-            if (
-                not candidate.is_global
-                or candidate.is_private
-                or candidate.is_loopback
-                or candidate.is_link_local
-                or candidate.is_multicast
-                or candidate.is_reserved
-                or candidate.is_unspecified
-            ):
-                return f"address {ip} is not globally routable (block_private_networks)"
+        if not is_global(ip):
+            return f"address {ip} is not globally routable (block_private_networks)"
         return None
 
     def resolve(
