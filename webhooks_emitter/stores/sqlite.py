@@ -1,0 +1,912 @@
+"""The SQLite store: events in one local file, shared by every process on the host.
+
+Layout
+------
+
+One file in WAL mode (readers never wait for the writer), three tables, made by the
+migrations in ``sql/sqlite_schema_<version>.sql``; the statements the store runs are in
+``sql/sqlite_queries.sql``:
+
+``meta``
+    ``schema_version`` (what the migrations made) and ``compatible_from`` (the oldest
+    schema version whose code can still use this file: a migration that only adds keeps it,
+    so the previous release goes on working during a rolling deploy).
+``emitters``
+    One row per emitter id: the ``queued`` and ``failed`` counters (kept right in the same
+    transactions as the events, so ``max_queue_size`` holds across processes with a single
+    ``UPDATE ... WHERE queued < ?``), the shared state (paused, Retry-After hold, last try,
+    failing since, next due) and the lease (holder, token, expiry).
+``events``
+    One row per event and emitter, ``seq INTEGER PRIMARY KEY AUTOINCREMENT`` (emit order,
+    never reused, so a replayed event goes to the tail), ``state`` ``queued`` or ``failed``.
+
+Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction (or one autocommit
+statement), so the busy timeout, not a deadlock between two readers upgrading, decides how
+long a writer waits. No secret is ever written: the store never receives one.
+
+Connections are pooled, not kept per thread: each call takes an idle connection (or opens
+one) and puts it back, so threads that come and go (an emitter's thread ends when it is idle)
+do not leave connections behind. A forked child notices the new pid, opens connections of
+its own and leaves the inherited ones alone: it neither uses nor closes them (closing runs
+SQLite's close path in the child, on a file its parent still uses).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib.resources
+import math
+import os
+import pathlib
+import re
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from ._base import (
+    EmitterState,
+    FailedEvent,
+    Lease,
+    Message,
+    Store,
+    StoredEvent,
+    StoreError,
+    TargetLike,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+_T = TypeVar("_T")
+_Pair = tuple[sqlite3.Connection, sqlite3.Cursor, int]  # a connection, its cursor, its epoch
+
+#: The schema this code makes and understands.
+SCHEMA_VERSION = 2
+
+#: Per schema version (from 1): the oldest version whose code can use a file at that version.
+#: The statements of version N are in ``sql/sqlite_schema_N.sql``.
+COMPATIBLE_FROM = {1: 1, 2: 1}
+
+SYNCHRONOUS = ("normal", "full")
+
+#: Ids per statement in renew/high_water (SQLite allows 999 parameters before 3.32).
+_CHUNK = 256
+
+#: WAL pages after which a commit checkpoints (see ``_connect``).
+_CHECKPOINT_PAGES = 2000
+
+#: Connections inherited across a fork: kept referenced so that no finalizer closes them.
+_INHERITED: list[object] = []
+
+_QUERY_NAME = re.compile(r"^-- name: (\w+)$", re.MULTILINE)
+
+
+def _sql_file(name: str) -> str:
+    return importlib.resources.files(__package__).joinpath("sql").joinpath(name).read_text()
+
+
+@functools.cache
+def _queries() -> dict[str, str]:
+    """The named statements of ``sql/sqlite_queries.sql`` (read once, when first needed)."""
+    parts = _QUERY_NAME.split(_sql_file("sqlite_queries.sql"))
+    queries = {}
+    for name, body in zip(parts[1::2], parts[2::2]):
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        # One line, single spaces (no literal in these statements holds a space that matters).
+        queries[name] = " ".join(" ".join(lines).split()).rstrip(";").rstrip()
+    columns = queries.pop("state_columns")
+    return {name: query.replace("__STATE_COLUMNS__", columns) for name, query in queries.items()}
+
+
+def schema_statements(version: int) -> list[str]:
+    """The statements that make schema ``version`` from the one before, in order."""
+    statements, current = [], ""
+    for line in _sql_file(f"sqlite_schema_{version}.sql").splitlines(keepends=True):
+        if not current and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to undo it and return ``value``."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _keep_forever(obj: object) -> None:
+    """Keep ``obj`` alive until the process ends, interpreter finalization included."""
+    _INHERITED.append(obj)
+    try:
+        import ctypes
+
+        # A reference that nothing gives back: even the module teardown at exit leaves the
+        # object alive, so sqlite3 never runs its close in the child.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    except (ImportError, AttributeError):  # pragma: no cover - no ctypes (PyPy): the list
+        pass
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _padded(ids: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """Chunks of ``ids`` as (placeholders, ids) padded to a power of two.
+
+    Few distinct SQL strings, so the statement cache keeps them; a repeated id in ``IN``
+    changes nothing.
+    """
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        size = 1
+        while size < len(chunk):
+            size *= 2
+        chunk += [chunk[-1]] * (size - len(chunk))
+        yield ", ".join("?" * size), chunk
+
+
+class SQLiteStore(Store):
+    """Events and their delivery state in one SQLite file, shared by every process on a host.
+
+    The file is in WAL mode and is created with mode 0600 (its ``-wal`` and ``-shm`` files
+    take the same mode). It must be on a local disk: SQLite's locks do not hold on NFS or
+    other network file systems, and two hosts must never share one file (use
+    ``PostgresStore`` for that). It should be a file of its own: a file that holds other
+    tables is refused. Uses only the standard library's ``sqlite3``.
+
+    Args:
+        path: the file (a ``str`` or ``os.PathLike``); relative paths are taken from the
+            current directory when the store is made.
+        synchronous: ``"normal"`` (a commit survives the death of the process) or ``"full"``
+            (it also survives a power cut, at the cost of an fsync per commit).
+        lease_timeout: seconds an emitter's lease lasts without renewal.
+        timeout: the most seconds a call waits for another process's lock before it raises
+            :class:`StoreError`.
+        create: create or upgrade the schema when needed. With ``False`` no DDL is ever run:
+            a missing or older schema is a :class:`StoreError` telling to run
+            ``webhooks-emitter migrate --store URL``.
+
+    Raises:
+        TypeError, ValueError: a bad argument (the message names it).
+        StoreError: the file cannot be opened or used: not an SQLite database or corrupt,
+            not writable (or its directory is not), locked past ``timeout``, a schema newer
+            than this library understands, or (``create=False``) a missing or older schema.
+    """
+
+    durable = True
+    poll_interval = 0.1
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        *,
+        synchronous: str = "normal",
+        lease_timeout: float = 30.0,
+        timeout: float = 5.0,
+        create: bool = True,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        name = os.fspath(path)
+        if not isinstance(name, str):
+            raise TypeError(f"path must name a file as str, not {type(name).__name__}")
+        if not name or name == ":memory:" or "\x00" in name:
+            raise ValueError(f"path must name a file, got {name!r}")
+        if not isinstance(synchronous, str):
+            raise TypeError(f"synchronous must be a str, not {type(synchronous).__name__}")
+        if synchronous.lower() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        if not isinstance(create, bool):
+            raise TypeError(f"create must be a bool, not {type(create).__name__}")
+        self.path = os.path.abspath(name)
+        self.synchronous = synchronous.lower()
+        self.lease_timeout = _positive("lease_timeout", lease_timeout)
+        self.timeout = _positive("timeout", timeout)
+        self.create = create
+        self._uri = pathlib.Path(self.path).as_uri() + "?mode=rw"
+        self._q = _queries()
+        self._pid = os.getpid()
+        self._epoch = 0
+        self._lock = threading.Lock()
+        self._all: list[_Pair] = []  # every open connection (idle or in use)
+        self._idle: list[_Pair] = []  # LIFO: the warmest connection first
+        self._watch: Optional[sqlite3.Connection] = None  # for wait_for_change only
+        self._watch_lock = threading.Lock()
+        self._data_version: Optional[int] = None
+        self._wake = threading.Event()
+        self.schema_version = 0
+        self.open()
+
+    def __repr__(self) -> str:
+        return (
+            f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r}, "
+            f"lease_timeout={self.lease_timeout!r}, timeout={self.timeout!r}, "
+            f"create={self.create!r})"
+        )
+
+    def describe(self) -> str:
+        return self.path
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> _Pair:
+        """A new connection, set up and tracked.
+
+        Raises:
+            StoreError: the file cannot be opened.
+        """
+        try:
+            conn = sqlite3.connect(
+                self._uri,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+            )
+        except sqlite3.Error as exc:
+            raise self._error("open the file", exc) from exc
+        try:
+            conn.execute("PRAGMA synchronous = " + self.synchronous.upper())
+            # The commit that finds the WAL this long copies it back into the file (with an
+            # fsync), inside someone's emit: every 2,000 pages (about 400 emits) instead of
+            # SQLite's 1,000 keeps that under 1% of the calls.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error("open the file", exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        pair = (conn, conn.cursor(), self._epoch)
+        with self._lock:
+            self._all.append(pair)
+        return pair
+
+    def _take(self) -> _Pair:
+        if self._pid != os.getpid():
+            self._adopt_fork()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._connect()
+
+    def _give(self, pair: _Pair) -> None:
+        if pair[2] == self._epoch and not pair[0].in_transaction:
+            self._idle.append(pair)
+        else:  # closed meanwhile, or left inside a transaction it could not roll back
+            self._discard(pair)
+
+    def _discard(self, pair: _Pair) -> None:
+        """Close a connection of this process's (never one inherited across a fork)."""
+        with self._lock:
+            if pair not in self._all:
+                return
+            self._all.remove(pair)
+        try:
+            pair[0].close()
+        except sqlite3.Error:  # pragma: no cover - closing what failed
+            pass
+
+    def _adopt_fork(self) -> None:
+        # In a forked child: the parent's connections (and locks, possibly held by threads
+        # that do not exist here) are left untouched, and new ones are made on demand.
+        for pair in self._all:
+            _keep_forever(pair)
+        if self._watch is not None:
+            _keep_forever(self._watch)
+        self._all = []
+        self._idle = []
+        self._watch = None
+        self._data_version = None
+        self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._epoch += 1
+        self._pid = os.getpid()
+
+    def after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._adopt_fork()
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            self._adopt_fork()
+            return
+        self._epoch += 1  # connections in use are closed when they come back
+        while True:
+            try:
+                pair = self._idle.pop()
+            except IndexError:
+                break
+            self._discard(pair)
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+                self._data_version = None
+
+    # -- errors and transactions ---------------------------------------------------------------
+
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        """A StoreError naming the file, what was being done and why it failed."""
+        if isinstance(exc, OSError):
+            cause = exc.strerror or type(exc).__name__
+            return StoreError(f"SQLite store {self.path}: cannot {action}: {cause}")
+        message = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; the message before
+        primary = code & 0xFF if isinstance(code, int) else None
+        lowered = message.lower()
+        if primary in (5, 6) or "locked" in lowered or "busy" in lowered:
+            cause = (
+                f"the database is locked: another connection held it past the "
+                f"{self.timeout:g} s timeout"
+            )
+        elif primary == 13 or "full" in lowered:
+            cause = "the disk is full (or the file reached its size limit)"
+        elif primary == 8 or "readonly" in lowered:
+            cause = "the file is read-only: check the permissions of the file and its directory"
+        elif primary == 26 or "not a database" in lowered:
+            cause = "the file is not an SQLite database (or its header is corrupt)"
+        elif primary == 11 or "malformed" in lowered:
+            cause = "the database file is corrupt"
+        elif primary == 14 or "unable to open" in lowered:
+            cause = (
+                "cannot open the file or create its -wal and -shm files beside it: check that"
+                " the directory exists and is writable"
+            )
+        elif primary == 10 or "i/o" in lowered:
+            cause = "an I/O error"
+        else:
+            cause = type(exc).__name__
+        return StoreError(f"SQLite store {self.path}: cannot {action}: {cause} ({message})")
+
+    def _migrate_hint(self) -> str:
+        url = "sqlite://" + urllib.parse.quote(self.path)
+        return f"run `webhooks-emitter migrate --store {url}`"
+
+    def _run(self, action: str, work: Callable[[sqlite3.Cursor], _T], write: bool = True) -> _T:
+        """Run ``work`` on a pooled cursor, in a write transaction when ``write``."""
+        pair = self._take()
+        cur = pair[1]
+        try:
+            if write:
+                cur.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(cur)
+                if write:
+                    cur.execute("COMMIT")
+            except _Rollback as stop:
+                cur.execute("ROLLBACK")
+                return stop.value  # type: ignore[return-value]
+            except BaseException:
+                self._rollback(pair)
+                raise
+            return result
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+        finally:
+            self._give(pair)
+
+    def _rollback(self, pair: _Pair) -> None:
+        if pair[0].in_transaction:
+            try:
+                pair[1].execute("ROLLBACK")
+            except sqlite3.Error:
+                self._discard(pair)  # never pooled half-way through a transaction
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the file and create, upgrade or check its schema (see ``create``).
+
+        Also checks that the file can be written within ``timeout``. May be called again.
+
+        Raises:
+            StoreError: as for the constructor.
+        """
+        self.schema_version = self._prepare(self.create)
+
+    def migrate(self) -> int:
+        """Create the schema, or upgrade an older one, even with ``create=False``.
+
+        What ``webhooks-emitter migrate --store URL`` runs. Safe when several processes
+        do it at once.
+
+        Returns:
+            The schema version of the file afterwards.
+
+        Raises:
+            StoreError: the file cannot be used, or its schema is newer than this library
+                understands.
+        """
+        self.schema_version = self._prepare(True)
+        return self.schema_version
+
+    def _prepare(self, create: bool) -> int:
+        if create:
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise self._error("create the file", exc) from exc
+        elif not os.path.exists(self.path):
+            raise StoreError(
+                f"SQLite store {self.path}: the file does not exist; {self._migrate_hint()} "
+                "to create it (this store was made with create=False, so it runs no DDL)"
+            )
+        pair = self._take()
+        try:
+            return self._prepare_on(pair, create)
+        except sqlite3.Error as exc:
+            self._rollback(pair)
+            raise self._error("open the file", exc) from exc
+        finally:
+            self._give(pair)
+
+    def _prepare_on(self, pair: _Pair, create: bool) -> int:
+        cur = pair[1]
+        version, compatible = self._version(cur)
+        if version < SCHEMA_VERSION and not create:
+            what = "has no schema" if version == 0 else f"has schema version {version}"
+            raise StoreError(
+                f"SQLite store {self.path} {what}; this library needs version "
+                f"{SCHEMA_VERSION}: {self._migrate_hint()} (this store was made with "
+                "create=False, so it runs no DDL)"
+            )
+        self._check_newer(version, compatible)
+        self._wal(cur)
+        cur.execute("BEGIN IMMEDIATE")  # also proves the file is writable within timeout
+        try:
+            version, compatible = self._version(cur)  # another process may have migrated
+            self._check_newer(version, compatible)
+            for made in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in schema_statements(made):
+                    cur.execute(statement)
+                cur.executemany(
+                    self._q["set_meta"],
+                    [("schema_version", made), ("compatible_from", COMPATIBLE_FROM[made])],
+                )
+                version = made
+            cur.execute("COMMIT")
+        except BaseException:
+            self._rollback(pair)
+            raise
+        return version
+
+    def _version(self, cur: sqlite3.Cursor) -> tuple[int, int]:
+        """(schema_version, compatible_from) of the file; (0, 0) for an empty file."""
+        names = {row[0] for row in cur.execute(self._q["table_names"])}
+        if "meta" not in names:
+            if names:
+                raise StoreError(
+                    f"SQLite store {self.path}: the file holds other tables "
+                    f"({', '.join(sorted(names)[:5])}) and no webhooks_emitter schema; "
+                    "give the store a file of its own"
+                )
+            return 0, 0
+        meta = dict(cur.execute(self._q["meta"]).fetchall())
+        return int(meta.get("schema_version", 0)), int(meta.get("compatible_from", 0))
+
+    def _check_newer(self, version: int, compatible: int) -> None:
+        if version > SCHEMA_VERSION and compatible > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.path}: the store's schema version {version} is newer "
+                f"than this library understands ({SCHEMA_VERSION}); upgrade webhooks_emitter"
+            )
+
+    def _wal(self, cur: sqlite3.Cursor) -> None:
+        """Put the file in WAL mode (persistent; a no-op once done)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            # Another process reading the file at this instant keeps the old mode: try again.
+            mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked")
+            time.sleep(0.005)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a commit by any other connection.
+
+        Checks ``PRAGMA data_version`` on a connection of its own every ``poll_interval``
+        seconds (a cheap read of the WAL index), so a process sees other processes' writes,
+        and its own other threads', without polling the tables. Returns True when something
+        was committed since the previous call (or at the first call, or when :meth:`wake`
+        was called), False when ``timeout`` passed first. Never raises: when the file cannot
+        be read it waits out ``timeout`` and answers True, so that the caller's next poll
+        meets (and reports) the error, without spinning.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            changed = self._changed()
+            if changed:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return changed is None
+            if self._wake.wait(min(left, self.poll_interval)):
+                self._wake.clear()
+                return True
+
+    def _changed(self) -> Optional[bool]:
+        """Whether ``data_version`` moved since the last look; None if it cannot be read."""
+        if self._pid != os.getpid():
+            self._adopt_fork()
+        with self._watch_lock:
+            try:
+                if self._watch is None:
+                    self._watch = sqlite3.connect(
+                        self._uri,
+                        timeout=self.timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        uri=True,
+                    )
+                version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                if self._watch is not None:
+                    self._watch.close()
+                self._watch = None
+                self._data_version = None
+                return None
+            changed = version != self._data_version
+            self._data_version = version
+            return changed
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- emitting ------------------------------------------------------------------------------
+
+    def append(
+        self, message: Message, targets: Sequence[TargetLike], connection: Any = None
+    ) -> list[bool]:
+        if connection is not None:
+            raise ValueError("connection= needs a PostgresStore; this instance uses an SQLiteStore")
+        if not targets:
+            return []
+        row = [
+            "",
+            message.event,
+            message.request_id,
+            message.body,
+            message.ordering_key,
+            time.time(),
+        ]
+        accepted = []
+        pair = self._take()
+        cur = pair[1]
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for target in targets:
+                    emitter_id = target.emitter_id
+                    cur.execute(self._q["count_in"], (emitter_id, target.max_queue_size))
+                    if not cur.rowcount:
+                        # A first event for an unknown id, or a full emitter.
+                        cur.execute(self._q["first_in"], (emitter_id,))
+                        if not cur.rowcount:
+                            accepted.append(False)
+                            continue
+                    row[0] = emitter_id
+                    cur.execute(self._q["insert_event"], row)
+                    accepted.append(True)
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback(pair)
+                raise
+        except sqlite3.Error as exc:
+            raise self._error("store the event", exc) from exc
+        finally:
+            self._give(pair)
+        return accepted
+
+    # -- emitters ------------------------------------------------------------------------------
+
+    def register(self, emitter_id: str) -> None:
+        self._run(
+            "register an emitter",
+            lambda cur: cur.execute(self._q["register"], (emitter_id,)),
+            False,
+        )
+
+    def forget(self, emitter_id: str) -> int:
+        # Durable: the events stay for the next attach; the count is for the log line.
+        return self.state(emitter_id).queued
+
+    def known(self, emitter_id: str) -> bool:
+        def work(cur: sqlite3.Cursor) -> bool:
+            cur.execute(self._q["known"], (emitter_id,))
+            return cur.fetchone() is not None
+
+        return self._run("read the emitters", work, False)
+
+    @staticmethod
+    def _state(row: Sequence[Any], now: float) -> EmitterState:
+        lease_expires = row[9]
+        return EmitterState(
+            emitter_id=row[0],
+            queued=row[1],
+            failed=row[2],
+            paused=bool(row[3]),
+            hold_until=row[4],
+            last_try_at=row[5],
+            failing_since=row[6],
+            next_due=row[7],
+            oldest_queued_at=row[10],
+            lease_holder=row[8] if lease_expires is not None and lease_expires >= now else None,
+        )
+
+    def state(self, emitter_id: str) -> EmitterState:
+        def work(cur: sqlite3.Cursor) -> EmitterState:
+            row = cur.execute(self._q["state"], (emitter_id,)).fetchone()
+            return EmitterState(emitter_id) if row is None else self._state(row, time.time())
+
+        return self._run("read the emitter's state", work, False)
+
+    def states(self) -> list[EmitterState]:
+        def work(cur: sqlite3.Cursor) -> list[EmitterState]:
+            now = time.time()
+            return [self._state(row, now) for row in cur.execute(self._q["states"]).fetchall()]
+
+        return self._run("read the emitters", work, False)
+
+    def poll(self) -> list[EmitterState]:
+        def work(cur: sqlite3.Cursor) -> list[EmitterState]:
+            now = time.time()
+            return [self._state(row, now) for row in cur.execute(self._q["poll"]).fetchall()]
+
+        return self._run("poll the emitters", work, False)
+
+    def set_paused(self, emitter_id: str, paused: bool) -> None:
+        def work(cur: sqlite3.Cursor) -> None:
+            cur.execute(self._q["register"], (emitter_id,))
+            if paused:
+                cur.execute(self._q["pause"], (emitter_id,))
+            else:
+                cur.execute(self._q["restart"], (emitter_id,))
+                cur.execute(self._q["due_now"], (emitter_id,))
+
+        self._run("pause the emitter" if paused else "restart the emitter", work)
+
+    def set_hold(self, emitter_id: str, lease: Lease, until: float) -> None:
+        self._run(
+            "record a Retry-After hold",
+            lambda cur: cur.execute(self._q["hold"], (until, emitter_id, lease.token)),
+            False,
+        )
+
+    def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
+        self._run(
+            "record when the tries began to fail",
+            lambda cur: cur.execute(self._q["failing_since"], (since, emitter_id, lease.token)),
+            False,
+        )
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def acquire(self, emitter_id: str, lease: Lease) -> bool:
+        def first(cur: sqlite3.Cursor) -> bool:
+            now = time.time()
+            cur.execute(
+                self._q["acquire"],
+                (lease.holder, lease.token, now + self.lease_timeout, emitter_id, lease.token, now),
+            )
+            return bool(cur.rowcount)
+
+        def missing(cur: sqlite3.Cursor) -> bool:
+            if first(cur):
+                return True
+            row = (emitter_id, lease.holder, lease.token, time.time() + self.lease_timeout)
+            cur.execute(self._q["acquire_new"], row)
+            return bool(cur.rowcount)
+
+        # One statement when the row exists (the usual case: register made it).
+        return self._run("take the lease", first, False) or self._run("take the lease", missing)
+
+    def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
+        ids = list(emitter_ids)
+        if not ids:
+            return set()
+
+        def work(cur: sqlite3.Cursor) -> set[str]:
+            held: set[str] = set()
+            expires = time.time() + self.lease_timeout
+            for marks, chunk in _padded(ids):
+                cur.execute(
+                    self._q["renew"].replace("__IDS__", marks), [expires, lease.token, *chunk]
+                )
+                cur.execute(self._q["held"].replace("__IDS__", marks), [lease.token, *chunk])
+                held.update(row[0] for row in cur.fetchall())
+            return held
+
+        return self._run("renew the leases", work)
+
+    def release(self, emitter_id: str, lease: Lease, next_due: float = 0.0) -> None:
+        self._run(
+            "let go of the lease",
+            lambda cur: cur.execute(self._q["release"], (next_due, emitter_id, lease.token)),
+            False,
+        )
+
+    # -- events, under a lease -----------------------------------------------------------------
+
+    def fetch(
+        self, emitter_id: str, lease: Lease, limit: int, skip: Collection[int] = ()
+    ) -> list[StoredEvent]:
+        if limit <= 0:
+            return []
+
+        skipped = skip if isinstance(skip, (set, frozenset)) else set(skip)
+
+        def work(cur: sqlite3.Cursor) -> list[StoredEvent]:
+            # One SQL string whatever ``skip`` holds: read past the skipped ones instead.
+            # (fetchall: a statement left unfinished would keep a WAL snapshot open.)
+            events = []
+            for row in cur.execute(self._q["fetch"], (emitter_id, limit + len(skipped))).fetchall():
+                if row[0] in skipped:
+                    continue
+                events.append(StoredEvent(row[0], emitter_id, *row[1:]))
+                if len(events) >= limit:
+                    break
+            return events
+
+        return self._run("fetch events", work, False)
+
+    def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
+        def work(cur: sqlite3.Cursor) -> bool:
+            cur.execute(self._q["try_lease"], (now, event.emitter_id, lease.token, now))
+            if not cur.rowcount:
+                return False  # lease lost or expired, or paused: nothing was changed
+            cur.execute(self._q["try_event"], (event.attempts, event.seq, event.emitter_id))
+            if not cur.rowcount:
+                raise _Rollback(False)  # finished, given up or purged meanwhile
+            return True
+
+        return self._run("record a try", work)
+
+    def retry_later(self, lease: Lease, event: StoredEvent) -> bool:
+        def work(cur: sqlite3.Cursor) -> bool:
+            cur.execute(
+                self._q["retry_later"],
+                (
+                    event.attempts,
+                    event.next_at,
+                    event.status_code,
+                    event.error,
+                    event.seq,
+                    event.emitter_id,
+                    event.emitter_id,
+                    lease.token,
+                ),
+            )
+            return bool(cur.rowcount)
+
+        return self._run("record a failed try", work, False)
+
+    def finish(self, lease: Lease, event: StoredEvent) -> bool:
+        def work(cur: sqlite3.Cursor) -> bool:
+            cur.execute(
+                self._q["finish"], (event.seq, event.emitter_id, event.emitter_id, lease.token)
+            )
+            if not cur.rowcount:
+                return False
+            cur.execute(self._q["finished"], (event.emitter_id,))
+            return True
+
+        return self._run("record a delivery", work)
+
+    def give_up(self, lease: Lease, event: StoredEvent) -> bool:
+        def work(cur: sqlite3.Cursor) -> bool:
+            cur.execute(
+                self._q["give_up"],
+                (
+                    event.attempts,
+                    event.status_code,
+                    event.error,
+                    time.time(),
+                    event.seq,
+                    event.emitter_id,
+                    event.emitter_id,
+                    lease.token,
+                ),
+            )
+            if not cur.rowcount:
+                return False
+            cur.execute(self._q["gave_up"], (event.emitter_id,))
+            return True
+
+        return self._run("record a given-up event", work)
+
+    # -- flush ---------------------------------------------------------------------------------
+
+    def high_water(self, emitter_ids: Collection[str]) -> dict[str, int]:
+        ids = list(emitter_ids)
+        if not ids:
+            return {}
+
+        def work(cur: sqlite3.Cursor) -> dict[str, int]:
+            marks: dict[str, int] = {}
+            for placeholders, chunk in _padded(ids):
+                cur.execute(self._q["high_water"].replace("__IDS__", placeholders), chunk)
+                marks.update((row[0], row[1]) for row in cur.fetchall() if row[1] is not None)
+            return marks
+
+        return self._run("read the queues", work, False)
+
+    def queued_upto(self, emitter_id: str, seq: int) -> int:
+        def work(cur: sqlite3.Cursor) -> int:
+            count: int = cur.execute(self._q["queued_upto"], (emitter_id, seq)).fetchone()[0]
+            return count
+
+        return self._run("read the queue", work, False)
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def failed(self, emitter_id: str, limit: int = 100) -> list[FailedEvent]:
+        def work(cur: sqlite3.Cursor) -> list[FailedEvent]:
+            return [
+                FailedEvent(
+                    emitter_id=emitter_id,
+                    event=row[0],
+                    request_id=row[1],
+                    attempts=row[2],
+                    status_code=row[3],
+                    error=row[4],
+                    failed_at=datetime.datetime.fromtimestamp(row[5], datetime.timezone.utc),
+                    body=row[6],
+                )
+                for row in cur.execute(self._q["failed"], (emitter_id, limit)).fetchall()
+            ]
+
+        return self._run("read the failed events", work, False)
+
+    def replay(self, emitter_id: str, request_ids: Optional[Collection[str]] = None) -> int:
+        wanted = None if request_ids is None else sorted(set(request_ids))
+
+        def work(cur: sqlite3.Cursor) -> int:
+            if wanted is None:
+                chosen = cur.execute(self._q["failed_seqs"], (emitter_id,)).fetchall()
+            else:
+                chosen = []
+                for request_id in wanted:
+                    chosen += cur.execute(
+                        self._q["failed_seq"], (emitter_id, request_id)
+                    ).fetchall()
+                chosen.sort()
+            if not chosen:
+                return 0
+            # In seq order, so AUTOINCREMENT gives them new seqs at the tail in emit order.
+            cur.executemany(self._q["requeue"], chosen)
+            cur.executemany(self._q["delete"], chosen)
+            cur.execute(self._q["replayed"], (len(chosen), len(chosen), emitter_id))
+            return len(chosen)
+
+        return self._run("replay failed events", work)
+
+    def purge(self, emitter_id: str) -> int:
+        def work(cur: sqlite3.Cursor) -> int:
+            cur.execute(self._q["purge"], (emitter_id,))
+            count = cur.rowcount
+            cur.execute(self._q["purged"], (emitter_id,))
+            return count
+
+        return self._run("purge the emitter's events", work)
