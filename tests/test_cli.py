@@ -219,9 +219,14 @@ def test_listen_prints_each_try_of_a_signed_send_and_stops_on_sigint(listener) -
     assert listening.stop(signal.SIGINT) == (0, "")
 
 
-def test_listen_reports_a_wrong_secret_and_stops_on_sigterm(listener) -> None:
-    """A request signed with another secret is printed ``invalid: why``; SIGTERM ends it with 0."""
+def test_listen_answers_401_to_a_wrong_secret_and_stops_on_sigterm(
+    listener: Callable[..., Listener],
+) -> None:
+    """A request signed with another secret is answered 401 and printed ``invalid: why``; the
+    sender is told: ``send`` gives up with ``HTTP 401`` and exit status 1. SIGTERM ends the
+    listener with 0."""
     listening = listener("--secret", SECRET, "--scheme", "github")
+    assert listening.lines.next() == "checking github signatures (401 to invalid ones)"
 
     sent = run_cli(
         "send",
@@ -232,16 +237,49 @@ def test_listen_reports_a_wrong_secret_and_stops_on_sigterm(listener) -> None:
         "not-the-secret",
         "--scheme",
         "github",
+        "--max-attempts",
+        "1",
     )
 
-    assert sent.returncode == 0, sent.stderr  # the listener answers 204 all the same
+    assert sent.returncode == 1, sent.stderr
+    assert re.match(r"given up user\.created \(delivery \S+\) after 1 try: HTTP 401, ", sent.stdout)
     line = request_line(listening.lines)
     assert "event user.created" in line
     assert line.endswith(
-        "answered 204  signature invalid: no signature in X-Hub-Signature-256 matches the secret"
+        "answered 401  signature invalid: no signature in X-Hub-Signature-256 matches the secret"
     ), line
     assert listening.lines.next() == "{}"
     assert listening.stop(signal.SIGTERM) == (0, "")
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "wrong secret"])
+def test_listen_accept_invalid_answers_2xx_all_the_same(
+    signed: bool, listener: Callable[..., Listener]
+) -> None:
+    """``--accept-invalid`` keeps the old behaviour: the verdict is printed, the answer is 204
+    and ``send`` reports a delivery (exit status 0)."""
+    listening = listener("--secret", SECRET, "--accept-invalid")
+    assert listening.lines.next() == (
+        "checking webhooks_emitter signatures (invalid ones accepted)"
+    )
+    secret = ["--secret", "not-the-secret"] if signed else []
+    sent = run_cli("send", listening.url, "--event", "user.created", "--max-attempts", "1", *secret)
+
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("delivered user.created"), sent.stdout
+    line = request_line(listening.lines)
+    assert " answered 204  signature invalid: " in line, line
+    assert listening.stop(signal.SIGTERM) == (0, "")
+
+
+def test_listen_without_a_secret_answers_2xx(listener: Callable[..., Listener]) -> None:
+    """Without --secret nothing is checked: a signed request is answered 204, no verdict."""
+    listening = listener()
+    assert listening.lines.next() == "no --secret: signatures are not checked"
+    sent = run_cli("send", listening.url, "--event", "e", "--secret", SECRET, "--max-attempts", "1")
+    assert sent.returncode == 0, sent.stderr
+    assert request_line(listening.lines).endswith("try 1  answered 204")
+    assert listening.stop(signal.SIGINT) == (0, "")
 
 
 # -- send -------------------------------------------------------------------------------------

@@ -490,6 +490,8 @@ def _listen(args: argparse.Namespace) -> int:
             verdict = "  signature valid"
         else:
             verdict = f"  signature invalid: {_shown(request.signature_error)}"
+            if not args.accept_invalid:
+                status = 401  # as a receiver must: the sender sees its request refused
         body = request.body.decode("utf-8", "replace") if request.body else "(empty body)"
         now = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
         out.say(
@@ -517,12 +519,13 @@ def _listen(args: argparse.Namespace) -> int:
         with _stop_on_signals():
             try:
                 receiver.start()
-                out.say(
-                    f"listening on {receiver.url} (any path; Ctrl-C to stop)",
-                    f"checking {scheme.name} signatures"
-                    if secret is not None
-                    else "no --secret: signatures are not checked",
-                )
+                if secret is None:
+                    checking = "no --secret: signatures are not checked"
+                elif args.accept_invalid:
+                    checking = f"checking {scheme.name} signatures (invalid ones accepted)"
+                else:
+                    checking = f"checking {scheme.name} signatures (401 to invalid ones)"
+                out.say(f"listening on {receiver.url} (any path; Ctrl-C to stop)", checking)
                 if args.fail_first:
                     tries = "try" if args.fail_first == 1 else f"{args.fail_first} tries"
                     out.say(f"answering 500 to the first {tries} of each delivery")
@@ -713,8 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a development receiver that prints every webhook it gets",
         description=(
             "Receive webhooks on any path and print, for each request, a line with its event,\n"
-            "delivery id, try number, answer and signature verdict, then its body. The first\n"
-            "line printed is the URL listened on. Ctrl-C or SIGTERM stops it (exit status 0)."
+            "delivery id, try number, answer and signature verdict, then its body. With --secret\n"
+            "a request whose signature does not verify is answered 401 (--accept-invalid: 2xx\n"
+            "all the same). The first line printed is the URL listened on. Ctrl-C or SIGTERM\n"
+            "stops it (exit status 0)."
         ),
         epilog=(
             "Example (--fail-first 2 answers 500 twice per delivery, to watch the retries):\n"
@@ -733,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the port, 0 for any free one (default: %(default)s)",
     )
     _add_signing_options(listen, secret_help="verify each request's signature with this secret")
+    listen.add_argument(
+        "--accept-invalid",
+        action="store_true",
+        help="with --secret, answer a request whose signature does not verify as any other "
+        "(2xx) instead of 401; the verdict is still printed",
+    )
     listen.add_argument(
         "--fail-first",
         type=_non_negative_int,
