@@ -9,24 +9,33 @@
     ...     assert hook.json() == {"order": 1} and hook.signature_valid
 
 The receiver records every request and answers as its ``responder`` says (204 by default);
-:func:`fail_first` makes one that fails the first tries of each delivery.
+:func:`fail_first` makes one that fails the first tries of each delivery. :func:`capture`
+records deliveries without sending them, for tests of code that emits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Callable, Optional, Union
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
+import requests
+from urllib3.util import SKIP_HEADER, parse_url
 
 from . import signing
-from .exceptions import InvalidSignatureError
+from ._transport import TryOutcome
+from .exceptions import InvalidSignatureError, WebhooksEmitterError
 
-__all__ = ["ReceivedRequest", "Receiver", "Response", "fail_first"]
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._hub import WebhooksEmitter
+
+__all__ = ["Capture", "ReceivedRequest", "Receiver", "Response", "capture", "fail_first"]
 
 
 @attrs.frozen
@@ -264,3 +273,147 @@ class Receiver:
                 pass
 
         return Handler
+
+
+# -- capture(): deliveries recorded instead of sent ---------------------------------------------
+
+
+class Capture:
+    """What :func:`capture` records: one :class:`ReceivedRequest` per try, in order.
+
+    Thread-safe: the emitters' threads record while the test reads.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requests: list[ReceivedRequest] = []
+        self._tries: dict[tuple[str, str], int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Capture requests={len(self._requests)}>"
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        """Every try recorded so far, in order (a copy)."""
+        with self._cond:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget what was recorded (try numbers start again at 1)."""
+        with self._cond:
+            self._requests.clear()
+            self._tries.clear()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
+        """Wait until ``count`` tries were recorded; return them all.
+
+        Raises:
+            TimeoutError: fewer had been recorded after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._requests) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{len(self._requests)} of {count} requests captured in {timeout:g} s"
+                    )
+                self._cond.wait(remaining)
+            return list(self._requests)
+
+    def _record(
+        self,
+        method: str,
+        path: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        delivery: Optional[str],
+    ) -> None:
+        with self._cond:
+            key = (path, delivery if delivery is not None else f"#{len(self._requests)}")
+            self._tries[key] = try_number = self._tries.get(key, 0) + 1
+            self._requests.append(
+                ReceivedRequest(method, path, headers, body, try_number, None, time.monotonic())
+            )
+            self._cond.notify_all()
+
+
+class _CaptureTransport:
+    """Stands in for the HTTP transport under :func:`capture`: records each request as a
+    receiver would see it and answers it as a 204, without opening a socket."""
+
+    def __init__(self, config: Config, recorder: Capture) -> None:
+        self._recorder = recorder
+        self._delivery_header = f"x-{config.header_identifier.lower()}-delivery"
+
+    def send(self, request: requests.PreparedRequest) -> TryOutcome:
+        """Record ``request`` as sent; the outcome of a 204 answer."""
+        url = parse_url(str(request.url))
+        host = url.host or ""
+        default_port = 443 if url.scheme == "https" else 80
+        if url.port is not None and url.port != default_port:
+            host = f"{host}:{url.port}"
+        # What http.client puts on the wire, as an HTTP server decodes it: Host first, the
+        # request's headers in order, bytes values read as latin-1, skipped headers left out.
+        headers: list[tuple[str, str]] = [("Host", host)]
+        delivery = None
+        for name, value in request.headers.items():
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            if value == SKIP_HEADER:
+                continue
+            headers.append((str(name), str(value)))
+            if str(name).lower() == self._delivery_header:
+                delivery = str(value)
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self._recorder._record(
+            str(request.method), str(request.path_url), tuple(headers), bytes(body), delivery
+        )
+        return TryOutcome(True, status_code=204)
+
+    def close(self) -> None:
+        """Nothing to close: no connection was opened."""
+
+
+@contextlib.contextmanager
+def capture(instance: Optional[WebhooksEmitter] = None) -> Iterator[Capture]:
+    """Record deliveries instead of sending them, for tests of code that emits.
+
+    Under it, ``instance`` (the default instance when None) sends nothing over the
+    network: its emitters queue and deliver as usual, but each try is recorded with the
+    exact headers and body it would have sent, and counts as a 204 answer. Call
+    ``flush()`` before reading what was recorded::
+
+        with capture() as hooks:
+            place_order()                      # calls webhooks_emitter.emit(...)
+            webhooks_emitter.flush(5)
+        [hook] = hooks.requests
+        assert hook.event == "order.paid" and hook.json()["order"] == 1
+
+    Args:
+        instance: the :class:`~webhooks_emitter.WebhooksEmitter` to capture.
+
+    Yields:
+        A :class:`Capture` with ``.requests`` and ``.clear()``.
+
+    Raises:
+        WebhooksEmitterError: the instance uses a durable store (another process over the
+            same store could deliver its events for real).
+    """
+    if instance is None:
+        import webhooks_emitter
+
+        instance = webhooks_emitter.default
+    if instance.store.durable:
+        raise WebhooksEmitterError(
+            f"capture() needs an instance on the memory store, not {instance.store.describe()}: "
+            "another process over a durable store could deliver its events for real"
+        )
+    recorder = Capture()
+    instance.set_transport_factory(lambda config: _CaptureTransport(config, recorder))
+    try:
+        yield recorder
+    finally:
+        instance.set_transport_factory(None)
