@@ -554,6 +554,41 @@ def test_a_lock_held_when_opening(make_store: Callable[..., SQLiteStore], db_pat
     finish(holder)
 
 
+def test_a_write_lock_held_by_another_thread(make_store: Callable[..., SQLiteStore]) -> None:
+    """Writers of one process queue on the store's own lock, bounded by ``timeout`` too."""
+    store = make_store(timeout=0.2)
+    fill(store, "e1", 1)
+    assert store._writing.acquire()  # white box: a thread in the middle of a long write
+    try:
+        with pytest.raises(StoreError, match="another thread of this process") as caught:
+            store.append(message(1), [Target("e1", 100)])
+        assert "0.2 s" in str(caught.value)
+    finally:
+        store._writing.release()
+    assert store.state("e1").queued == 1
+
+
+def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
+    make_store: Callable[..., SQLiteStore],
+) -> None:
+    """A writer that waited for another thread goes on with what is left of its timeout,
+    and its connection gets the whole timeout back afterwards."""
+    store = make_store(timeout=2.0)
+    fill(store, "e1", 1)
+    done: list[list[bool]] = []
+    assert store._writing.acquire()
+    writer = threading.Thread(
+        target=lambda: done.append(store.append(message(1), [Target("e1", 100)]))
+    )
+    writer.start()
+    time.sleep(0.05)  # not a synchronisation: only makes the wait long enough to be cut
+    store._writing.release()
+    writer.join(timeout=CHILD_TIMEOUT)
+    assert done == [[True]]
+    for pair in store._idle:
+        assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (2000,)
+
+
 def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
     """SQLITE_FULL in the middle of a message's transaction: StoreError naming the file,
     nothing of that message stored, and the store goes on once there is room."""

@@ -75,6 +75,9 @@ SYNCHRONOUS = ("normal", "full")
 #: Ids per statement in renew/high_water (SQLite allows 999 parameters before 3.32).
 _CHUNK = 256
 
+# How _run runs its work: a read, one autocommit write, a BEGIN IMMEDIATE transaction.
+_READ, _WRITE, _TRANSACTION = 0, 1, 2
+
 #: WAL pages after which a commit checkpoints (see ``_connect``).
 _CHECKPOINT_PAGES = 2000
 
@@ -227,6 +230,7 @@ class SQLiteStore(Store):
         self._watch_lock = threading.Lock()
         self._data_version: Optional[int] = None
         self._wake = threading.Event()
+        self._writing = threading.Lock()  # see _lock_writes
         self.schema_version = 0
         self.open()
 
@@ -314,6 +318,7 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         self._watch_lock = threading.Lock()
         self._wake = threading.Event()
+        self._writing = threading.Lock()
         self._epoch += 1
         self._pid = os.getpid()
 
@@ -377,24 +382,71 @@ class SQLiteStore(Store):
         url = "sqlite://" + urllib.parse.quote(self.path)
         return f"run `webhooks-emitter migrate --store {url}`"
 
-    def _run(self, action: str, work: Callable[[sqlite3.Cursor], _T], write: bool = True) -> _T:
-        """Run ``work`` on a pooled cursor, in a write transaction when ``write``."""
+    def _lock_writes(self, pair: _Pair, action: str) -> bool:
+        """Take this process's write lock, within ``timeout``.
+
+        The process's writers queue on this lock, which hands over at once, rather than in
+        SQLite's busy handler, which sleeps a millisecond or more: an emit that meets the
+        delivering thread's commit waits for that commit only. SQLite's lock still orders
+        the processes. Returns whether the connection's busy timeout was cut to what is
+        left of ``timeout`` (``_unlock_writes`` restores it).
+
+        Raises:
+            StoreError: another thread held the lock past ``timeout``.
+        """
+        if self._writing.acquire(False):
+            return False
+        started = time.monotonic()
+        if not self._writing.acquire(True, self.timeout):
+            raise StoreError(
+                f"SQLite store {self.path}: cannot {action}: another thread of this process "
+                f"held the store's write lock past the {self.timeout:g} s timeout"
+            )
+        waited = time.monotonic() - started
+        if waited < 0.01:
+            return False
+        try:
+            left = max(self.timeout - waited, 0.0)
+            pair[1].execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
+        except BaseException:
+            self._writing.release()
+            raise
+        return True
+
+    def _unlock_writes(self, pair: _Pair, shortened: bool) -> None:
+        try:
+            if shortened:
+                pair[1].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        except sqlite3.Error:
+            self._discard(pair)  # it would wait too little next time
+        finally:
+            self._writing.release()
+
+    def _run(
+        self, action: str, work: Callable[[sqlite3.Cursor], _T], mode: int = _TRANSACTION
+    ) -> _T:
+        """Run ``work`` on a pooled cursor: a read, one write, or a write transaction."""
         pair = self._take()
         cur = pair[1]
         try:
-            if write:
-                cur.execute("BEGIN IMMEDIATE")
+            shortened = self._lock_writes(pair, action) if mode != _READ else None
             try:
-                result = work(cur)
-                if write:
-                    cur.execute("COMMIT")
-            except _Rollback as stop:
-                cur.execute("ROLLBACK")
-                return stop.value  # type: ignore[return-value]
-            except BaseException:
-                self._rollback(pair)
-                raise
-            return result
+                if mode == _TRANSACTION:
+                    cur.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(cur)
+                    if mode == _TRANSACTION:
+                        cur.execute("COMMIT")
+                except _Rollback as stop:
+                    cur.execute("ROLLBACK")
+                    return stop.value  # type: ignore[return-value]
+                except BaseException:
+                    self._rollback(pair)
+                    raise
+                return result
+            finally:
+                if shortened is not None:
+                    self._unlock_writes(pair, shortened)
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
         finally:
@@ -450,7 +502,11 @@ class SQLiteStore(Store):
             )
         pair = self._take()
         try:
-            return self._prepare_on(pair, create)
+            shortened = self._lock_writes(pair, "open the file")
+            try:
+                return self._prepare_on(pair, create)
+            finally:
+                self._unlock_writes(pair, shortened)
         except sqlite3.Error as exc:
             self._rollback(pair)
             raise self._error("open the file", exc) from exc
@@ -595,8 +651,9 @@ class SQLiteStore(Store):
         pair = self._take()
         cur = pair[1]
         try:
-            cur.execute("BEGIN IMMEDIATE")
+            shortened = self._lock_writes(pair, "store the event")
             try:
+                cur.execute("BEGIN IMMEDIATE")
                 for target in targets:
                     emitter_id = target.emitter_id
                     cur.execute(self._q["count_in"], (emitter_id, target.max_queue_size))
@@ -613,6 +670,8 @@ class SQLiteStore(Store):
             except BaseException:
                 self._rollback(pair)
                 raise
+            finally:
+                self._unlock_writes(pair, shortened)
         except sqlite3.Error as exc:
             raise self._error("store the event", exc) from exc
         finally:
@@ -625,7 +684,7 @@ class SQLiteStore(Store):
         self._run(
             "register an emitter",
             lambda cur: cur.execute(self._q["register"], (emitter_id,)),
-            False,
+            _WRITE,
         )
 
     def forget(self, emitter_id: str) -> int:
@@ -637,7 +696,7 @@ class SQLiteStore(Store):
             cur.execute(self._q["known"], (emitter_id,))
             return cur.fetchone() is not None
 
-        return self._run("read the emitters", work, False)
+        return self._run("read the emitters", work, _READ)
 
     @staticmethod
     def _state(row: Sequence[Any], now: float) -> EmitterState:
@@ -660,21 +719,21 @@ class SQLiteStore(Store):
             row = cur.execute(self._q["state"], (emitter_id,)).fetchone()
             return EmitterState(emitter_id) if row is None else self._state(row, time.time())
 
-        return self._run("read the emitter's state", work, False)
+        return self._run("read the emitter's state", work, _READ)
 
     def states(self) -> list[EmitterState]:
         def work(cur: sqlite3.Cursor) -> list[EmitterState]:
             now = time.time()
             return [self._state(row, now) for row in cur.execute(self._q["states"]).fetchall()]
 
-        return self._run("read the emitters", work, False)
+        return self._run("read the emitters", work, _READ)
 
     def poll(self) -> list[EmitterState]:
         def work(cur: sqlite3.Cursor) -> list[EmitterState]:
             now = time.time()
             return [self._state(row, now) for row in cur.execute(self._q["poll"]).fetchall()]
 
-        return self._run("poll the emitters", work, False)
+        return self._run("poll the emitters", work, _READ)
 
     def set_paused(self, emitter_id: str, paused: bool) -> None:
         def work(cur: sqlite3.Cursor) -> None:
@@ -691,14 +750,14 @@ class SQLiteStore(Store):
         self._run(
             "record a Retry-After hold",
             lambda cur: cur.execute(self._q["hold"], (until, emitter_id, lease.token)),
-            False,
+            _WRITE,
         )
 
     def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
         self._run(
             "record when the tries began to fail",
             lambda cur: cur.execute(self._q["failing_since"], (since, emitter_id, lease.token)),
-            False,
+            _WRITE,
         )
 
     # -- leases --------------------------------------------------------------------------------
@@ -720,7 +779,7 @@ class SQLiteStore(Store):
             return bool(cur.rowcount)
 
         # One statement when the row exists (the usual case: register made it).
-        return self._run("take the lease", first, False) or self._run("take the lease", missing)
+        return self._run("take the lease", first, _WRITE) or self._run("take the lease", missing)
 
     def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
         ids = list(emitter_ids)
@@ -744,7 +803,7 @@ class SQLiteStore(Store):
         self._run(
             "let go of the lease",
             lambda cur: cur.execute(self._q["release"], (next_due, emitter_id, lease.token)),
-            False,
+            _WRITE,
         )
 
     # -- events, under a lease -----------------------------------------------------------------
@@ -769,7 +828,7 @@ class SQLiteStore(Store):
                     break
             return events
 
-        return self._run("fetch events", work, False)
+        return self._run("fetch events", work, _READ)
 
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
         def work(cur: sqlite3.Cursor) -> bool:
@@ -800,7 +859,7 @@ class SQLiteStore(Store):
             )
             return bool(cur.rowcount)
 
-        return self._run("record a failed try", work, False)
+        return self._run("record a failed try", work, _WRITE)
 
     def finish(self, lease: Lease, event: StoredEvent) -> bool:
         def work(cur: sqlite3.Cursor) -> bool:
@@ -850,14 +909,14 @@ class SQLiteStore(Store):
                 marks.update((row[0], row[1]) for row in cur.fetchall() if row[1] is not None)
             return marks
 
-        return self._run("read the queues", work, False)
+        return self._run("read the queues", work, _READ)
 
     def queued_upto(self, emitter_id: str, seq: int) -> int:
         def work(cur: sqlite3.Cursor) -> int:
             count: int = cur.execute(self._q["queued_upto"], (emitter_id, seq)).fetchone()[0]
             return count
 
-        return self._run("read the queue", work, False)
+        return self._run("read the queue", work, _READ)
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -877,7 +936,7 @@ class SQLiteStore(Store):
                 for row in cur.execute(self._q["failed"], (emitter_id, limit)).fetchall()
             ]
 
-        return self._run("read the failed events", work, False)
+        return self._run("read the failed events", work, _READ)
 
     def replay(self, emitter_id: str, request_ids: Optional[Collection[str]] = None) -> int:
         wanted = None if request_ids is None else sorted(set(request_ids))
