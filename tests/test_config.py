@@ -64,6 +64,11 @@ def test_defaults_match_the_contract() -> None:
     assert len(config.allowed_networks) == 0
     assert config.max_body_size == 1_048_576
     assert config.pause_on_gone is True
+    # Section 13.
+    assert config.max_in_flight == 1
+    assert config.max_rate is None
+    assert config.retry_schedule is None
+    assert config.disable_after is None
 
 
 def test_only_url_is_positional() -> None:
@@ -166,7 +171,7 @@ BAD_VALUES = [
     ("max_attempts", -1, ValueError),
     ("max_attempts", 2.5, (TypeError, ValueError)),
     ("max_attempts", "3", (TypeError, ValueError)),
-    ("max_attempts", None, (TypeError, ValueError)),
+    ("max_attempts", True, TypeError),
     ("request_timeout", 0, ValueError),
     ("request_timeout", -1.0, ValueError),
     ("request_timeout", float("nan"), ValueError),
@@ -217,6 +222,39 @@ BAD_VALUES = [
     ("max_body_size", "1024", (TypeError, ValueError)),
     ("pause_on_gone", "no", (TypeError, ValueError)),
     ("pause_on_gone", None, (TypeError, ValueError)),
+    # Section 13.
+    ("max_in_flight", 0, ValueError),
+    ("max_in_flight", -2, ValueError),
+    ("max_in_flight", 1.5, TypeError),
+    ("max_in_flight", "4", TypeError),
+    ("max_in_flight", True, TypeError),
+    ("max_in_flight", None, TypeError),
+    ("max_rate", 0, ValueError),
+    ("max_rate", -1.5, ValueError),
+    ("max_rate", float("nan"), ValueError),
+    ("max_rate", float("inf"), ValueError),
+    ("max_rate", "10", TypeError),
+    ("max_rate", True, TypeError),
+    ("retry_schedule", [], ValueError),
+    ("retry_schedule", (), ValueError),
+    ("retry_schedule", "1,5,30", TypeError),
+    ("retry_schedule", b"\x01", TypeError),
+    ("retry_schedule", 5, TypeError),
+    ("retry_schedule", {1: 5}, TypeError),
+    ("retry_schedule", {1, 5}, TypeError),  # unordered: no "n-th entry"
+    ("retry_schedule", iter([1, 5]), TypeError),
+    ("retry_schedule", [1, -0.5], ValueError),
+    ("retry_schedule", [1, float("nan")], ValueError),
+    ("retry_schedule", [float("inf")], ValueError),
+    ("retry_schedule", [1, "5"], TypeError),
+    ("retry_schedule", [True], TypeError),
+    ("retry_schedule", [None], TypeError),
+    ("disable_after", 0, ValueError),
+    ("disable_after", -60, ValueError),
+    ("disable_after", float("nan"), ValueError),
+    ("disable_after", float("inf"), ValueError),
+    ("disable_after", "3600", TypeError),
+    ("disable_after", False, TypeError),
 ]
 
 
@@ -249,6 +287,107 @@ def test_unknown_fields_are_type_errors() -> None:
     """A misspelt field is a TypeError, never silently ignored."""
     with pytest.raises(TypeError, match="max_retries"):
         Config(URL, max_retries=3)  # type: ignore[call-arg]
+
+
+# -- section 13 fields --------------------------------------------------------------------------
+
+
+def test_section_13_fields_accept_their_documented_forms() -> None:
+    """max_in_flight an int >= 1; max_rate and disable_after numbers > 0 (kept as floats);
+    retry_schedule any non-empty sequence of numbers >= 0, kept as a tuple of floats."""
+    config = Config(
+        URL, max_in_flight=8, max_rate=5, retry_schedule=[0, 1, 2.5], disable_after=3600
+    )
+    assert config.max_in_flight == 8
+    assert (config.max_rate, type(config.max_rate)) == (5.0, float)
+    assert config.retry_schedule == (0.0, 1.0, 2.5)
+    assert all(type(entry) is float for entry in config.retry_schedule)
+    assert (config.disable_after, type(config.disable_after)) == (3600.0, float)
+    assert Config(URL, max_rate=0.25, disable_after=0.5).max_rate == 0.25
+    assert Config(URL, retry_schedule=(60,)).retry_schedule == (60.0,)
+    assert Config(URL, retry_schedule=range(3)).retry_schedule == (0.0, 1.0, 2.0)
+    assert Config(URL, max_rate=None, retry_schedule=None, disable_after=None) == Config(URL)
+
+
+def test_retry_schedule_is_not_shared_with_the_caller() -> None:
+    """The frozen Config does not change when the caller's list changes later."""
+    schedule = [1, 5]
+    config = Config(URL, retry_schedule=schedule)
+    schedule.append(30)
+    assert config.retry_schedule == (1.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, 3),
+        ({"max_attempts": None}, 3),
+        ({"retry_schedule": [1, 5, 30, 300]}, 5),
+        ({"retry_schedule": [0]}, 2),
+        ({"retry_schedule": [1, 5, 30, 300], "max_attempts": None}, 5),
+        ({"retry_schedule": [1, 5, 30, 300], "max_attempts": 2}, 2),
+        ({"retry_schedule": [1, 5], "max_attempts": 3}, 3),
+        ({"retry_schedule": None}, 3),
+        ({"max_attempts": 7}, 7),
+    ],
+)
+def test_max_attempts_left_out_follows_retry_schedule(
+    fields: dict[str, Any], expected: int
+) -> None:
+    """max_attempts not given (or None) is 3, or len(retry_schedule) + 1; given, it is kept."""
+    config = Config(URL, **fields)
+    assert config.max_attempts == expected
+    assert isinstance(config.max_attempts, int) and not isinstance(config.max_attempts, bool)
+    assert repr(config.max_attempts) == str(expected)
+    assert f"max_attempts={expected}," in repr(config)
+
+
+def test_evolve_derives_max_attempts_again_unless_it_was_given() -> None:
+    """attrs.evolve keeps the rule: a derived count follows a new retry_schedule, a given one
+    stays; ``max_attempts=None`` in evolve makes it derived again."""
+    base = Config(URL)
+    scheduled = attrs.evolve(base, retry_schedule=[1, 5, 30])
+    assert scheduled.max_attempts == 4
+    assert attrs.evolve(scheduled, retry_schedule=[1]).max_attempts == 2
+    assert attrs.evolve(scheduled, retry_schedule=None).max_attempts == 3
+    assert attrs.evolve(scheduled, backoff_start=0.5).max_attempts == 4
+    given = attrs.evolve(scheduled, max_attempts=10)
+    assert given.max_attempts == 10
+    assert attrs.evolve(given, retry_schedule=[1]).max_attempts == 10
+    assert attrs.evolve(given, max_attempts=None).max_attempts == 4
+    assert attrs.evolve(Config(URL, max_attempts=3), retry_schedule=[1]).max_attempts == 3
+
+
+def test_a_derived_max_attempts_is_equal_to_the_same_count_given() -> None:
+    """Derived or given, 3 tries are 3 tries: the Configs compare (and hash) equal."""
+    assert Config(URL) == Config(URL, max_attempts=3)
+    assert hash(Config(URL)) == hash(Config(URL, max_attempts=3))
+    assert Config(URL, retry_schedule=[1]) == Config(URL, retry_schedule=[1], max_attempts=2)
+
+
+def test_bad_section_13_values_have_clear_messages() -> None:
+    """The messages say the rule, and for a schedule entry which entry broke it."""
+    with pytest.raises(ValueError, match=r"^max_in_flight must be >= 1, got 0$"):
+        Config(URL, max_in_flight=0)
+    with pytest.raises(ValueError, match=r"^max_rate must be a finite number > 0, got 0$"):
+        Config(URL, max_rate=0)
+    with pytest.raises(TypeError, match=r"^max_rate must be a number of tries per second, not str"):
+        Config(URL, max_rate="10")
+    with pytest.raises(ValueError, match=r"^retry_schedule must not be empty"):
+        Config(URL, retry_schedule=[])
+    with pytest.raises(ValueError, match=r"^retry_schedule\[2\] must be a finite number >= 0, "):
+        Config(URL, retry_schedule=[1, 5, -30])
+    with pytest.raises(TypeError, match=r"^retry_schedule must be a sequence of seconds"):
+        Config(URL, retry_schedule="1,5")
+    with pytest.raises(ValueError, match=r"^disable_after must be a finite number > 0, got inf$"):
+        Config(URL, disable_after=float("inf"))
+
+
+def test_every_field_is_documented_in_the_docstring() -> None:
+    """Config's docstring has an entry for each of its fields."""
+    doc = Config.__doc__ or ""
+    missing = [f.name for f in attrs.fields(Config) if f"    {f.name}: " not in doc]
+    assert missing == []
 
 
 # -- section 9 fields that are valid ----------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import re
 import types
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Optional, Union
 
 import attrs
@@ -29,9 +29,11 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 ClientCert = Union[str, tuple[str, str]]
 
 
-def _number(name: str, value: object, *, minimum: float, strict: bool) -> float:
+def _number(
+    name: str, value: object, *, minimum: float, strict: bool, what: str = "a number of seconds"
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
     if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
         rule = ">" if strict else ">="
         raise ValueError(f"{name} must be a finite number {rule} {minimum:g}, got {value!r}")
@@ -77,6 +79,41 @@ def _url_problem(url: str) -> Optional[tuple[str, str]]:
     if problem is not None:
         return problem, ": "
     return None
+
+
+class _Derived(int):
+    """A ``max_attempts`` that ``Config`` worked out itself, not one that was given.
+
+    ``attrs.evolve`` passes every field of the old ``Config`` to the new one; this type tells
+    ``__attrs_post_init__`` that the count was derived (from ``retry_schedule``, or the
+    default 3), so it is derived again from the new schedule:
+    ``attrs.evolve(Config(url), retry_schedule=[1, 5, 30])`` makes 4 tries, as
+    ``Config(url, retry_schedule=[1, 5, 30])`` does. It compares, hashes, prints and
+    serialises as the plain int it is.
+    """
+
+    __slots__ = ()
+
+
+def _to_attempts(value: Optional[int]) -> int:
+    """``max_attempts`` as given; None (not given) is worked out in ``__attrs_post_init__``."""
+    return _Derived(0) if value is None else value
+
+
+def _to_schedule(value: object) -> Optional[tuple[float, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"retry_schedule must be a sequence of seconds (a list or tuple) or None, "
+            f"not {type(value).__name__}"
+        )
+    if not value:
+        raise ValueError("retry_schedule must not be empty (None keeps the exponential backoff)")
+    return tuple(
+        _number(f"retry_schedule[{index}]", item, minimum=0.0, strict=False)
+        for index, item in enumerate(value)
+    )
 
 
 def _check_url(url: object) -> str:
@@ -324,8 +361,9 @@ class Config:
         secret: ``str`` (its UTF-8 bytes) or ``bytes``, or a list of them newest first
             (key rotation); when set, every request is signed.
         header_identifier: the ``<identifier>`` in ``X-<identifier>-Event`` and friends.
-        max_attempts: total tries for one delivery (>= 1).
-        request_timeout: seconds one try may take as a whole, answer included (> 0).
+        max_attempts: total tries for one delivery (>= 1); see below when it is left out.
+        request_timeout: seconds one try may take as a whole (> 0): resolving the name,
+            connecting, sending and reading the answer.
         backoff_start: seconds before the first retry (>= 0).
         backoff_limit: the most seconds between two tries (>= ``backoff_start``).
         additional_headers: extra request headers, a mapping or (name, value) pairs.
@@ -343,6 +381,22 @@ class Config:
         allowed_networks: CIDR ranges exempt from ``block_private_networks``.
         max_body_size: the largest encoded payload ``emit`` accepts, in bytes (or ``None``).
         pause_on_gone: pause the emitter when the receiver answers ``410 Gone``.
+        max_in_flight: the most tries this emitter has under way at once (an int >= 1). With
+            1, events are delivered one at a time in emit order; above 1 they go in
+            parallel, in order only among events of the same ordering key.
+        max_rate: the most tries per second this emitter starts (> 0), spaced evenly (no
+            bursts); ``None`` for no limit.
+        retry_schedule: the seconds to wait after the 1st, 2nd... failed try (the last
+            entry repeats), plus up to 10 % jitter: a non-empty sequence of numbers >= 0,
+            kept as a tuple of floats. It replaces ``backoff_start`` and ``backoff_limit``
+            (``Retry-After`` is then capped by its largest entry). ``None``: the exponential
+            backoff.
+        disable_after: seconds > 0: an emitter whose tries have all failed for this long is
+            paused, as on a ``410``; ``None`` never pauses it for that.
+
+    ``max_attempts`` left out (or ``None``) is 3, or ``len(retry_schedule) + 1`` with a
+    schedule. ``attrs.evolve`` keeps that link: a variant with another ``retry_schedule``
+    derives its count again, unless ``max_attempts`` was given.
     """
 
     url: str = attrs.field(
@@ -352,7 +406,8 @@ class Config:
         default=None, converter=_to_secret, repr=_hide
     )
     header_identifier: str = "Webhooks"
-    max_attempts: int = attrs.field(default=3)
+    # None: not given, worked out in __attrs_post_init__ (3, or from retry_schedule).
+    max_attempts: int = attrs.field(default=None, converter=_to_attempts)
     request_timeout: float = attrs.field(default=5.0)
     backoff_start: float = attrs.field(default=1.0)
     backoff_limit: float = attrs.field(default=60.0)
@@ -374,6 +429,10 @@ class Config:
     allowed_networks: tuple[Network, ...] = attrs.field(default=(), converter=_to_networks)
     max_body_size: Optional[int] = 1_048_576
     pause_on_gone: bool = True
+    max_in_flight: int = 1
+    max_rate: Optional[float] = None
+    retry_schedule: Optional[tuple[float, ...]] = attrs.field(default=None, converter=_to_schedule)
+    disable_after: Optional[float] = None
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.header_identifier, str) or not _IDENTIFIER.fullmatch(
@@ -396,8 +455,21 @@ class Config:
                 f"backoff_limit ({self.backoff_limit:g}) must be >= backoff_start "
                 f"({self.backoff_start:g})"
             )
-        _integer("max_attempts", self.max_attempts, minimum=1)
+        if isinstance(self.max_attempts, _Derived):
+            schedule = self.retry_schedule
+            object.__setattr__(self, "max_attempts", _Derived(len(schedule) + 1 if schedule else 3))
+        else:
+            _integer("max_attempts", self.max_attempts, minimum=1)
         _integer("max_queue_size", self.max_queue_size, minimum=1)
+        _integer("max_in_flight", self.max_in_flight, minimum=1)
+        for name, what in (
+            ("max_rate", "a number of tries per second"),
+            ("disable_after", "a number of seconds"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                number = _number(name, value, minimum=0.0, strict=True, what=what)
+                object.__setattr__(self, name, number)
         if self.max_body_size is not None:
             _integer("max_body_size", self.max_body_size, minimum=1)
         for name in ("insecure", "block_private_networks", "pause_on_gone"):
