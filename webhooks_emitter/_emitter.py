@@ -110,7 +110,9 @@ class Emitter:
         """Make the runtime state: new at attach, and again in a forked child."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # workers wait on it
+        self._flushed = threading.Condition(self._lock)  # flush() waits on it
+        self._flush_mark: Optional[int] = None  # the seq a flush waits for
         self._window: list[StoredEvent] = []  # fetched, not finished, in seq order
         self._taken: dict[int, StoredEvent] = {}  # seq -> event a worker is trying/reporting
         self._first_try: dict[int, float] = {}  # seq -> monotonic time of its first try here
@@ -232,6 +234,7 @@ class Emitter:
             self._paused = paused
             if paused:
                 self._cond.notify_all()
+                self._flushed.notify_all()
                 return
             self._hold_until = 0.0
             self._failing_since = None
@@ -263,10 +266,14 @@ class Emitter:
         """Whether a try of this emitter is under way or being reported here."""
         return bool(self._taken)
 
-    def wait_changed(self, timeout: Optional[float]) -> None:
-        """Wait until an outcome is reported here, or ``timeout`` seconds."""
-        with self._cond:
-            self._cond.wait(timeout)
+    def wait_flushed(self, mark: Optional[int], timeout: Optional[float]) -> None:
+        """Wait until the event ``mark`` (a seq), or every event this process had taken, is
+        done here, or the emitter pauses or closes, or ``timeout`` seconds pass."""
+        with self._lock:
+            if mark is not None and (self._flush_mark is None or mark < self._flush_mark):
+                self._flush_mark = mark
+            self._flushed.wait(timeout)
+            self._flush_mark = None
 
     def close(self, reason: str = "detached") -> int:
         """Stop delivering; returns how many events this process dropped (memory store).
@@ -283,6 +290,7 @@ class Emitter:
             taken = len(self._taken)
             self._window = []
             self._cond.notify_all()
+            self._flushed.notify_all()
             full = self._full.take(force=True)
         if full:
             self._log_full(full)
@@ -447,6 +455,7 @@ class Emitter:
                 self._lease = False
                 self._window = []
             self._cond.notify_all()
+            self._flushed.notify_all()
         if release:
             self.hub.lease_released(self)
             try:
@@ -824,11 +833,19 @@ class Emitter:
             self._taken.pop(event.seq, None)
             if not keep:
                 self._first_try.pop(event.seq, None)
-                try:
-                    self._window.remove(event)
-                except ValueError:
-                    pass
-            self._cond.notify_all()
+                window = self._window
+                if window and window[0] is event:
+                    del window[0]
+                else:
+                    try:
+                        window.remove(event)
+                    except ValueError:
+                        pass
+            if self._waiting:
+                self._cond.notify_all()  # a key or a slot is free
+            mark = self._flush_mark
+            if mark is not None and (event.seq >= mark or not self._taken):
+                self._flushed.notify_all()
 
     def _after_close(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
         """A try that was under way when a memory-store emitter was closed has ended."""

@@ -750,8 +750,10 @@ class WebhooksEmitter:
                 remaining = _left(deadline)
                 if remaining is not None and remaining <= 0:
                     return False
-                wait = [x for x in (remaining, poll) if x is not None]
-                emitter.wait_changed(min(wait) if wait else None)
+                # Woken when the marked event is done here; the timeout covers the rest
+                # (tries in parallel ending out of order, another process delivering).
+                wait = min(x for x in (remaining, poll, 0.1) if x is not None)
+                emitter.wait_flushed(mark, wait)
         return True
 
     def shutdown(self, timeout: float = 5.0) -> None:
