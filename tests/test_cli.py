@@ -181,7 +181,9 @@ def test_demo_delivers_every_event_and_sums_up() -> None:
 # -- listen and send --------------------------------------------------------------------------
 
 
-def test_listen_prints_each_try_of_a_signed_send_and_stops_on_sigint(listener) -> None:
+def test_listen_prints_each_try_of_a_signed_send_and_stops_on_sigint(
+    listener: Callable[..., Listener],
+) -> None:
     """``listen --fail-first 2`` answers 500 twice; ``send`` retries and is delivered in 3 tries.
 
     Each try appears at once (flushed) as a line with event, delivery id, try, answer and a
@@ -473,7 +475,9 @@ SEND = ["send", URL, "--event", "e"]
         ([], "required: COMMAND"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(argv: list[str], message: str, capsys) -> None:
+def test_bad_arguments_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every bad argument is one ``webhooks-emitter ...: error: ...`` line and exit status 2;
     a secret given on the command line is never repeated in the message."""
     status, out, err = call(argv, capsys)
@@ -486,7 +490,9 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str], message: str, capsy
 
 
 @pytest.mark.parametrize("command", ["demo", "send", "listen", "verify"])
-def test_each_command_has_help_with_an_example(command: str, capsys) -> None:
+def test_each_command_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``<command> --help`` exits 0 and shows its usage, its options and an example."""
     status, out, _ = call([command, "--help"], capsys)
 
@@ -503,7 +509,9 @@ def test_each_command_has_help_with_an_example(command: str, capsys) -> None:
     assert expected in out
 
 
-def test_verify_reads_the_secret_from_the_environment(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_verify_reads_the_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without --secret, ``verify`` checks with $WEBHOOKS_EMITTER_SECRET (kept out of ``ps``)."""
     body = tmp_path / "body"
     body.write_bytes(b'{"order":1}')
@@ -517,7 +525,7 @@ def test_verify_reads_the_secret_from_the_environment(tmp_path: Path, monkeypatc
     assert (status, out, err) == (0, "valid\n", "")
 
 
-def test_version_is_the_package_version(capsys) -> None:
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     """``--version`` prints the installed package's version."""
     status, out, _ = call(["--version"], capsys)
 

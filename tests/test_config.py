@@ -74,7 +74,7 @@ def test_defaults_match_the_contract() -> None:
 def test_only_url_is_positional() -> None:
     """The url is the one positional argument; a second positional one is a TypeError."""
     with pytest.raises(TypeError):
-        Config(URL, SECRET)  # type: ignore[misc]
+        Config(URL, SECRET)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         Config()  # type: ignore[call-arg]
 
@@ -372,7 +372,7 @@ def test_bad_section_13_values_have_clear_messages() -> None:
     with pytest.raises(ValueError, match=r"^max_rate must be a finite number > 0, got 0$"):
         Config(URL, max_rate=0)
     with pytest.raises(TypeError, match=r"^max_rate must be a number of tries per second, not str"):
-        Config(URL, max_rate="10")
+        Config(URL, max_rate="10")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^retry_schedule must not be empty"):
         Config(URL, retry_schedule=[])
     with pytest.raises(ValueError, match=r"^retry_schedule\[2\] must be a finite number >= 0, "):

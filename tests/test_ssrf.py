@@ -78,7 +78,7 @@ class Resolver:
         count = self.lookups.get(name, 0)
         self.lookups[name] = count + 1
         answers = self.names[name]
-        entries = []
+        entries: list[tuple[Any, ...]] = []
         for text in answers[min(count, len(answers) - 1)]:
             ip = ipaddress.ip_address(text)
             if ip.version == 4:
