@@ -28,6 +28,16 @@ Connections
     once: the event may be stored). Nothing is lost: each event is committed before
     ``append`` returns.
 
+Emit
+    ``append`` calls the SQL function ``append_event`` (in the schema): for each target with
+    room it inserts the event, then ``pg_notify``. PL/pgSQL keeps the plans of its
+    statements for the session, so drivers that never prepare (psycopg2) do not plan at
+    each emit. The room check (``max_queue_size``) locks nothing, so no emit waits for
+    another transaction; two emits racing for an emitter's last place may both get it. It
+    costs two index probes while a queue is surely short (its ``seq`` range is below
+    ``max_queue_size``) and a count of at most ``max_queue_size`` index entries when it may
+    be full.
+
 Transactional emit (``append(..., connection=conn)``)
     The event is written through the caller's connection (psycopg 3, psycopg2, a SQLAlchemy
     ``Connection`` or ``Session``), inside ``SAVEPOINT``/``RELEASE``, so a failure rolls back
@@ -35,6 +45,8 @@ Transactional emit (``append(..., connection=conn)``)
     applied to it. ``pg_notify`` in the same transaction is delivered at its commit, and
     never after a rollback. A connection in autocommit mode outside a transaction gets a
     transaction of its own (the event is committed at once, like any statement there).
+    Round trips: one with psycopg 3 (the three statements in a pipeline), two with
+    psycopg2, three through SQLAlchemy.
 
 Order
     ``seq`` comes from a sequence. Transactions that overlap may commit out of ``seq`` order
@@ -56,7 +68,9 @@ Leases
     expiry and the pause in the same statement that counts the try; ``retry_later``,
     ``finish`` and ``give_up`` need the token only (a try that ended after its lease
     expired is still recorded unless another process has taken the lease). ``release``
-    ends the lease but keeps the token, for the same reason.
+    ends the lease (``lease_expires`` NULL) but keeps the token, for the same reason.
+    ``renew`` extends a lease whose token is still ours, expired or not, but not a
+    released one (a late renewal must not take back what was let go).
 
 Bloat
     Delivered rows are deleted, so the table holds the backlog plus dead rows not yet
@@ -75,6 +89,11 @@ Polling and notifications
     named after the schema on a dedicated connection, woken by ``pg_notify`` from
     ``append``, ``replay`` and ``set_paused``, and by :meth:`wake` through a socket pair; it
     reconnects after a restart (and then answers "maybe changed").
+
+Requirements
+    PostgreSQL 10 or later; psycopg 3.2 or later. ``LISTEN`` and the store's prepared
+    statements need a session of their own: connect directly, or through a pooler in
+    session mode (not PgBouncer's transaction mode).
 
 Fork
     A forked child must neither use nor close the connections it inherited (a close would
@@ -757,8 +776,7 @@ class PostgresStore(Store):
         return [target.emitter_id in stored for target in targets]
 
     def _append_through(self, connection: Any, params: dict[str, Any]) -> Row:
-        run, in_transaction = _caller_runner(connection)
-        sql = self._sql["append"]
+        write, run, in_transaction = _caller_runner(connection)
         savepoint = "webhooks_emitter_append"
         begin, done, undo = (
             (f"SAVEPOINT {savepoint}", f"RELEASE SAVEPOINT {savepoint}",
@@ -767,14 +785,7 @@ class PostgresStore(Store):
             else ("BEGIN", "COMMIT", "ROLLBACK")
         )
         try:
-            run(begin, None)
-        except Exception as exc:
-            if _is_driver_error(exc):
-                raise self._error("storing the event through the connection failed", exc) from exc
-            raise
-        try:
-            row = run(sql, params)
-            run(done, None)
+            row = write(begin, self._sql["append"], params, done)
         except Exception as exc:
             try:
                 run(undo, None)
@@ -1003,11 +1014,25 @@ def _is_driver_error(exc: BaseException) -> bool:
 
 
 Runner = Callable[[str, Optional[dict[str, Any]]], Optional[Row]]
+#: write(begin, sql, params, done): the three statements of a write, in as few round trips
+#: as the driver allows; answers the row of ``sql``.
+Writer = Callable[[str, str, dict[str, Any], str], Optional[Row]]
 
 
-def _caller_runner(connection: Any) -> tuple[Runner, bool]:
-    """How to run a statement on a caller's connection, and whether it is in a transaction
-    (else it is in autocommit mode, outside one: the write gets a transaction of its own).
+def _one_at_a_time(run: Runner) -> Writer:
+    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
+        run(begin, None)
+        row = run(sql, params)
+        run(done, None)
+        return row
+
+    return write
+
+
+def _caller_runner(connection: Any) -> tuple[Writer, Runner, bool]:
+    """How to write through a caller's connection and run one statement on it, and whether
+    it is in a transaction (else it is in autocommit mode, outside one: the write gets a
+    transaction of its own).
 
     Detects the connection's kind by the module of its class, importing a driver only when
     the object comes from it.
@@ -1015,46 +1040,77 @@ def _caller_runner(connection: Any) -> tuple[Runner, bool]:
     if _from_module(connection, "sqlalchemy"):
         return _sqlalchemy_runner(connection)
     if _from_module(connection, "psycopg2"):
-        extensions = importlib.import_module("psycopg2.extensions")
-        if not isinstance(connection, extensions.connection):
-            raise TypeError(
-                f"connection= takes a psycopg2 connection, not {type(connection).__name__}"
-            )
-        if connection.closed:
-            raise ValueError("connection= is closed")
-        idle = connection.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
-        plain_cursor = extensions.cursor
-
-        def run_psycopg2(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-            with connection.cursor(cursor_factory=plain_cursor) as cursor:
-                cursor.execute(sql, params)
-                return tuple(cursor.fetchone()) if cursor.description else None
-
-        return run_psycopg2, not (connection.autocommit and idle)
+        return _psycopg2_runner(connection)
     if _from_module(connection, "psycopg"):
-        if not isinstance(connection, psycopg.Connection):
-            raise TypeError(
-                f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}"
-                " (an AsyncConnection cannot be used from emit)"
-            )
-        if connection.closed:
-            raise ValueError("connection= is closed")
-        idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        from psycopg.rows import tuple_row
-
-        def run_psycopg(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-            with connection.cursor(row_factory=tuple_row) as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchone() if cursor.description else None
-
-        return run_psycopg, not (connection.autocommit and idle)
+        return _psycopg_runner(connection)
     raise TypeError(
         "connection= takes a psycopg 3 or psycopg2 connection, or a SQLAlchemy Connection "
         f"or Session, not {type(connection).__module__}.{type(connection).__name__}"
     )
 
 
-def _sqlalchemy_runner(connection: Any) -> tuple[Runner, bool]:
+def _psycopg_runner(connection: Any) -> tuple[Writer, Runner, bool]:
+    if not isinstance(connection, psycopg.Connection):
+        raise TypeError(
+            f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}"
+            " (an AsyncConnection cannot be used from emit)"
+        )
+    if connection.closed:
+        raise ValueError("connection= is closed")
+    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    from psycopg.rows import tuple_row
+
+    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
+        # A plain cursor whatever the connection's cursor_factory and row_factory.
+        with psycopg.Cursor(connection, row_factory=tuple_row) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if cursor.description else None
+
+    def pipelined(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
+        # One round trip: the three statements go out together. If the write fails, the
+        # rest of the pipeline is skipped and the error raised when it syncs.
+        cursors = [psycopg.Cursor(connection, row_factory=tuple_row) for _ in range(3)]
+        try:
+            with connection.pipeline():
+                cursors[0].execute(begin)
+                cursors[1].execute(sql, params)
+                cursors[2].execute(done)
+            return cursors[1].fetchone()
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    write = pipelined if psycopg.Pipeline.is_supported() else _one_at_a_time(run)
+    return write, run, not (connection.autocommit and idle)
+
+
+def _psycopg2_runner(connection: Any) -> tuple[Writer, Runner, bool]:
+    extensions = importlib.import_module("psycopg2.extensions")
+    if not isinstance(connection, extensions.connection):
+        raise TypeError(
+            f"connection= takes a psycopg2 connection, not {type(connection).__name__}"
+        )
+    if connection.closed:
+        raise ValueError("connection= is closed")
+    idle = connection.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
+    plain_cursor = extensions.cursor
+
+    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
+        with connection.cursor(cursor_factory=plain_cursor) as cursor:
+            cursor.execute(sql, params)
+            return tuple(cursor.fetchone()) if cursor.description else None
+
+    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
+        # psycopg2 sends one string (simple query protocol): the savepoint and the write in
+        # one round trip, answering the last statement's row.
+        row = run(f"{begin}; {sql}", params)
+        run(done, None)
+        return row
+
+    return write, run, not (connection.autocommit and idle)
+
+
+def _sqlalchemy_runner(connection: Any) -> tuple[Writer, Runner, bool]:
     # Imported by name: SQLAlchemy is the caller's dependency, not this library's.
     orm = importlib.import_module("sqlalchemy.orm")
     engine = importlib.import_module("sqlalchemy.engine")
@@ -1074,7 +1130,7 @@ def _sqlalchemy_runner(connection: Any) -> tuple[Runner, bool]:
             "one to its PostgreSQL database"
         )
 
-    def run_sqlalchemy(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
+    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
         # exec_driver_sql joins SQLAlchemy's transaction (beginning it if need be), so the
         # caller's commit() or rollback() decides.
         result = connection.exec_driver_sql(sql, params) if params else (
@@ -1083,4 +1139,4 @@ def _sqlalchemy_runner(connection: Any) -> tuple[Runner, bool]:
         row = result.fetchone() if result.returns_rows else None
         return None if row is None else tuple(row)
 
-    return run_sqlalchemy, True
+    return _one_at_a_time(run), run, True

@@ -17,35 +17,12 @@ SELECT EXISTS (
 );
 
 -- name: append
--- Writes one event for every target that has room, and notifies the delivering processes
--- (delivered at commit). The room check counts queued rows without locking anything, so
--- concurrent emits never wait for each other; two emits racing for the last place may
--- both get it (max_queue_size is exceeded by at most the number of concurrent emits).
-WITH targets AS (
-    SELECT t.emitter_id, t.max_size, t.ord
-    FROM unnest(%(emitter_ids)s::text[], %(max_sizes)s::bigint[])
-        WITH ORDINALITY AS t(emitter_id, max_size, ord)
-), accepted AS (
-    SELECT targets.emitter_id, targets.ord
-    FROM targets
-    WHERE (
-        SELECT count(*) FROM (
-            SELECT 1 FROM __SCHEMA__.events e
-            WHERE e.emitter_id = targets.emitter_id AND e.failed_at IS NULL
-            LIMIT targets.max_size
-        ) AS queued
-    ) < targets.max_size
-), stored AS (
-    INSERT INTO __SCHEMA__.events (emitter_id, event, request_id, body, ordering_key, emitted_at)
-    SELECT accepted.emitter_id, %(event)s, %(request_id)s, %(body)s::bytea, %(ordering_key)s,
-        %(emitted_at)s::double precision
-    FROM accepted
-    ORDER BY accepted.ord
-    RETURNING emitter_id
-), woken AS (
-    SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
-)
-SELECT array(SELECT emitter_id FROM stored), (SELECT count(*) FROM woken);
+-- See append_event() in postgres_schema_1.sql.
+SELECT __SCHEMA__.append_event(
+    %(emitter_ids)s::text[], %(max_sizes)s::bigint[], %(event)s::text, %(request_id)s::text,
+    %(body)s::bytea, %(ordering_key)s::text, %(emitted_at)s::double precision,
+    %(channel)s::text
+);
 
 -- name: register
 INSERT INTO __SCHEMA__.emitters (emitter_id) VALUES (%(emitter_id)s)

@@ -80,3 +80,64 @@ CREATE TABLE __SCHEMA__.emitters (
 
 -- poll(): the paused emitters, without reading every emitter.
 CREATE INDEX emitters_paused ON __SCHEMA__.emitters (emitter_id) WHERE paused;
+
+-- append(): one event for each target that has room, then one notification (delivered at
+-- commit, never after a rollback). A function, so that callers whose driver never
+-- prepares statements (psycopg2, SQLAlchemy) do not plan its statements at every emit:
+-- PL/pgSQL keeps their plans for the session. The room check takes no lock, so emits never
+-- wait for each other; two emits racing for an emitter's last place may both take it
+-- (max_queue_size is exceeded by at most the number of concurrent emits). It costs two
+-- index probes while a queue is surely short (its seq range is below max_size), and
+-- counts the queue (up to max_size index entries) only when it may be full.
+CREATE FUNCTION __SCHEMA__.append_event(
+    emitter_ids text[],
+    max_sizes bigint[],
+    event_name text,
+    event_request_id text,
+    event_body bytea,
+    event_ordering_key text,
+    event_emitted_at double precision,
+    channel text
+) RETURNS text[]
+LANGUAGE plpgsql
+AS $body$
+DECLARE
+    stored text[] := '{}';
+    target_id text;
+    max_size bigint;
+    lowest bigint;
+    highest bigint;
+    queued bigint;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(emitter_ids, 1), 0) LOOP
+        target_id := emitter_ids[i];
+        max_size := max_sizes[i];
+        CONTINUE WHEN max_size < 1;
+        -- Two probes of the index (ORDER BY ... LIMIT 1 rather than min() and max(), which
+        -- the planner may answer by reading the whole queue).
+        lowest := (SELECT e.seq FROM __SCHEMA__.events e
+                   WHERE e.emitter_id = target_id AND e.failed_at IS NULL
+                   ORDER BY e.seq LIMIT 1);
+        highest := (SELECT e.seq FROM __SCHEMA__.events e
+                    WHERE e.emitter_id = target_id AND e.failed_at IS NULL
+                    ORDER BY e.seq DESC LIMIT 1);
+        IF highest - lowest + 1 >= max_size THEN
+            SELECT count(*) INTO queued FROM (
+                SELECT 1 FROM __SCHEMA__.events e
+                WHERE e.emitter_id = target_id AND e.failed_at IS NULL
+                LIMIT max_size
+            ) AS queue;
+            CONTINUE WHEN queued >= max_size;
+        END IF;
+        INSERT INTO __SCHEMA__.events
+            (emitter_id, event, request_id, body, ordering_key, emitted_at)
+        VALUES (target_id, event_name, event_request_id, event_body, event_ordering_key,
+                event_emitted_at);
+        stored := stored || target_id;
+    END LOOP;
+    IF cardinality(stored) > 0 THEN
+        PERFORM pg_notify(channel, '');
+    END IF;
+    RETURN stored;
+END
+$body$;
