@@ -200,6 +200,63 @@ def test_multiprocessing_fork_child_delivers(signed_receiver):
     assert {r.event: r.delivery_id for r in requests} == outcome["ids"]
 
 
+def test_multiprocessing_child_that_returns_without_flush_still_delivers(signed_receiver):
+    """A multiprocessing "fork" child that emits and returns is ended with os._exit (atexit
+    never runs); the library's multiprocessing finalizer delivers its event all the same."""
+    completed, _ = run_script("multiprocessing_fork.py", signed_receiver.url, "--no-flush")
+    assert completed.returncode == 0, describe(completed)
+    outcome = json.loads(completed.stdout)
+    assert outcome["child_exitcode"] == 0
+    requests = signed_receiver.wait_for(3)
+    assert {r.event: r.delivery_id for r in requests} == outcome["ids"]
+
+
+def test_exit_deadline_says_what_happened_not_detached():
+    """At exit with a receiver that never answers, the log says the exit deadline was reached
+    and that the event under way may not have been delivered; it never says "detached"
+    (the program detached nothing)."""
+    with FaultServer(Conn.hold) as server:
+        completed, _ = run_script(
+            "emit_then_exit.py", server.url, "3", "--exit-timeout", "0.5", "--request-timeout", "30"
+        )
+    assert completed.returncode == 0, describe(completed)
+    messages = [r["message"] for r in log_lines(completed.stderr) if r["phase"] == "exit"]
+    assert any("exit deadline reached" in m for m in messages), messages
+    assert any("may not have been delivered" in m for m in messages), messages
+    assert not any("detached" in m for m in messages), messages
+
+
+def test_emits_during_shutdown_are_counted_in_few_lines(fast, caplog):
+    """500 events emitted while shutdown flushes are each refused, and the log says so in a
+    few rate-limited lines whose counts add up to 500, not one WARNING per event."""
+    gate = threading.Event()
+    with Receiver(responder=lambda request: 204 if gate.wait(30) else 503) as receiver:
+        instance = WebhooksEmitter()
+        instance.attach("closing", "ev", fast(receiver.url, request_timeout=30.0))
+        instance.emit("ev", {"seq": 0})
+        receiver.wait_for(1)
+        caplog.set_level(logging.WARNING, logger="webhooks_emitter")
+        stopper = threading.Thread(target=instance.shutdown, args=(30,))
+        stopper.start()
+        refused = []
+
+        def shutting_down() -> bool:
+            return any("shutting down" in r.getMessage() for r in caplog.records)
+
+        while not shutting_down():  # emit until one is refused: shutdown has begun
+            assert stopper.is_alive()
+            instance.emit("ev", {"seq": -1})
+        for seq in range(500):
+            refused.append(instance.emit("ev", {"seq": seq}))
+        gate.set()
+        stopper.join(30)
+        assert not stopper.is_alive()
+    lines = [r.getMessage() for r in caplog.records if "shutting down" in r.getMessage()]
+    assert 1 < len(lines) <= 5, lines
+    counted = sum(int(re.search(r"dropped (\d+) event", m).group(1)) for m in lines)
+    assert counted >= 501, lines  # 500 plus the one that showed shutdown had begun
+
+
 # -- flush and shutdown -------------------------------------------------------------------
 
 

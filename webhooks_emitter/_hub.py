@@ -7,9 +7,9 @@ import heapq
 import itertools
 import logging
 import math
+import multiprocessing.util
 import os
 import signal
-import sys
 import threading
 import time
 import weakref
@@ -839,14 +839,24 @@ def _after_fork_in_child() -> None:
     _attached_lock = threading.Lock()  # another thread may have held it at the fork
     for instance in list(_instances):
         instance._after_fork()
-    # A multiprocessing child (fork start method) ends with os._exit after running
-    # multiprocessing's own finalizers, never atexit: flush there too.
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.Finalize(None, _exit_hook, exitpriority=100)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _MultiprocessingHook:
+    """A multiprocessing child (fork start method) ends with ``os._exit`` after running
+    multiprocessing's own finalizers, never atexit; it also clears the finalizers it
+    inherited. Its after-fork callbacks run after that clearing: register the exit hook
+    there, so the child's events are delivered too, within exit_timeout."""
+
+    @staticmethod
+    def in_child(_: object) -> None:
+        multiprocessing.util.Finalize(None, _exit_hook, exitpriority=100)
+
+
+_mp_hook = _MultiprocessingHook()
+multiprocessing.util.register_after_fork(_mp_hook, _MultiprocessingHook.in_child)
 
 
 def _raise_exit(signum: int, frame: Any) -> None:

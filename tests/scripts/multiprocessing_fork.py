@@ -1,8 +1,10 @@
 """A multiprocessing child started with the "fork" method delivers its own events.
 
-Usage: ``multiprocessing_fork.py URL``. The parent delivers ``before``, starts a child that
-emits ``mp-child`` and flushes (exit code 0 if it flushed), then emits ``after``. Prints the
-parent's and child's request ids as one JSON object on stdout.
+Usage: ``multiprocessing_fork.py URL [--no-flush]``. The parent delivers ``before``, starts a
+child that emits ``mp-child`` and flushes (exit code 0 if it flushed; with ``--no-flush`` it
+just returns, and multiprocessing ends it with ``os._exit``, so only the library's
+multiprocessing finalizer can deliver), then emits ``after``. Prints the parent's and
+child's request ids as one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import jsonlog
 import webhooks_emitter
 
 
-def child(queue: multiprocessing.Queue[str]) -> None:
+def child(queue: multiprocessing.Queue[str], flush: bool) -> None:
     queue.put(webhooks_emitter.emit("mp-child", {"pid": os.getpid()}))
-    if not webhooks_emitter.flush(10):
+    if flush and not webhooks_emitter.flush(10):
         sys.exit(3)
 
 
 def main() -> int:
     jsonlog.install()
     config = webhooks_emitter.Config(
-        sys.argv[1], secret="supersecret", backoff_start=0.001, backoff_limit=0.01
+        sys.argv[1],
+        request_timeout=2.0,
+        secret="supersecret", backoff_start=0.001, backoff_limit=0.01
     )
     webhooks_emitter.attach("mp", "*", config)
     ids = {"before": webhooks_emitter.emit("before", {"pid": os.getpid()})}
@@ -34,7 +38,7 @@ def main() -> int:
         return 3
     context = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue[str] = context.Queue()
-    process = context.Process(target=child, args=(queue,))
+    process = context.Process(target=child, args=(queue, "--no-flush" not in sys.argv))
     process.start()
     ids["mp-child"] = queue.get(timeout=20)
     process.join(20)
