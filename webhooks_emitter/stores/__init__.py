@@ -16,11 +16,15 @@ from typing import Any
 
 from ._base import EmitterState, FailedEvent, Store, StoreError
 from .memory import MemoryStore
+from .postgres import PostgresStore
+from .sqlite import SQLiteStore
 
 __all__ = [
     "EmitterState",
     "FailedEvent",
     "MemoryStore",
+    "PostgresStore",
+    "SQLiteStore",
     "Store",
     "StoreError",
     "from_url",
@@ -69,12 +73,8 @@ def from_url(url: str, **options: Any) -> Store:
         path = urllib.parse.unquote(path)
         if not path or path == "/":
             raise ValueError(f"store URL {url!r} names no file")
-        from .sqlite import SQLiteStore
-
         return SQLiteStore(path, **options)
     if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresStore
-
         return PostgresStore(url, **options)
     raise ValueError(
         f"store URL {redact(url)!r}: unknown scheme {scheme!r} "
