@@ -72,7 +72,7 @@ class RetryPolicy:
         self.config = config
         self.max_attempts = config.max_attempts
         self._stop = tenacity.stop_after_attempt(config.max_attempts)
-        schedule: Optional[tuple[float, ...]] = getattr(config, "retry_schedule", None)
+        schedule = config.retry_schedule
         if schedule:
             self._wait: tenacity.wait.wait_base = _ScheduleWait(tuple(schedule))
             self.limit = max(schedule)

@@ -56,7 +56,7 @@ _STORE_RETRY_START = 0.05
 _STORE_RETRY_LIMIT = 5.0
 
 
-class _RateLimitedCount:
+class RateLimitedCount:
     """Counts occurrences and says when to log them: at most once per ``WARNING_INTERVAL``."""
 
     __slots__ = ("last", "unreported")
@@ -96,10 +96,9 @@ class Emitter:
         self.events = events
         self.config = config
         self.max_queue_size = config.max_queue_size  # read by the store's append
-        self._max_in_flight: int = getattr(config, "max_in_flight", 1)
-        max_rate: Optional[float] = getattr(config, "max_rate", None)
-        self._min_interval = 1.0 / max_rate if max_rate else 0.0
-        self._disable_after: Optional[float] = getattr(config, "disable_after", None)
+        self._max_in_flight = config.max_in_flight
+        self._min_interval = 1.0 / config.max_rate if config.max_rate else 0.0
+        self._disable_after = config.disable_after
         self._window_size = max(32, 4 * self._max_in_flight)
         self.policy = RetryPolicy(config)
         self.deliverer = Deliverer(emitter_id, config)
@@ -132,8 +131,8 @@ class Emitter:
         self._failing_since: Optional[float] = None
         self._timer_at: Optional[float] = None  # monotonic: a wake-up is scheduled then
         self._delivered = self._given_up = self._dropped = self._retries = 0
-        self._full = _RateLimitedCount()
-        self._store_errors = _RateLimitedCount()
+        self._full = RateLimitedCount()
+        self._store_errors = RateLimitedCount()
 
     def __repr__(self) -> str:
         return f"<Emitter {self.emitter_id!r} workers={self._workers}>"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import heapq
-import itertools
 import logging
 import math
 import multiprocessing.util
@@ -17,8 +15,9 @@ from collections.abc import Collection, Iterable
 from typing import Any, Callable, Optional, Union
 
 from ._config import Config, EmitterStats
-from ._emitter import Emitter, _RateLimitedCount
+from ._emitter import Emitter, RateLimitedCount
 from ._encoding import check_name, encode_payload, new_request_id
+from ._housekeeping import Housekeeper
 from ._transport import Transport
 from .exceptions import EmitterExistsError, EmitterNotFoundError, WebhooksEmitterError
 from .stores import MemoryStore, Store, from_url
@@ -68,162 +67,6 @@ def _to_store(value: Union[Store, str]) -> Store:
     )
 
 
-class _Housekeeper:
-    """One thread per instance: timers that wake emitters, and, over a durable store, the
-    poll that finds work stored by other processes, the shared pause state and the renewal
-    of this process's leases. It runs only while it has something to do."""
-
-    def __init__(self, hub: WebhooksEmitter) -> None:
-        self.hub = hub
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self.timers: list[tuple[float, int, Emitter]] = []
-        self.counter = itertools.count()
-        self.thread: Optional[threading.Thread] = None
-        self.stopping = False
-        self.leased: set[Emitter] = set()
-        self.poll_errors = _RateLimitedCount()
-        self.poll_now = False
-
-    def schedule(self, emitter: Emitter, at: float) -> None:
-        with self.lock:
-            heapq.heappush(self.timers, (at, next(self.counter), emitter))
-            self._ensure_locked()
-            self.cond.notify()
-
-    def ensure(self, poll: bool = False) -> None:
-        """Run the thread if it is needed; ``poll`` asks it to poll the store now."""
-        with self.lock:
-            if poll:
-                self.poll_now = True
-                self.cond.notify()
-            self._ensure_locked()
-        if poll:
-            self.hub.store.wake()
-
-    def _ensure_locked(self) -> None:
-        if self.thread is None and not self.stopping:
-            self.thread = threading.Thread(
-                target=self._run, name="webhooks-emitter:housekeeping", daemon=True
-            )
-            self.thread.start()
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping = True
-            thread = self.thread
-            self.cond.notify_all()
-        self.hub.store.wake()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(2.0)
-        with self.lock:
-            self.stopping = False
-            self.timers = []
-
-    def _needed_locked(self) -> bool:
-        hub = self.hub
-        if self.stopping:
-            return False
-        if self.timers:
-            return True
-        return hub.store.durable and bool(hub._emitters)
-
-    def _run(self) -> None:
-        store = self.hub.store
-        durable = store.durable
-        interval = store.poll_interval
-        next_poll = 0.0
-        next_renewal = time.monotonic() + store.lease_timeout / 3
-        try:
-            while True:
-                due: list[Emitter] = []
-                with self.lock:
-                    if not self._needed_locked():
-                        self.thread = None
-                        return
-                    now = time.monotonic()
-                    while self.timers and self.timers[0][0] <= now:
-                        due.append(heapq.heappop(self.timers)[2])
-                    wait = self.timers[0][0] - now if self.timers else 1.0
-                    if not durable and not due:
-                        self.cond.wait(min(wait, 1.0))
-                        continue
-                for emitter in due:
-                    emitter.kick()
-                if not durable:
-                    continue
-                now = time.monotonic()
-                if now >= next_renewal:
-                    self._renew()
-                    next_renewal = time.monotonic() + store.lease_timeout / 3
-                changed = False
-                with self.lock:
-                    changed, self.poll_now = self.poll_now, False
-                if not changed and now < next_poll:
-                    changed = store.wait_for_change(max(min(wait, next_poll - now, interval), 0))
-                if changed or time.monotonic() >= next_poll:
-                    self._poll()
-                    next_poll = time.monotonic() + 1.0
-        except BaseException:  # noqa: BLE001 - logged; restarted by the next schedule
-            logger.exception("webhooks_emitter housekeeping thread failed")
-            with self.lock:
-                self.thread = None
-
-    def _renew(self) -> None:
-        hub = self.hub
-        with self.lock:
-            leased = {e.emitter_id: e for e in self.leased}
-        if not leased:
-            return
-        start = time.monotonic()
-        try:
-            held = hub.store.renew(hub.lease, list(leased))
-        except StoreError as exc:
-            logger.warning("webhooks_emitter could not renew its leases: %s", exc)
-            return
-        until = start + hub.store.lease_timeout * 0.9
-        for emitter_id, emitter in leased.items():
-            if emitter_id in held:
-                emitter.lease_renewed(until)
-            else:
-                emitter.lease_lost()
-
-    def _poll(self) -> None:
-        hub = self.hub
-        try:
-            rows = hub.store.poll()
-        except StoreError as exc:
-            with self.lock:
-                self.poll_errors.add()
-                count = self.poll_errors.take(force=False)
-            if count:
-                logger.warning(
-                    "webhooks_emitter cannot poll its store (%d time(s)): %s", count, exc
-                )
-            return
-        emitters = hub._emitters
-        paused = set()
-        wall = time.time()
-        for row in rows:
-            emitter = emitters.get(row.emitter_id)
-            if emitter is None:
-                continue
-            if row.paused:
-                paused.add(row.emitter_id)
-                emitter.set_paused(True)
-                continue
-            if emitter.paused:
-                emitter.set_paused(False)
-            if row.queued and not emitter.workers and row.lease_holder is None:
-                if row.next_due <= wall:
-                    emitter.kick()
-                else:
-                    emitter.wake_at(time.monotonic() + (row.next_due - wall))
-        for emitter_id, emitter in list(emitters.items()):
-            if emitter.paused and emitter_id not in paused:
-                emitter.set_paused(False)  # restarted by another process
-
-
 class WebhooksEmitter:
     """A set of attached emitters and the events emitted to them.
 
@@ -268,9 +111,9 @@ class WebhooksEmitter:
         self._routes: dict[str, dict[str, Emitter]] = {}
         self._wildcard: dict[str, Emitter] = {}
         self._closing = False
-        self._refused = _RateLimitedCount()
+        self._refused = RateLimitedCount()
         self._lease = Lease.new()
-        self._housekeeper = _Housekeeper(self)
+        self._housekeeper = Housekeeper(self)
         self._transport_factory: Callable[[Config], Any] = Transport
         self._transport_generation = 0
         _instances.add(self)
@@ -803,7 +646,7 @@ class WebhooksEmitter:
         self._lock = threading.Lock()
         self._closing = False
         self._lease = Lease.new()
-        self._housekeeper = _Housekeeper(self)
+        self._housekeeper = Housekeeper(self)
         self._store.after_fork()
         for emitter in self._emitters.values():
             paused = emitter.paused
