@@ -24,7 +24,7 @@ from postgres_server import PostgresServer, Server, conninfo_to_url
 from store_contract import LEASE, OTHER, DurableStoreContract, fill, message, take
 
 from webhooks_emitter.stores._base import Lease, StoreError, Target
-from webhooks_emitter.stores.postgres import SCHEMA_VERSION, PostgresStore
+from webhooks_emitter.stores.postgres import POLL_COUNT_LIMIT, SCHEMA_VERSION, PostgresStore
 
 SECRET = "s3cret-Pa55word"
 
@@ -305,6 +305,18 @@ def test_create_false_on_an_old_schema_says_migrate(make_store: Callable[..., Po
     sql(pg_store_url, "UPDATE webhooks_emitter.schema_version SET version = 0")
     with pytest.raises(StoreError, match="version 0.*migrate"):
         make_store(create=False).open()
+
+
+def test_poll_counts_up_to_its_limit(store: PostgresStore, pg_store_url: str) -> None:
+    """``poll`` stops counting at POLL_COUNT_LIMIT (it finds who has work); ``state`` counts
+    every queued event."""
+    store.register("e1")
+    sql(pg_store_url, "INSERT INTO webhooks_emitter.events (emitter_id, event, request_id, "
+        "body, emitted_at) SELECT 'e1', 'e', 'r' || g, '{}', 0 "
+        "FROM generate_series(1, %s) AS g", (POLL_COUNT_LIMIT + 5,))
+    (polled,) = store.poll()
+    assert polled.queued == POLL_COUNT_LIMIT
+    assert store.state("e1").queued == POLL_COUNT_LIMIT + 5
 
 
 # -- transactional emit ------------------------------------------------------------------------

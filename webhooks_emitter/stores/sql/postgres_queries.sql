@@ -41,20 +41,27 @@ SELECT EXISTS (SELECT 1 FROM __SCHEMA__.emitters WHERE emitter_id = %(emitter_id
 
 -- name: state_columns
 -- The shared state of each id of the relation ids(id) that the query using it defines.
+-- The emitter's row is looked up per id (LIMIT keeps the planner from joining the whole
+-- table); __COUNT_LIMIT__ bounds the counts of poll().
 SELECT ids.id,
-    (SELECT count(*) FROM __SCHEMA__.events e
-     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL),
-    (SELECT count(*) FROM __SCHEMA__.events e
-     WHERE e.emitter_id = ids.id AND e.failed_at IS NOT NULL),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM __SCHEMA__.events e
+        WHERE e.emitter_id = ids.id AND e.failed_at IS NULL __COUNT_LIMIT__) AS queued),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM __SCHEMA__.events e
+        WHERE e.emitter_id = ids.id AND e.failed_at IS NOT NULL __COUNT_LIMIT__) AS failed),
     coalesce(m.paused, false),
     coalesce(m.hold_until, 0),
     coalesce(m.last_try_at, 0),
     m.failing_since,
     coalesce(m.next_due, 0),
     (SELECT e.emitted_at FROM __SCHEMA__.events e
-     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL ORDER BY e.seq LIMIT 1),
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL
+     ORDER BY e.emitter_id, e.seq LIMIT 1),
     CASE WHEN m.lease_expires > clock_timestamp() THEN m.lease_holder END
-FROM ids LEFT JOIN __SCHEMA__.emitters m ON m.emitter_id = ids.id;
+FROM ids LEFT JOIN LATERAL (
+    SELECT * FROM __SCHEMA__.emitters em WHERE em.emitter_id = ids.id LIMIT 1
+) AS m ON true;
 
 -- name: state
 WITH ids(id) AS (SELECT %(emitter_id)s::text)
@@ -63,8 +70,8 @@ __STATE_COLUMNS__;
 -- name: poll
 -- The emitters with queued events, found by a loose index scan of events_queued (one
 -- index descent per such emitter, whatever the number of their events or of emitters
--- without any), and the paused ones (a partial index). Counting the queued events of a
--- busy emitter reads its index entries: that part grows with the backlog.
+-- without any), and the paused ones (a partial index). Counts stop at 1,000 (poll finds
+-- who has work; state() counts exactly).
 WITH RECURSIVE queued_ids(id) AS (
     (SELECT emitter_id FROM __SCHEMA__.events
      WHERE failed_at IS NULL ORDER BY emitter_id LIMIT 1)
@@ -172,7 +179,7 @@ WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <> ALL(%(skip)s:
     AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
                 WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s
                     AND m.lease_expires > clock_timestamp())
-ORDER BY seq
+ORDER BY emitter_id, seq
 LIMIT %(limit)s;
 
 -- name: begin_try
@@ -218,9 +225,11 @@ WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
 RETURNING 1;
 
 -- name: high_water
+-- ORDER BY ... LIMIT 1 rather than max(): one index probe whatever the statistics say.
 SELECT ids.id,
-    (SELECT max(e.seq) FROM __SCHEMA__.events e
-     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL)
+    (SELECT e.seq FROM __SCHEMA__.events e
+     WHERE e.emitter_id = ids.id AND e.failed_at IS NULL
+     ORDER BY e.emitter_id DESC, e.seq DESC LIMIT 1)
 FROM unnest(%(emitter_ids)s::text[]) AS ids(id);
 
 -- name: queued_upto
@@ -231,7 +240,7 @@ WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <= %(seq)s;
 SELECT event, request_id, attempts, status_code, error, failed_at, body
 FROM __SCHEMA__.events
 WHERE emitter_id = %(emitter_id)s AND failed_at IS NOT NULL
-ORDER BY seq
+ORDER BY emitter_id, seq
 LIMIT %(limit)s;
 
 -- name: replay

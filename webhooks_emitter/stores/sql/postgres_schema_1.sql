@@ -117,10 +117,10 @@ BEGIN
         -- the planner may answer by reading the whole queue).
         lowest := (SELECT e.seq FROM __SCHEMA__.events e
                    WHERE e.emitter_id = target_id AND e.failed_at IS NULL
-                   ORDER BY e.seq LIMIT 1);
+                   ORDER BY e.emitter_id, e.seq LIMIT 1);
         highest := (SELECT e.seq FROM __SCHEMA__.events e
                     WHERE e.emitter_id = target_id AND e.failed_at IS NULL
-                    ORDER BY e.seq DESC LIMIT 1);
+                    ORDER BY e.emitter_id DESC, e.seq DESC LIMIT 1);
         IF highest - lowest + 1 >= max_size THEN
             SELECT count(*) INTO queued FROM (
                 SELECT 1 FROM __SCHEMA__.events e
