@@ -166,7 +166,11 @@ class Housekeeper:
                 continue
             if emitter.paused:
                 emitter.set_paused(False)
-            if row.queued and not emitter.workers and row.lease_holder is None:
+            if not row.queued:
+                continue
+            if emitter.workers:
+                emitter.kick()  # its threads look for what another process stored
+            elif row.lease_holder is None:
                 if row.next_due <= wall:
                     emitter.kick()
                 else:

@@ -615,7 +615,10 @@ class WebhooksEmitter:
                 return
             self._closing = True
         try:
-            self.flush(_left(deadline))
+            try:
+                self.flush(_left(deadline))
+            except StoreError as exc:
+                logger.warning("webhooks_emitter: %s; stopping without waiting for it", exc)
             with self._lock:
                 emitters = list(self._emitters.values())
                 self._emitters.clear()
