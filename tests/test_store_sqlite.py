@@ -259,7 +259,7 @@ def make_version_1(path: Path) -> None:
             "INSERT INTO meta VALUES ('schema_version', 1), ('compatible_from', ?)",
             (sqlite_module.COMPATIBLE_FROM[1],),
         )
-        conn.execute("INSERT INTO emitters (id, failed) VALUES ('e1', 1)")
+        conn.execute("INSERT INTO emitters (id) VALUES ('e1')")
         conn.execute(
             "INSERT INTO events (emitter_id, event, request_id, body, state, attempts,"
             " emitted_at, status_code, error, failed_at)"
@@ -590,16 +590,19 @@ def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
 
 
 def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
-    """SQLITE_FULL in the middle of a message's transaction: StoreError naming the file,
-    nothing of that message stored, and the store goes on once there is room."""
+    """SQLITE_FULL, for one target or in the middle of a message's transaction: StoreError
+    naming the file, nothing of that message stored, and the store goes on once there is
+    room."""
     fill(store, "e1", 2)
     (pair,) = store._idle  # white box: cap the store's one connection
     pages = pair[0].execute("PRAGMA page_count").fetchone()[0]
     pair[0].execute(f"PRAGMA max_page_count = {pages + 2}")
     big = Message("order.created", "too-big", b"x" * 20_000)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.append(big, [Target("e2", 100)])  # one target: one statement
     targets = [Target("e1", 100), Target("e2", 100), Target("e3", 100)]
     with pytest.raises(StoreError, match="disk is full") as caught:
-        store.append(big, targets)
+        store.append(big, targets)  # several: one transaction, failing half-way
     assert str(db_path) in str(caught.value)
     assert [store.state(e).queued for e in ("e1", "e2", "e3")] == [2, 0, 0]
     assert request_ids(take(store, "e1")) == ["req-0", "req-1"]

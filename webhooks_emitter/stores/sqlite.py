@@ -78,8 +78,11 @@ _CHUNK = 256
 # How _run runs its work: a read, one autocommit write, a BEGIN IMMEDIATE transaction.
 _READ, _WRITE, _TRANSACTION = 0, 1, 2
 
-#: WAL pages after which a commit checkpoints (see ``_connect``).
+#: WAL pages after which SQLite checkpoints inside a commit: a backstop (see _checkpoint).
 _CHECKPOINT_PAGES = 2000
+
+#: Writes of this process after which a delivering call checkpoints (see _checkpoint).
+_CHECKPOINT_WRITES = 200
 
 #: Connections inherited across a fork: kept referenced so that no finalizer closes them.
 _INHERITED: list[object] = []
@@ -115,14 +118,6 @@ def schema_statements(version: int) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
-
-
-class _Rollback(Exception):
-    """Raised inside a transaction to undo it and return ``value``."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
 
 
 def _keep_forever(obj: object) -> None:
@@ -231,6 +226,7 @@ class SQLiteStore(Store):
         self._data_version: Optional[int] = None
         self._wake = threading.Event()
         self._writing = threading.Lock()  # see _lock_writes
+        self._writes = 0  # writes since the last checkpoint (see _checkpoint)
         self.schema_version = 0
         self.open()
 
@@ -264,9 +260,8 @@ class SQLiteStore(Store):
             raise self._error("open the file", exc) from exc
         try:
             conn.execute("PRAGMA synchronous = " + self.synchronous.upper())
-            # The commit that finds the WAL this long copies it back into the file (with an
-            # fsync), inside someone's emit: every 2,000 pages (about 400 emits) instead of
-            # SQLite's 1,000 keeps that under 1% of the calls.
+            # Checkpoints are made by delivering calls (see _checkpoint); SQLite's own, in
+            # whichever commit finds the WAL this long, is the backstop.
             conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             conn.close()
@@ -414,6 +409,7 @@ class SQLiteStore(Store):
         return True
 
     def _unlock_writes(self, pair: _Pair, shortened: bool) -> None:
+        self._writes += 1  # under the lock: see _checkpoint
         try:
             if shortened:
                 pair[1].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
@@ -437,20 +433,36 @@ class SQLiteStore(Store):
                     result = work(cur)
                     if mode == _TRANSACTION:
                         cur.execute("COMMIT")
-                except _Rollback as stop:
-                    cur.execute("ROLLBACK")
-                    return stop.value  # type: ignore[return-value]
                 except BaseException:
                     self._rollback(pair)
                     raise
-                return result
             finally:
                 if shortened is not None:
                     self._unlock_writes(pair, shortened)
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
+        else:
+            if mode != _READ and self._writes >= _CHECKPOINT_WRITES:
+                self._checkpoint(pair)
+            return result
         finally:
             self._give(pair)
+
+    def _checkpoint(self, pair: _Pair) -> None:
+        """Copy the WAL back into the file, outside the write lock, in a delivering call.
+
+        SQLite would do it inside whichever commit finds the WAL long (two fsyncs, some
+        milliseconds), most often an emit, and with the write lock held, so the other
+        threads' emits would wait too. Calls that record tries and outcomes do it instead,
+        after every ``_CHECKPOINT_WRITES`` writes of this process, without waiting for
+        anyone (PASSIVE). SQLite's own checkpoint stays as a backstop, at a WAL of
+        ``_CHECKPOINT_PAGES``, for files that no process delivers from.
+        """
+        self._writes = 0
+        try:
+            pair[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # the write it follows succeeded; the next checkpoint will do
 
     def _rollback(self, pair: _Pair) -> None:
         if pair[0].in_transaction:
@@ -646,27 +658,31 @@ class SQLiteStore(Store):
             message.body,
             message.ordering_key,
             time.time(),
+            0,
         ]
+        statement = self._q["append"]
         accepted = []
+        # One target (the usual case): one autocommit statement. Several: one transaction.
+        several = len(targets) > 1
         pair = self._take()
         cur = pair[1]
         try:
             shortened = self._lock_writes(pair, "store the event")
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                if several:
+                    cur.execute("BEGIN IMMEDIATE")
                 for target in targets:
-                    emitter_id = target.emitter_id
-                    cur.execute(self._q["count_in"], (emitter_id, target.max_queue_size))
-                    if not cur.rowcount:
-                        # A first event for an unknown id, or a full emitter.
-                        cur.execute(self._q["first_in"], (emitter_id,))
-                        if not cur.rowcount:
-                            accepted.append(False)
-                            continue
-                    row[0] = emitter_id
-                    cur.execute(self._q["insert_event"], row)
-                    accepted.append(True)
-                cur.execute("COMMIT")
+                    row[0] = target.emitter_id
+                    row[6] = target.max_queue_size
+                    cur.execute(statement, row)
+                    if cur.rowcount != 1:
+                        # Full, or an id never registered: then make its row and try again.
+                        cur.execute(self._q["register"], (target.emitter_id,))
+                        if cur.rowcount:
+                            cur.execute(statement, row)
+                    accepted.append(cur.rowcount == 1)
+                if several:
+                    cur.execute("COMMIT")
             except BaseException:
                 self._rollback(pair)
                 raise
@@ -832,15 +848,21 @@ class SQLiteStore(Store):
 
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
         def work(cur: sqlite3.Cursor) -> bool:
-            cur.execute(self._q["try_lease"], (now, event.emitter_id, lease.token, now))
-            if not cur.rowcount:
-                return False  # lease lost or expired, or paused: nothing was changed
-            cur.execute(self._q["try_event"], (event.attempts, event.seq, event.emitter_id))
-            if not cur.rowcount:
-                raise _Rollback(False)  # finished, given up or purged meanwhile
-            return True
+            cur.execute(
+                self._q["begin_try"],
+                (
+                    event.attempts,
+                    now,
+                    event.seq,
+                    event.emitter_id,
+                    event.emitter_id,
+                    lease.token,
+                    now,
+                ),
+            )
+            return bool(cur.rowcount)
 
-        return self._run("record a try", work)
+        return self._run("record a try", work, _WRITE)
 
     def retry_later(self, lease: Lease, event: StoredEvent) -> bool:
         def work(cur: sqlite3.Cursor) -> bool:
@@ -866,12 +888,9 @@ class SQLiteStore(Store):
             cur.execute(
                 self._q["finish"], (event.seq, event.emitter_id, event.emitter_id, lease.token)
             )
-            if not cur.rowcount:
-                return False
-            cur.execute(self._q["finished"], (event.emitter_id,))
-            return True
+            return bool(cur.rowcount)
 
-        return self._run("record a delivery", work)
+        return self._run("record a delivery", work, _WRITE)
 
     def give_up(self, lease: Lease, event: StoredEvent) -> bool:
         def work(cur: sqlite3.Cursor) -> bool:
@@ -888,12 +907,9 @@ class SQLiteStore(Store):
                     lease.token,
                 ),
             )
-            if not cur.rowcount:
-                return False
-            cur.execute(self._q["gave_up"], (event.emitter_id,))
-            return True
+            return bool(cur.rowcount)
 
-        return self._run("record a given-up event", work)
+        return self._run("record a given-up event", work, _WRITE)
 
     # -- flush ---------------------------------------------------------------------------------
 
@@ -956,7 +972,6 @@ class SQLiteStore(Store):
             # In seq order, so AUTOINCREMENT gives them new seqs at the tail in emit order.
             cur.executemany(self._q["requeue"], chosen)
             cur.executemany(self._q["delete"], chosen)
-            cur.execute(self._q["replayed"], (len(chosen), len(chosen), emitter_id))
             return len(chosen)
 
         return self._run("replay failed events", work)
@@ -964,8 +979,6 @@ class SQLiteStore(Store):
     def purge(self, emitter_id: str) -> int:
         def work(cur: sqlite3.Cursor) -> int:
             cur.execute(self._q["purge"], (emitter_id,))
-            count = cur.rowcount
-            cur.execute(self._q["purged"], (emitter_id,))
-            return count
+            return cur.rowcount
 
-        return self._run("purge the emitter's events", work)
+        return self._run("purge the emitter's events", work, _WRITE)

@@ -12,17 +12,13 @@ SELECT key, value FROM meta;
 -- name: set_meta
 INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?);
 
--- name: count_in
--- Decides whether an emitter takes the event: no row changed means full (or unknown).
-UPDATE emitters SET queued = queued + 1 WHERE id = ? AND queued < ?;
-
--- name: first_in
--- The first event of an id nothing was registered for (max_queue_size is at least 1).
-INSERT OR IGNORE INTO emitters (id, queued) VALUES (?, 1);
-
--- name: insert_event
+-- name: append
+-- One event for one emitter, if it has room: (emitter_id, event, request_id, body,
+-- ordering_key, emitted_at, max_queue_size). The events_in trigger counts it. An id
+-- without its emitters row (never registered) takes nothing: append registers it first.
 INSERT INTO events (emitter_id, event, request_id, body, ordering_key, emitted_at)
-VALUES (?, ?, ?, ?, ?, ?);
+SELECT ?1, ?2, ?3, ?4, ?5, ?6
+WHERE (SELECT queued FROM emitters WHERE id = ?1) < ?7;
 
 -- name: register
 INSERT OR IGNORE INTO emitters (id) VALUES (?);
@@ -88,13 +84,14 @@ SELECT seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at
     status_code, error
 FROM events WHERE emitter_id = ? AND state = 'queued' ORDER BY seq LIMIT ?;
 
--- name: try_lease
--- A try starts only under a live lease of this token and while the emitter is not paused.
-UPDATE emitters SET last_try_at = ?
-WHERE id = ? AND lease_token = ? AND lease_expires >= ? AND NOT paused;
-
--- name: try_event
-UPDATE events SET attempts = ? WHERE seq = ? AND emitter_id = ? AND state = 'queued';
+-- name: begin_try
+-- A try starts only under a live lease of this token, while the emitter is not paused
+-- and the event still queued: (attempts, now, seq, emitter_id, emitter_id, token, now).
+-- The events_tried trigger sets the emitter's last_try_at.
+UPDATE events SET attempts = ?, tried_at = ?
+WHERE seq = ? AND emitter_id = ? AND state = 'queued'
+    AND EXISTS (SELECT 1 FROM emitters WHERE id = ? AND lease_token = ?
+                AND lease_expires >= ? AND NOT paused);
 
 -- name: retry_later
 -- Outcomes are guarded by the token that made the try, not by pause or expiry: a try that
@@ -104,20 +101,15 @@ WHERE seq = ? AND emitter_id = ? AND state = 'queued'
     AND (SELECT lease_token FROM emitters WHERE id = ?) = ?;
 
 -- name: finish
+-- The events_out trigger counts it out; give_up's events_state moves it to failed.
 DELETE FROM events
 WHERE seq = ? AND emitter_id = ? AND state = 'queued'
     AND (SELECT lease_token FROM emitters WHERE id = ?) = ?;
-
--- name: finished
-UPDATE emitters SET queued = queued - 1 WHERE id = ?;
 
 -- name: give_up
 UPDATE events SET state = 'failed', attempts = ?, status_code = ?, error = ?, failed_at = ?
 WHERE seq = ? AND emitter_id = ? AND state = 'queued'
     AND (SELECT lease_token FROM emitters WHERE id = ?) = ?;
-
--- name: gave_up
-UPDATE emitters SET queued = queued - 1, failed = failed + 1 WHERE id = ?;
 
 -- name: high_water
 SELECT id, (SELECT seq FROM events WHERE emitter_id = emitters.id AND state = 'queued'
@@ -147,11 +139,6 @@ WHERE seq = ?;
 -- name: delete
 DELETE FROM events WHERE seq = ?;
 
--- name: replayed
-UPDATE emitters SET queued = queued + ?, failed = failed - ? WHERE id = ?;
-
 -- name: purge
 DELETE FROM events WHERE emitter_id = ?;
 
--- name: purged
-UPDATE emitters SET queued = 0, failed = 0 WHERE id = ?;
