@@ -853,6 +853,18 @@ def test_close_then_use_again(store: SQLiteStore) -> None:
     assert store.state("e1").queued == 2
 
 
+def test_checkpoints_are_made_by_delivering_calls(store: SQLiteStore, db_path: Path) -> None:
+    """Emits leave the WAL to be copied back by calls that record deliveries: the file
+    grows only once such a call follows a few hundred writes."""
+    for n in range(250):
+        store.append(Message("e", f"r{n}", b"x" * 1000), [Target("e1", 1000)])
+    before = db_path.stat().st_size
+    assert before < 100_000  # everything so far is in the WAL
+    store.release("e1", LEASE)  # any write that is not an emit
+    assert db_path.stat().st_size > before + 250_000
+    assert store.state("e1").queued == 250
+
+
 def test_wait_for_change_sees_other_processes_writes(
     store: SQLiteStore, make_store: Callable[..., SQLiteStore]
 ) -> None:
