@@ -36,6 +36,7 @@ from store_contract import (
     wait_until,
 )
 
+from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.exceptions import WebhooksEmitterError
 from webhooks_emitter.stores import sqlite as sqlite_module
 from webhooks_emitter.stores._base import Lease, Message, StoreError, Target
@@ -922,3 +923,28 @@ def test_lease_holder_is_none_once_expired(make_store: Callable[..., SQLiteStore
     assert [s.lease_holder for s in store.states()] == [None]
     assert store.acquire("e1", LEASE)
     assert store.state("e1").lease_holder == LEASE.holder
+
+
+def test_no_secret_or_url_reaches_the_file(db_path: Path) -> None:
+    """Events emitted through an instance over the store leave the secret and the
+    endpoint out of the file: only event names, delivery ids, bodies and state."""
+    secret = "a-secret-that-must-never-be-stored"
+    url = "http://127.0.0.1:9/an-endpoint-that-is-not-stored"
+    store = SQLiteStore(db_path)
+    hub = WebhooksEmitter(store=store)
+    try:
+        hub.attach("e1", "order.created", Config(url, secret=secret))
+        hub.pause("e1")  # nothing is sent: the events stay in the store
+        ids = [hub.emit("order.created", {"n": n}) for n in range(3)]
+        assert store.state("e1").queued == 3
+    finally:
+        hub.shutdown(timeout=5)
+        store.close()
+    stored = b"".join(
+        Path(f"{db_path}{suffix}").read_bytes()
+        for suffix in ("", "-wal")
+        if Path(f"{db_path}{suffix}").exists()
+    )
+    assert ids[0].encode() in stored
+    assert secret.encode() not in stored
+    assert b"an-endpoint-that-is-not-stored" not in stored
