@@ -1,0 +1,1 @@
+"""``webhooks_worker``, ``webhooks_status``, ``webhooks_failed``, ``webhooks_replay``."""
