@@ -1,0 +1,1 @@
+"""The test project's app: one model, views that emit, and a receiver view."""
