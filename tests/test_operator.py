@@ -256,9 +256,7 @@ def test_status_and_dead_letters(sqlite_url: str, fast: Callable[..., Config]) -
         return 500 if request.json().get("fail") else 204
 
     with Receiver(responder=answer) as receiver:
-        # A short idle_timeout: an idle emitter thread keeps its lease, and the poll then
-        # leaves another process's replay to it until idle_timeout ends (reported).
-        instance = WebhooksEmitter(store=sqlite_url, idle_timeout=0.2)
+        instance = WebhooksEmitter(store=sqlite_url)
         try:
             instance.attach(
                 "fails",
