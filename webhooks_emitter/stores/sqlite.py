@@ -12,17 +12,26 @@ migrations in ``sql/sqlite_schema_<version>.sql``; the statements the store runs
     schema version whose code can still use this file: a migration that only adds keeps it,
     so the previous release goes on working during a rolling deploy).
 ``emitters``
-    One row per emitter id: the ``queued`` and ``failed`` counters (kept right in the same
-    transactions as the events, so ``max_queue_size`` holds across processes with a single
-    ``UPDATE ... WHERE queued < ?``), the shared state (paused, Retry-After hold, last try,
-    failing since, next due) and the lease (holder, token, expiry).
+    One row per emitter id: the ``queued`` and ``failed`` counters, the shared state
+    (paused, Retry-After hold, last try, failing since, next due) and the lease (holder,
+    token, expiry).
 ``events``
     One row per event and emitter, ``seq INTEGER PRIMARY KEY AUTOINCREMENT`` (emit order,
     never reused, so a replayed event goes to the tail), ``state`` ``queued`` or ``failed``.
 
-Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction (or one autocommit
-statement), so the busy timeout, not a deadlock between two readers upgrading, decides how
-long a writer waits. No secret is ever written: the store never receives one.
+Triggers keep the counters right in the very statement that writes an event, so each
+write of one event is one statement: ``append`` to one target is an ``INSERT ... WHERE
+queued < max_queue_size`` (which is how that bound holds across processes), and
+``begin_try``, ``finish`` and ``give_up`` are one guarded ``UPDATE`` or ``DELETE``. Writes
+that need more (several targets, a pause, a replay) are one ``BEGIN IMMEDIATE``
+transaction. No secret is ever written: the store never receives one.
+
+Waiting: SQLite orders the processes (its busy handler sleeps, up to ``timeout``); the
+threads of one process queue on the store's own lock first, which hands over at once. A
+call into SQLite lets go of Python's GIL and must get it back, so fewer calls per write
+also means fewer waits behind a delivering thread. Checkpoints (copying the WAL back into
+the file, with fsyncs) are made by calls that record deliveries, outside that lock, not
+inside an emit.
 
 Connections are pooled, not kept per thread: each call takes an idle connection (or opens
 one) and puts it back, so threads that come and go (an emitter's thread ends when it is idle)
@@ -171,11 +180,17 @@ class SQLiteStore(Store):
         synchronous: ``"normal"`` (a commit survives the death of the process) or ``"full"``
             (it also survives a power cut, at the cost of an fsync per commit).
         lease_timeout: seconds an emitter's lease lasts without renewal.
-        timeout: the most seconds a call waits for another process's lock before it raises
-            :class:`StoreError`.
+        timeout: the most seconds a call waits for a lock (another process's, or another
+            thread's write) before it raises :class:`StoreError`.
         create: create or upgrade the schema when needed. With ``False`` no DDL is ever run:
             a missing or older schema is a :class:`StoreError` telling to run
             ``webhooks-emitter migrate --store URL``.
+
+    Attributes:
+        path: the file, absolute (also what :meth:`describe` answers).
+        synchronous, lease_timeout, timeout, create: as given.
+        schema_version: the file's schema version, as :meth:`open` or :meth:`migrate`
+            found or made it.
 
     Raises:
         TypeError, ValueError: a bad argument (the message names it).
