@@ -355,3 +355,19 @@ def test_check_and_status_on_postgresql(pg_store_url: str) -> None:
     assert result.returncode == 0, output(result)
     assert json.loads(result.stdout)["shop"]["queued"] == 0
 
+
+
+def test_django_store_under_the_test_runner_warns(pg_store_url: str) -> None:
+    """Under Django's test runner the "django:default" store keeps the database it was
+    made for while Django switches to the test database: a warning says so and points at
+    memory: with capture(); the test database is still created and dropped cleanly."""
+    result = manage(
+        "test",
+        "shop.tests.WebhookViewTests.test_other_methods_are_405",
+        "--noinput",
+        HOOKS_DB_URL=pg_store_url,
+        HOOKS_STORE="django:default",
+    )
+    assert result.returncode == 0, output(result)
+    assert "the test runner's test database?" in result.stderr, output(result)
+    assert "capture()" in result.stderr

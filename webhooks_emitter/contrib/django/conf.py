@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import threading
 from collections.abc import Mapping
@@ -172,8 +173,12 @@ def set_deliver(instance: WebhooksEmitter, deliver: bool) -> None:
     """Make ``instance`` deliver or only store (before anything is attached)."""
     if instance.delivers == deliver:
         return
-    # WebhooksEmitter.configure() takes no deliver= yet (reported); its constructor's
-    # attribute is what it reads, and nothing is attached at this point.
+    configure: Any = instance.configure
+    if "deliver" in inspect.signature(configure).parameters:
+        configure(deliver=deliver)
+        return
+    # Until WebhooksEmitter.configure() takes deliver= (asked for): the attribute its
+    # constructor sets, which is what it reads; nothing is attached at this point.
     instance._deliver = deliver  # noqa: SLF001
 
 
