@@ -634,8 +634,13 @@ class PostgresStore(Store):
             self.after_fork()
             return
         self._pool.close()
-        with self._listen_lock:
-            self._drop_listener()
+        # A thread may be waiting for a notification, holding the listener: wake it first.
+        self.wake()
+        if self._listen_lock.acquire(timeout=self.timeout):
+            try:
+                self._drop_listener()
+            finally:
+                self._listen_lock.release()
 
     def after_fork(self) -> None:
         """In a forked child: forget (never close) the parent's connections; open new ones."""
