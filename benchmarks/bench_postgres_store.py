@@ -128,7 +128,8 @@ def table_stats(url: str) -> tuple[int, int, int, int, int]:
             "WHERE c.oid = 'webhooks_emitter.events'::regclass"
         ).fetchone()
     assert row is not None
-    return row  # type: ignore[return-value]
+    live, dead, heap, index, total = row
+    return int(live), int(dead), int(heap), int(index), int(total)
 
 
 def _kb(n: int) -> str:

@@ -41,7 +41,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -183,6 +182,8 @@ class PostgresServer:
         self.datadir = self.base / "data"
         self.logfile = self.base / "server.log"
         self.running = False
+        # Who owns this cluster: reap_orphans() stops it once this process is gone.
+        (self.base / "owner.pid").write_text(str(os.getpid()))
         self._run_as: Optional[pwd.struct_passwd] = None
         if os.geteuid() == 0:
             # initdb and postgres refuse to run as root.
@@ -330,6 +331,32 @@ class ExternalServer:
 Server = Union[PostgresServer, ExternalServer]
 
 
+def reap_orphans(bindir: Path) -> None:
+    """Stop and remove the clusters of test runs that ended without cleaning up (a killed
+    pytest): those whose ``owner.pid`` names a process that no longer exists."""
+    pattern = os.path.join(tempfile.gettempdir(), "webhooks-emitter-pg-*")
+    for base in glob.glob(pattern):
+        try:
+            owner = int(Path(base, "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(owner, 0)
+            continue  # still running: not an orphan
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        orphan = PostgresServer.__new__(PostgresServer)
+        orphan.bindir, orphan.base, orphan.datadir = bindir, Path(base), Path(base) / "data"
+        orphan.running = (orphan.datadir / "postmaster.pid").exists()
+        orphan._run_as = None
+        if os.geteuid() == 0:
+            stat = os.stat(base)
+            orphan._run_as = pwd.getpwuid(stat.st_uid)
+        orphan.cleanup()
+
+
 def start_server(settings: Optional[dict[str, str]] = None) -> Server:
     """The server to test against (see the module docstring); raises RuntimeError with
     :data:`HOW_TO_GET_ONE` when there is none."""
@@ -340,6 +367,7 @@ def start_server(settings: Optional[dict[str, str]] = None) -> Server:
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError(HOW_TO_GET_ONE)
+    reap_orphans(bindir)
     server = PostgresServer(bindir, settings=settings)
     try:
         server.start()
@@ -428,4 +456,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

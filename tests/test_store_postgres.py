@@ -7,6 +7,7 @@ across processes, notifications, a server restart, fork.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -328,8 +329,7 @@ def _psycopg3(url: str) -> tuple[Any, Callable[[], None], Callable[[], None], Ca
 
 
 def _psycopg2(url: str) -> tuple[Any, Callable[[], None], Callable[[], None], Callable[[], None]]:
-    import psycopg2
-
+    psycopg2 = importlib.import_module("psycopg2")  # untyped: imported by name
     conn = psycopg2.connect(url)
     return conn, conn.commit, conn.rollback, conn.close
 
@@ -467,7 +467,7 @@ def test_autocommit_connection_outside_a_transaction_commits_at_once(
 ) -> None:
     """A connection in autocommit mode and outside a transaction: the event is committed
     at once, like any statement there (psycopg 3 and psycopg2)."""
-    import psycopg2
+    psycopg2 = importlib.import_module("psycopg2")  # untyped: imported by name
 
     store.open()
     with psycopg.connect(pg_store_url, autocommit=True) as conn:
