@@ -850,3 +850,30 @@ def test_close_does_not_wait_for_a_waiting_thread(store: PostgresStore) -> None:
     assert time.monotonic() - started < 5.0
     store.register("e1")
     assert store.known("e1")
+
+
+def test_connections_above_descriptor_1023_are_kept(store: PostgresStore) -> None:
+    """In a process with more than 1,024 open files (select() cannot watch those), the
+    pool keeps reusing its connection and the listener still hears changes."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if soft < wanted + 100:
+        assert hard == resource.RLIM_INFINITY or hard >= wanted + 100, "raise `ulimit -Hn`"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted + 100, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(wanted)]
+    try:
+        backend = store._run("pid", lambda c: c.execute("SELECT pg_backend_pid()").fetchone())
+        assert store._run("fd", lambda c: c.fileno()) > 1023
+        for n in range(3):
+            store.register(f"e{n}")
+        again = store._run("pid", lambda c: c.execute("SELECT pg_backend_pid()").fetchone())
+        assert again == backend  # not dropped and reopened at every call
+        assert store.wait_for_change(0) is True
+        store.append(message(1), [Target("e1", 10)])
+        assert store.wait_for_change(5.0) is True
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -216,6 +216,21 @@ def redact(conninfo: str) -> str:
         return "<an unparsable conninfo>"
 
 
+def _readable(fds: list[int], timeout: float) -> set[int]:
+    """The descriptors among ``fds`` with something to read within ``timeout`` seconds.
+
+    poll() where there is one: select() fails on descriptors above 1023, which a busy
+    application's sockets reach.
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return {fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)}
+    readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+    return set(readable)
+
+
 def _advisory_key(schema: str) -> int:
     digest = hashlib.sha256(f"webhooks_emitter:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -245,7 +260,6 @@ class _Pool:
         self._idle: list[Conn] = []
         self._all: list[Conn] = []  # every open connection (idle or lent)
         self._opening = 0  # connects under way
-        self._closed_generation = 0
         self.pid = os.getpid()
 
     def get(self, deadline: float) -> Conn:
@@ -289,7 +303,7 @@ class _Pool:
         if conn.closed or conn.broken:
             return False
         try:
-            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+            readable = _readable([conn.fileno()], 0.0)
         except (OSError, ValueError):
             return False
         # An idle connection has nothing to read unless the server closed it (a restart, an
@@ -321,11 +335,13 @@ class _Pool:
             if conn in self._idle:
                 self._idle.remove(conn)
             self._cond.notify()
-        if os.getpid() == self.pid:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - it is broken already
-                pass
+        if os.getpid() != self.pid:
+            _INHERITED.append(conn)  # a forked child's: never closed, never finalized
+            return
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - it is broken already
+            pass
 
     def close(self) -> None:
         """Close the idle connections; lent ones are closed when given back."""
@@ -698,7 +714,7 @@ class PostgresStore(Store):
                 if remaining <= 0:
                     return False
                 wake = self._wake_r.fileno()
-                readable, _, _ = select.select([conn.fileno(), wake], [], [], remaining)
+                readable = _readable([conn.fileno(), wake], remaining)
                 if wake in readable:
                     self._drain_wake()
                     return True
@@ -732,8 +748,7 @@ class PostgresStore(Store):
     def _wait_for_wake(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining > 0:
-            readable, _, _ = select.select([self._wake_r], [], [], remaining)
-            if readable:
+            if _readable([self._wake_r.fileno()], remaining):
                 self._drain_wake()
                 return True
         return False
