@@ -69,6 +69,7 @@ def configure(
     *,
     exit_timeout: Optional[float] = None,
     store: Union[Store, str, None] = None,
+    deliver: Optional[bool] = None,
     idle_timeout: Optional[float] = None,
     handle_sigterm: Optional[bool] = None,
 ) -> None:
@@ -76,6 +77,7 @@ def configure(
     default.configure(
         exit_timeout=exit_timeout,
         store=store,
+        deliver=deliver,
         idle_timeout=idle_timeout,
         handle_sigterm=handle_sigterm,
     )

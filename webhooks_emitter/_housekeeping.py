@@ -78,7 +78,7 @@ class Housekeeper:
             return False
         if self.timers:
             return True
-        return hub.store.durable and bool(hub._emitters)
+        return hub.store.durable and hub.delivers and bool(hub._emitters)
 
     def _run(self) -> None:
         store = self.hub.store

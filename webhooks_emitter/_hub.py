@@ -129,6 +129,7 @@ class WebhooksEmitter:
         *,
         exit_timeout: Optional[float] = None,
         store: Union[Store, str, None] = None,
+        deliver: Optional[bool] = None,
         idle_timeout: Optional[float] = None,
         handle_sigterm: Optional[bool] = None,
     ) -> None:
@@ -137,6 +138,8 @@ class WebhooksEmitter:
         Args:
             exit_timeout: seconds the exit hook may spend delivering what is queued.
             store: a store, or its URL; only while no emitter is attached.
+            deliver: False makes this process only store events (a durable store is
+                needed), for worker processes to deliver; only while no emitter is attached.
             idle_timeout: seconds an emitter with nothing to do keeps its thread (> 0).
             handle_sigterm: True installs a SIGTERM handler that raises ``SystemExit(143)``
                 in the main thread, so the exit hook runs (only where SIGTERM still has
@@ -149,17 +152,22 @@ class WebhooksEmitter:
             self._exit_timeout = _seconds("exit_timeout", exit_timeout)
         if idle_timeout is not None:
             self._idle_timeout = _seconds("idle_timeout", idle_timeout, positive=True)
-        if store is not None:
-            new = _to_store(store)
+        if deliver is not None and not isinstance(deliver, bool):
+            raise TypeError(f"deliver must be a bool, not {type(deliver).__name__}")
+        if store is not None or deliver is not None:
+            new = self._store if store is None else _to_store(store)
+            delivers = self._deliver if deliver is None else deliver
             with self._lock:
-                if self._emitters:
+                if self._emitters and (new is not self._store or delivers != self._deliver):
+                    what = "store" if new is not self._store else "deliver setting"
                     raise WebhooksEmitterError(
-                        "cannot change the store of an instance with emitters attached: "
+                        f"cannot change the {what} of an instance with emitters attached: "
                         "detach them (or shutdown()) first"
                     )
-                if not self._deliver and not new.durable:
+                if not delivers and not new.durable:
                     raise ValueError("deliver=False needs a durable store (SQLite or PostgreSQL)")
                 self._store = new
+                self._deliver = delivers
         if handle_sigterm is not None:
             if not isinstance(handle_sigterm, bool):
                 raise TypeError(
@@ -267,8 +275,20 @@ class WebhooksEmitter:
         if emitter_id in self._emitters:
             raise EmitterExistsError(emitter_id)
         store = self._store
-        store.register(emitter_id)
-        paused = store.durable and store.state(emitter_id).paused
+        paused = False
+        try:
+            store.register(emitter_id)
+            paused = store.durable and store.state(emitter_id).paused
+        except StoreError as exc:
+            # Attached all the same (a web process must not lose its emitters because the
+            # database was down at its start): emit raises while the store is unreachable,
+            # and the emitter's thread registers it when it first takes the lease.
+            logger.warning(
+                "webhook emitter %r attached, but its store cannot be reached yet: %s",
+                emitter_id,
+                exc,
+                extra={"emitter_id": emitter_id, "event": None, "request_id": None},
+            )
         emitter = Emitter(self, emitter_id, frozenset(events), config)
         if paused:
             emitter.set_paused(True)

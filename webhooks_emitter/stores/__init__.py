@@ -67,7 +67,7 @@ def from_url(url: str, **options: Any) -> Store:
                     f"store URL {url!r}: an SQLite URL has no host; use sqlite:///absolute/path"
                     " or sqlite:relative/path"
                 )
-            path = "/" + path
+            path = "/" + path.lstrip("/")  # sqlite:////abs/path (SQLAlchemy's form) too
         else:
             path = rest
         path = urllib.parse.unquote(path)

@@ -260,6 +260,11 @@ class Store(abc.ABC):
     def open(self) -> None:  # noqa: B027 - optional hook
         """Make the store usable (schema created or checked); may be called again."""
 
+    def migrate(self) -> int:
+        """Create or upgrade the store's schema (``webhooks-emitter migrate``); returns the
+        schema version now in the store (0 for a store without a schema)."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close the store's connections; it reopens them if used again."""
 
@@ -274,7 +279,8 @@ class Store(abc.ABC):
         """Block up to ``timeout`` seconds for a sign that another process stored something.
 
         Returns True when the store may have changed (then the caller polls), False on
-        timeout. The default waits ``timeout`` and says "maybe".
+        timeout. It never raises: a store it cannot read makes it wait and say "maybe", and
+        the poll that follows reports the error. The default says "maybe" at once.
         """
         return True
 
@@ -305,7 +311,8 @@ class Store(abc.ABC):
         """``emitter_id`` was detached from this process.
 
         Returns how many events it still has queued; a memory store drops them (a loss the
-        caller logs), a durable one keeps them for the next attach.
+        caller logs) and resets its state, a durable one keeps them, and the shared pause,
+        hold and failing state, for the next attach.
         """
 
     @abc.abstractmethod
@@ -334,11 +341,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def set_hold(self, emitter_id: str, lease: Lease, until: float) -> None:
-        """Hold every new try of ``emitter_id`` until ``until`` (a Retry-After answer)."""
+        """Hold every new try of ``emitter_id`` until ``until`` (a Retry-After answer).
+
+        A durable store changes nothing unless ``lease`` holds the emitter."""
 
     @abc.abstractmethod
     def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
-        """Record when the emitter's tries began to fail (None after a 2xx answer)."""
+        """Record when the emitter's tries began to fail (None after a 2xx answer).
+
+        A durable store changes nothing unless ``lease`` holds the emitter."""
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -352,7 +363,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def release(self, emitter_id: str, lease: Lease, next_due: float = 0.0) -> None:
-        """Let go of the lease (if held), noting when the next try is due."""
+        """Let go of the lease (if ``lease`` holds it), noting when the next try is due."""
 
     # -- events, under a lease -------------------------------------------------------------
 
@@ -360,14 +371,19 @@ class Store(abc.ABC):
     def fetch(
         self, emitter_id: str, lease: Lease, limit: int, skip: Collection[int] = ()
     ) -> list[StoredEvent]:
-        """Up to ``limit`` queued events of ``emitter_id``, oldest first, not in ``skip``."""
+        """Up to ``limit`` queued events of ``emitter_id``, oldest first, not in ``skip``.
+
+        The caller passes the events it holds already as ``skip`` (a durable store would
+        return them again); the memory store hands each event out once per lease anyway.
+        """
 
     @abc.abstractmethod
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
         """Record that a try of ``event`` starts now (``event.attempts`` already counts it).
 
-        Returns False, recording nothing, when ``lease`` no longer holds the emitter or the
-        emitter is paused: the try must not be sent.
+        Returns False, recording nothing, when ``lease`` no longer holds the emitter, the
+        emitter is paused, or the event is no longer queued (purged): the try must not be
+        sent.
         """
 
     @abc.abstractmethod

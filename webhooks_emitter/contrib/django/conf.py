@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import logging
 import threading
 from collections.abc import Mapping
@@ -171,15 +170,7 @@ def make_store(settings: Settings) -> Store:
 
 def set_deliver(instance: WebhooksEmitter, deliver: bool) -> None:
     """Make ``instance`` deliver or only store (before anything is attached)."""
-    if instance.delivers == deliver:
-        return
-    configure: Any = instance.configure
-    if "deliver" in inspect.signature(configure).parameters:
-        configure(deliver=deliver)
-        return
-    # Until WebhooksEmitter.configure() takes deliver= (asked for): the attribute its
-    # constructor sets, which is what it reads; nothing is attached at this point.
-    instance._deliver = deliver  # noqa: SLF001
+    instance.configure(deliver=deliver)
 
 
 def apply(instance: WebhooksEmitter) -> bool:
