@@ -792,24 +792,24 @@ def test_max_queue_size_holds_across_two_processes(
     over: Callable[..., WebhooksEmitter],
 ) -> None:
     """Two deliver=False processes emit 8 events each at once to one emitter id with
-    max_queue_size=10: 10 are stored, the 6 others dropped and counted where they were
-    emitted; what each process got stored is the start of its emits."""
+    max_queue_size=10: 10 are stored, the 6 others dropped, counted and logged where they
+    were emitted; what each process got stored is the start of its emits."""
     receiver = make_receiver()
     bounded = ("--emitter", "bounded", "--max-queue-size", 10)
-    children = [
-        spawn(db, receiver.url, *bounded, "--no-deliver", "--wait-go", "--emit", 8, "--tag", n)
-        for n in ("a", "b")
-    ]
+    emitting = ("--no-deliver", "--wait-go", "--emit", 8, "--then", "exit")
+    children = [spawn(db, receiver.url, *bounded, *emitting, "--tag", n) for n in ("a", "b")]
     for child in children:
         child.expect("ready")
     for child in children:
         child.send("go")
     lines = [child.expect("ids") for child in children]
     for child in children:
-        child.process.send_signal(signal.SIGTERM)
-        child.wait()
+        assert child.wait() == 0, child.describe()
     assert sum(line["stats"]["dropped"] for line in lines) == 6
     assert over(db).stats("bounded").queued == 10
+    for child, line in zip(children, lines):
+        warned = [r for r in child.logs() if r["level"] == "WARNING" and "full" in r["message"]]
+        assert bool(warned) == bool(line["stats"]["dropped"]), child.describe()
 
     worker = spawn(db, receiver.url, *bounded, "--then", "flush")
     assert worker.expect("flushed")["flushed"] is True, worker.describe()
