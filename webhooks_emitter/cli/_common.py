@@ -1,0 +1,191 @@
+"""What every group of subcommands shares: exit statuses, errors, the parser, output, logging."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import urllib.parse
+from typing import NoReturn, Optional, TextIO
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "FORMATTER",
+    "PROG",
+    "SECRET_ENV",
+    "CommandFailed",
+    "Console",
+    "Parser",
+    "Stop",
+    "UsageError",
+    "configure_logging",
+    "hide_passwords",
+    "shown",
+    "tries",
+    "usage_message",
+]
+
+PROG = "webhooks-emitter"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Where ``--secret`` is read from when it is not given (keeps it out of ``ps`` and history).
+SECRET_ENV = "WEBHOOKS_EMITTER_SECRET"
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+# Config fields named as the command line's options, so errors name what the user typed.
+_OPTION_OF_FIELD = {
+    "url": "URL",
+    "secret": "--secret",
+    "header_identifier": "--header-identifier",
+    "max_attempts": "--max-attempts",
+    "request_timeout": "--timeout",
+    "backoff_start": "--backoff",
+    "backoff_limit": "--backoff-limit",
+    "additional_headers": "--header",
+    "event": "--event",
+    "request_id": "--request-id",
+    "tolerance": "--tolerance",
+}
+
+# Control characters a remote sender could use to drive the terminal (escape sequences):
+# shown as \xNN. Bodies keep their tabs and newlines.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+_BODY_ESCAPES = {code: text for code, text in _ESCAPES.items() if chr(code) not in "\t\n"}
+
+# The password of any URL with one (scheme://user:password@...), up to its last "@": a
+# password that urllib cannot parse (it holds "/", "?", "#" or "@") is hidden whole too.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)\S*@")
+# ``password=...`` in a libpq key/value connection string.
+_KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing: one line on standard error, exit status 2."""
+
+
+class CommandFailed(Exception):
+    """An operation that could not be done: one line on standard error, exit status 1."""
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGINT or SIGTERM to end ``listen`` cleanly."""
+
+
+def hide_passwords(text: str, *urls: Optional[str]) -> str:
+    """``text`` with every password it shows replaced by ``***``: those of ``urls`` (as
+    given, and percent-decoded), and any ``scheme://user:password@`` or ``password=...``."""
+    secrets: set[str] = set()
+    for url in urls:
+        if not url:
+            continue
+        found = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:(\S*)@", url)
+        if found:
+            greedy = found.group(1)
+            for secret in (greedy, greedy.partition("@")[0]):
+                secrets.update((secret, urllib.parse.unquote(secret)))
+        for match in _KEY_PASSWORD.finditer(url):
+            secrets.add(match.group(2).strip("'"))
+    # Longest first, so that a password's prefix never leaves the rest of it shown.
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _KEY_PASSWORD.sub(r"\1***", text)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on standard error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse repeats unrecognized arguments, which may be a store URL with a password.
+        message = hide_passwords(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Console:
+    """Writes whole lines to standard output from any thread, flushed at once."""
+
+    def __init__(self) -> None:
+        self._stream: TextIO = sys.stdout
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def say(self, *lines: str) -> None:
+        """Write ``lines`` together (never interleaved with another thread's) and flush."""
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                for line in lines:
+                    self._stream.write(line + "\n")
+                self._stream.flush()
+            except BrokenPipeError:
+                # The reader went away (``| head``): what is left, and what Python flushes
+                # at exit, goes to devnull. The main thread stops; other threads' lines are
+                # dropped (``listen`` watches ``broken`` and stops).
+                self.broken = True
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+                if threading.current_thread() is threading.main_thread():
+                    raise
+
+
+def shown(text: Optional[str], *, body: bool = False) -> str:
+    """``text`` from the network (or a store) made safe for a terminal; ``-`` when absent."""
+    if text is None:
+        return "-"
+    return text.translate(_BODY_ESCAPES if body else _ESCAPES)
+
+
+def usage_message(exc: BaseException) -> str:
+    """The message of a ``ValueError``/``TypeError`` with the Config field named as its option."""
+    message = str(exc)
+    field, space, rest = message.partition(" ")
+    if space and field in _OPTION_OF_FIELD:
+        return f"{_OPTION_OF_FIELD[field]} {rest}"
+    return message
+
+
+def tries(count: int) -> str:
+    """``1 try``, ``2 tries``."""
+    return f"{count} {'try' if count == 1 else 'tries'}"
+
+
+_log_handler: Optional[logging.Handler] = None
+
+
+def configure_logging(verbosity: int, *, quiet_level: Optional[int] = None) -> None:
+    """Show the library's own log lines on standard error with ``-v`` (INFO) or ``-vv`` (DEBUG).
+
+    Without ``-v`` they are not shown (every outcome they report is printed by the command),
+    unless ``quiet_level`` is given: then lines from that level up are (the worker shows its
+    warnings and errors, as a service should).
+    """
+    global _log_handler
+    logger = logging.getLogger("webhooks_emitter")
+    if _log_handler is not None:  # main() may run more than once in a process
+        logger.removeHandler(_log_handler)
+    if verbosity or quiet_level is not None:
+        _log_handler = logging.StreamHandler(sys.stderr)
+        _log_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        if verbosity:
+            logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+        else:
+            assert quiet_level is not None
+            logger.setLevel(quiet_level)
+    else:
+        _log_handler = logging.NullHandler()  # keeps logging's last-resort handler quiet
+    logger.addHandler(_log_handler)

@@ -1,0 +1,715 @@
+"""``worker``, ``status``, ``failed``, ``replay``, ``pause``, ``restart``, ``migrate``, ``purge``:
+run and operate deliveries over a durable store, from any host that reaches it.
+
+Each command is a thin layer over :mod:`webhooks_emitter._operator`, which the ``flask
+webhooks`` and Django management commands share, so the three behave alike. What is only
+here: the ``--store`` URL (or ``$WEBHOOKS_EMITTER_STORE``), ``--setup`` as a module or a file,
+and errors as one line with the exit statuses of section 8 (a store error is 1, never a
+traceback, and never shows the URL's password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+from .._encoding import check_name
+from .._hub import WebhooksEmitter
+from .._operator import (
+    failed_json,
+    format_failed,
+    format_status,
+    list_failed,
+    replay_failed,
+    require_durable,
+    run_worker,
+    status,
+)
+from ..exceptions import EmitterNotFoundError
+from ..stores import PostgresStore, SQLiteStore, Store, StoreError, from_url
+from ..stores import postgres as postgres_store
+from ._common import (
+    EXIT_OK,
+    FORMATTER,
+    PROG,
+    CommandFailed,
+    Console,
+    UsageError,
+    configure_logging,
+    shown,
+)
+
+__all__ = ["STORE_ENV", "add_commands"]
+
+#: Where ``--store`` is read from when it is not given (keeps a password out of ``ps``).
+STORE_ENV = "WEBHOOKS_EMITTER_STORE"
+
+_DURABLE = "sqlite:///path.db or postgresql://..."
+_SHOWN_IDS = 10  # emitter ids named in the worker's first line; the rest are counted
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+
+def _name(argument: str) -> Callable[[str], str]:
+    """An argparse ``type`` for an emitter or request id (the rules of ``emit``'s names)."""
+
+    def check(text: str) -> str:
+        try:
+            return check_name(text, argument)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def store_url(args: argparse.Namespace) -> Optional[str]:
+    """The store URL the command was given (``--store`` or ``$WEBHOOKS_EMITTER_STORE``)."""
+    url: Optional[str] = getattr(args, "store", None) or os.environ.get(STORE_ENV) or None
+    return url
+
+
+def _durable_url(args: argparse.Namespace) -> str:
+    """The store URL, unless there is none or it is ``memory:`` (checked before anything is
+    imported or opened).
+
+    Raises:
+        UsageError: no URL, or ``memory:``.
+    """
+    url = store_url(args)
+    if url is None:
+        raise UsageError(f"--store is required (or set ${STORE_ENV}): {_DURABLE}")
+    if url.partition(":")[0].strip().lower() == "memory":
+        raise UsageError(
+            f"--store {url!r}: {PROG} {args.command} needs a durable store ({_DURABLE}); "
+            "memory: holds only one process's events"
+        )
+    return url
+
+
+def _open_store(args: argparse.Namespace, *, create: bool) -> Store:
+    """The durable store of ``--store``.
+
+    ``create=False`` (every command but ``worker`` and ``migrate``) runs no DDL: a command
+    that only looks at or acts on a store never creates one (a mistyped path or database
+    would otherwise show as an empty store) nor changes its schema.
+
+    Raises:
+        UsageError: no URL, ``memory:``, or a URL that names no store.
+        CommandFailed: the store's driver is not installed.
+        StoreError: the store could not be opened or reached, or (``create=False``) it has
+            no schema or an older one.
+    """
+    url = _durable_url(args)
+    what = f"{PROG} {args.command}"
+    try:
+        store = from_url(url, create=create)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--store: {exc}") from None
+    except ImportError as exc:  # psycopg 3 missing: the message says how to install it
+        raise CommandFailed(str(exc)) from None
+    try:
+        require_durable(store, what)
+        # Reach it now (PostgreSQL connects lazily), so that a wrong URL, password or
+        # schema is one line and exit status 1 before anything else is done or logged.
+        store.open()
+    except ValueError as exc:
+        store.close()
+        raise UsageError(str(exc)) from None
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace, *, create: bool = False) -> Iterator[Store]:
+    """``_open_store``, closed at the end."""
+    store = _open_store(args, create=create)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    """A remark on standard error (standard output stays what scripts parse)."""
+    print(f"{PROG} {args.command}: {text}", file=sys.stderr, flush=True)
+
+
+def _note_if_unknown(args: argparse.Namespace, store: Store, emitter_id: str) -> None:
+    """Say so on standard error when the store has never heard of ``emitter_id`` (a typo
+    shows as nothing found, which is not an error for these functions)."""
+    if not store.known(emitter_id):
+        _note(args, f"note: {store.describe()} knows no emitter {emitter_id!r}")
+
+
+# -- worker -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT set ``stop`` instead of ending the process.
+
+    A worker must not die between attaching (which may take leases) and ``run_worker``
+    (which handles the signals while it delivers): a signal meanwhile stops it as soon as
+    it starts. A second signal does what it would have done without this (Ctrl-C twice
+    interrupts a slow shutdown).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    originals: dict[int, Any] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        original = originals[signum]
+        signal.signal(signum, original)
+        if callable(original):
+            original(signum, frame)
+        elif original == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        originals[number] = signal.signal(number, handle)
+    try:
+        yield
+    finally:
+        for signum, original in originals.items():
+            signal.signal(signum, original)
+
+
+def _prepare_file_import(path: str) -> str:
+    """The module name of the Python file ``path``, with the folder it is imported from
+    put first on ``sys.path`` (a file inside packages is imported as part of them)."""
+    path = os.path.realpath(path)
+    base, ext = os.path.splitext(path)
+    if ext == ".py":
+        path = base
+    if os.path.basename(path) == "__init__":
+        path = os.path.dirname(path)
+    names = []
+    while True:
+        path, name = os.path.split(path)
+        names.append(name)
+        if not os.path.exists(os.path.join(path, "__init__.py")):
+            break
+    if sys.path[0] != path:
+        sys.path.insert(0, path)
+    return ".".join(reversed(names))
+
+
+def _fault(spec: str, what: str, verbose: int) -> UsageError:
+    """A ``--setup`` error; with ``-v`` the traceback of the exception being handled is
+    printed first (the fault is in the user's code: its line matters)."""
+    if verbose and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    hint = "" if verbose or sys.exc_info()[0] is None else " (-v shows the traceback)"
+    return UsageError(f"--setup {spec!r}: {what}{hint}")
+
+
+def _load_setup(spec: str, verbose: int) -> Callable[[WebhooksEmitter], object]:
+    """The function ``--setup`` names: ``package.module:function``, or
+    ``path/to/file.py:function``. The current directory is put on ``sys.path`` first, as
+    gunicorn does, so that the application's own modules import.
+
+    Raises:
+        UsageError: the spec is malformed, the module cannot be imported (whatever its code
+            raised), it has no such name, or that is not a function of one argument.
+    """
+    target, colon, attribute = spec.rpartition(":")
+    if not colon or not target or not all(p.isidentifier() for p in attribute.split(".")):
+        raise UsageError(
+            f"--setup must be 'module:function' or 'path/to/file.py:function', got {spec!r}"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        if not os.path.isfile(target):
+            raise UsageError(f"--setup {spec!r}: no file {target!r}")
+        module_name = _prepare_file_import(target)
+    else:
+        module_name = target
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the module's own code may raise anything
+        raise _fault(
+            spec, f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", verbose
+        ) from None
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(f"--setup {spec!r}: {module_name} has no {attribute!r}") from None
+    if not callable(found):
+        raise UsageError(
+            f"--setup {spec!r}: {attribute} is not callable (it is {type(found).__name__})"
+        )
+    try:
+        inspect.signature(found).bind(None)
+    except TypeError:
+        raise UsageError(
+            f"--setup {spec!r}: {attribute}{inspect.signature(found)} cannot be called with one "
+            "argument (the WebhooksEmitter to attach emitters to)"
+        ) from None
+    except ValueError:
+        pass  # no signature to check (some builtins): the call will tell
+    function: Callable[[WebhooksEmitter], object] = found
+    return function
+
+
+class _StopEvent(threading.Event):
+    """An event that remembers when it was first set (the signal that stops the worker)."""
+
+    at: Optional[float] = None
+
+    def set(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        super().set()
+
+
+def _await_releases(deadline: float) -> None:
+    """Wait, until ``deadline`` at most, for the delivery threads to end.
+
+    ``shutdown`` returns once every delivery thread has counted itself out, but the last
+    one lets go of its emitter's lease *after* that (``Emitter._worker_ends``), so a process
+    that exits at once may kill it mid-release and leave the lease to expire
+    (``lease_timeout`` seconds without delivery for that emitter). Threads still in a try
+    that outlives ``deadline`` are left, as the shutdown left them.
+    """
+    for thread in threading.enumerate():
+        if (
+            thread.name.startswith("webhooks-emitter:")
+            and thread.name != "webhooks-emitter:housekeeping"
+            and thread is not threading.current_thread()
+        ):
+            thread.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Deliver with the emitters ``--setup`` attaches until SIGTERM or SIGINT."""
+    configure_logging(args.verbose, quiet_level=logging.WARNING)
+    out = Console()
+    stop = _StopEvent()
+    _durable_url(args)
+    with _stop_on_signals(stop):
+        function = _load_setup(args.setup, args.verbose)
+        store = _open_store(args, create=True)
+        try:
+            instance = WebhooksEmitter(args.exit_timeout, store=store, deliver=True)
+        except BaseException:
+            store.close()
+            raise
+        try:
+            try:
+                function(instance)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+                raise _fault(
+                    args.setup, f"raised {type(exc).__name__}: {exc}", args.verbose
+                ) from None
+            running = instance.list_emitters()
+        except BaseException:
+            instance.shutdown(0)
+            _await_releases(time.monotonic() + args.exit_timeout)
+            store.close()
+            raise
+        if not running:
+            _note(
+                args,
+                f"warning: --setup {args.setup!r} attached no running emitter: "
+                "there is nothing to deliver",
+            )
+        named = ", ".join(running[:_SHOWN_IDS])
+        if len(running) > _SHOWN_IDS:
+            named += f" and {len(running) - _SHOWN_IDS} more"
+
+        def ready() -> None:
+            out.say(
+                f"worker: delivering for {len(running)} emitter(s)"
+                f"{f' ({named})' if named else ''} over {store.describe()} as "
+                f"{instance.lease.holder}; stop with SIGTERM or Ctrl-C"
+            )
+
+        code = run_worker(instance, args.exit_timeout, stop=stop, ready=ready)
+    _await_releases((stop.at or time.monotonic()) + args.exit_timeout)
+    held = instance.leases_held()
+    if held:
+        # A try was still under way: its thread records the outcome and lets go of the
+        # lease if it ends before the process does; otherwise the lease expires.
+        out.say(f"worker: stopped; {held} lease(s) left to expire (a try was under way)")
+    else:
+        store.close()
+        out.say("worker: stopped; leases released")
+    return code
+
+
+# -- status, failed, replay -----------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print the state of every emitter id the store knows."""
+    configure_logging(args.verbose)
+    with _opened(args) as store:
+        report = status(store)
+    out = Console()
+    if args.json:
+        out.say(json.dumps(report, indent=2))
+    else:
+        out.say(*(shown(line) for line in format_status(report).splitlines()))
+    return EXIT_OK
+
+
+def _failed(args: argparse.Namespace) -> int:
+    """Print the failed events of one emitter id, oldest first."""
+    configure_logging(args.verbose)
+    with _opened(args) as store:
+        events = list_failed(store, args.emitter_id, args.limit)
+        if not events:
+            _note_if_unknown(args, store, args.emitter_id)
+    out = Console()
+    if args.json:
+        out.say(json.dumps(failed_json(events), indent=2))
+    else:
+        out.say(*(shown(line) for line in format_failed(events).splitlines()))
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Queue failed events again; print how many."""
+    configure_logging(args.verbose)
+    wanted = list(dict.fromkeys(args.request_ids))
+    with _opened(args) as store:
+        count = replay_failed(store, args.emitter_id, wanted or None)
+        if count < len(wanted):
+            missing = len(wanted) - count
+            _note(
+                args,
+                f"note: {missing} of the {len(wanted)} request id(s) given are not failed "
+                f"events of {args.emitter_id!r}",
+            )
+        elif not count:
+            _note_if_unknown(args, store, args.emitter_id)
+    Console().say(str(count))
+    return EXIT_OK
+
+
+# -- pause, restart -------------------------------------------------------------------------------
+
+
+def _pause_or_restart(args: argparse.Namespace) -> int:
+    """Pause or restart one emitter id for every process over the store."""
+    configure_logging(args.verbose)
+    emitter_id: str = args.emitter_id
+    with _opened(args) as store:
+        # Through an instance that delivers nothing, so that these are the functions of
+        # section 10, with their rules (an id the store does not know is an error).
+        instance = WebhooksEmitter(0.0, store=store, deliver=False)
+        try:
+            was_paused = store.state(emitter_id).paused
+            if args.command == "pause":
+                instance.pause(emitter_id)
+            else:
+                instance.restart(emitter_id)
+        except EmitterNotFoundError:
+            raise CommandFailed(
+                f"{store.describe()} knows no emitter {emitter_id!r} "
+                f"(see {PROG} status for the ids it knows)"
+            ) from None
+        finally:
+            instance.shutdown(0)
+        where = store.describe()
+    out = Console()
+    if args.command == "pause":
+        already = " (it was paused already)" if was_paused else ""
+        out.say(
+            f"paused {emitter_id}{already}: no process over {where} starts a new try of it "
+            "(tries under way finish); its events stay queued"
+        )
+    elif was_paused:
+        out.say(f"restarted {emitter_id}: the process holding its lease delivers what is queued")
+    else:
+        out.say(f"{emitter_id} was not paused: nothing to do")
+    return EXIT_OK
+
+
+# -- migrate, purge -------------------------------------------------------------------------------
+
+
+def _schema_version(store: Store) -> int:
+    """Create or upgrade the schema of ``store``; its version afterwards.
+
+    Raises:
+        CommandFailed: the store has no schema to migrate.
+        StoreError: the store refused.
+    """
+    if isinstance(store, SQLiteStore):
+        return store.migrate()
+    if isinstance(store, PostgresStore):
+        # PostgresStore.migrate() returns how many upgrade steps it applied; afterwards the
+        # tables are at this library's version (a newer schema is refused with StoreError).
+        store.migrate()
+        version: int = getattr(store, "schema_version", 0) or postgres_store.SCHEMA_VERSION
+        return version
+    raise CommandFailed(f"{store.describe()} has no schema to create or upgrade")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the store's schema; print its version."""
+    configure_logging(args.verbose)
+    with _opened(args, create=True) as store:
+        version = _schema_version(store)
+    Console().say(str(version))
+    return EXIT_OK
+
+
+def _purge(args: argparse.Namespace) -> int:
+    """Delete every event of one emitter id (with --yes); print how many."""
+    configure_logging(args.verbose)
+    if not args.yes:
+        raise UsageError(
+            f"purge deletes every queued and failed event of {args.emitter_id!r} for good: "
+            "add --yes to do it (nothing was deleted)"
+        )
+    with _opened(args) as store:
+        count = store.purge(args.emitter_id)
+        if not count:
+            _note_if_unknown(args, store, args.emitter_id)
+    Console().say(str(count))
+    return EXIT_OK
+
+
+# -- the parsers --------------------------------------------------------------------------------
+
+_STORE_EXAMPLE = "sqlite:///var/lib/app/hooks.db"
+
+
+def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
+    """Add the operator commands to ``commands`` (the subparsers action of the main parser);
+    ``verbose`` is the parent parser of ``-v``."""
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"the durable store: {_DURABLE} (default: ${STORE_ENV}, which keeps a "
+        "password out of the process list)",
+    )
+    parents = [store, verbose]
+    emitter_id = _name("EMITTER_ID")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], **kwargs: Any) -> Any:
+        parser = commands.add_parser(name, parents=parents, formatter_class=FORMATTER, **kwargs)
+        parser.set_defaults(run=run)
+        return parser
+
+    worker = command(
+        "worker",
+        _worker,
+        help="deliver a durable store's events until SIGTERM or Ctrl-C",
+        description=(
+            "Make a WebhooksEmitter over --store, call the --setup function with it (that\n"
+            "function attaches the emitters, as the web processes do with deliver=False), and\n"
+            "deliver until SIGTERM or SIGINT. Then shut down within --exit-timeout seconds,\n"
+            "letting go of its leases, and exit with status 0. Any number of workers, on any\n"
+            "number of hosts (PostgreSQL), may run at once: each emitter is delivered by one of\n"
+            "them at a time, in order. The first line printed says what it delivers and names\n"
+            "this process as the status command shows lease holders (host:pid). The library's\n"
+            "warnings and errors go to standard error (-v adds its INFO lines)."
+        ),
+        epilog=(
+            "Example (myapp/hooks.py defines setup(instance), which calls instance.attach):\n"
+            f"  {PROG} worker --store {_STORE_EXAMPLE} --setup myapp.hooks:setup\n"
+            f"  {PROG} worker --store {_STORE_EXAMPLE} --setup deploy/hooks.py:setup\n\n"
+            "Exit status: 0 stopped by a signal, 1 the store failed, 2 bad arguments (a --setup\n"
+            "that cannot be imported or called included)."
+        ),
+    )
+    worker.add_argument(
+        "--setup",
+        required=True,
+        metavar="MODULE:FUNCTION",
+        help="the function that attaches the emitters, called with the worker's "
+        "WebhooksEmitter: package.module:function or path/to/file.py:function (the current "
+        "directory is on sys.path)",
+    )
+    worker.add_argument(
+        "--exit-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="the most the shutdown may spend delivering after the signal (default: "
+        "%(default)s)",
+    )
+
+    status_parser = command(
+        "status",
+        _status,
+        help="per emitter: queued, failed, paused, oldest queued event, lease holder",
+        description=(
+            "For every emitter id the store knows: events queued (every process's), failed\n"
+            "events kept, whether it is paused, the age of its oldest queued event, and the\n"
+            "process (host:pid) that holds its lease, if any. Never changes the store."
+        ),
+        epilog=(
+            "Example:\n"
+            f"  {PROG} status --store {_STORE_EXAMPLE} --json\n\n"
+            "--json prints one JSON object keyed by emitter id; each value has queued, failed,\n"
+            "paused, oldest_queued_age (seconds, or null) and lease_holder (or null).\n"
+            "Exit status: 0 shown, 1 the store failed, 2 bad arguments."
+        ),
+    )
+    status_parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    failed = command(
+        "failed",
+        _failed,
+        help="list the events an emitter gave up, oldest first",
+        description=(
+            "List the failed events (dead letters) of EMITTER_ID, oldest first: when each was\n"
+            "given up, its request id, event, tries and last status or error."
+        ),
+        epilog=(
+            "Example:\n"
+            f"  {PROG} failed --store {_STORE_EXAMPLE} billing --json\n\n"
+            "--json prints a JSON list of objects with emitter_id, event, request_id, attempts,\n"
+            "status_code, error, failed_at (ISO 8601) and body (as text).\n"
+            "Exit status: 0 listed (none is not an error), 1 the store failed, 2 bad arguments."
+        ),
+    )
+    failed.add_argument("emitter_id", metavar="EMITTER_ID", type=emitter_id)
+    failed.add_argument("--json", action="store_true", help="print a JSON list")
+    failed.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="show at most N events (default: %(default)s)",
+    )
+
+    replay = command(
+        "replay",
+        _replay,
+        help="queue an emitter's failed events again; prints how many",
+        description=(
+            "Queue the failed events of EMITTER_ID again (all of them, or those REQUEST_IDs),\n"
+            "at the tail of its queue in their original order, with a fresh count of tries and\n"
+            "the same delivery ids. The process holding the emitter's lease delivers them.\n"
+            "Prints how many were queued."
+        ),
+        epilog=(
+            "Example:\n"
+            f"  {PROG} replay --store {_STORE_EXAMPLE} billing\n"
+            f"  {PROG} replay --store {_STORE_EXAMPLE} billing 6f1c0e1a-... 9b2d...\n\n"
+            "Exit status: 0 done, 1 the store failed, 2 bad arguments."
+        ),
+    )
+    replay.add_argument("emitter_id", metavar="EMITTER_ID", type=emitter_id)
+    replay.add_argument(
+        "request_ids",
+        metavar="REQUEST_ID",
+        nargs="*",
+        type=_name("REQUEST_ID"),
+        help="only these failed events (default: all of them)",
+    )
+
+    for name, run, summary, effect in (
+        (
+            "pause",
+            _pause_or_restart,
+            "stop delivering an emitter, in every process over the store",
+            "Within a second no process starts a new try of EMITTER_ID (tries under way\n"
+            "finish). Its events stay queued, and events emitted meanwhile are queued too.",
+        ),
+        (
+            "restart",
+            _pause_or_restart,
+            "resume a paused emitter, in every process over the store",
+            "The process holding the lease of EMITTER_ID delivers what is queued, in order,\n"
+            "at once (a backoff or Retry-After wait is cut short). Not paused: nothing to do.",
+        ),
+    ):
+        parser = command(
+            name,
+            run,
+            help=summary,
+            description=f"{effect}\nAn id the store does not know is an error.",
+            epilog=(
+                f"Example:\n  {PROG} {name} --store {_STORE_EXAMPLE} billing\n\n"
+                "Exit status: 0 done, 1 unknown emitter id or the store failed, "
+                "2 bad arguments."
+            ),
+        )
+        parser.add_argument("emitter_id", metavar="EMITTER_ID", type=emitter_id)
+
+    command(
+        "migrate",
+        _migrate,
+        help="create or upgrade the store's schema; prints its version",
+        description=(
+            "Create the store's tables (and the SQLite file), or upgrade older ones to this\n"
+            "library's schema; safe to run again and from several hosts at once. Prints the\n"
+            "schema version (a number). The other commands, and stores made with\n"
+            "create=False, never run DDL: run this first, as a role that may create tables."
+        ),
+        epilog=(
+            "Example:\n"
+            f"  {PROG} migrate --store postgresql://admin@db.internal/app\n\n"
+            "Exit status: 0 done, 1 the store refused (a schema newer than this library\n"
+            "understands included), 2 bad arguments."
+        ),
+    )
+
+    purge = command(
+        "purge",
+        _purge,
+        help="delete every queued and failed event of an emitter (needs --yes)",
+        description=(
+            "Delete every event stored for EMITTER_ID, queued and failed, for good; prints how\n"
+            "many. Without --yes nothing is deleted (exit status 2)."
+        ),
+        epilog=(
+            "Example:\n"
+            f"  {PROG} purge --store {_STORE_EXAMPLE} billing --yes\n\n"
+            "Exit status: 0 done, 1 the store failed, 2 bad arguments or no --yes."
+        ),
+    )
+    purge.add_argument("emitter_id", metavar="EMITTER_ID", type=emitter_id)
+    purge.add_argument("--yes", action="store_true", help="really delete them")
