@@ -598,16 +598,17 @@ class PostgresStore(Store):
         lock). Runs even with ``create=False``: this is the explicit way.
 
         Returns:
-            How many upgrade steps were applied (0: already up to date).
+            The schema version now in the store (:data:`SCHEMA_VERSION`, or the newer one
+            another library wrote if it declares this one compatible).
 
         Raises:
             StoreError: the database refused (no right to create), or its schema is newer
                 than this library can use.
         """
         self._check_pid()
-        steps = self._migrate()
+        version = self._migrate()
         self._ready = True
-        return steps
+        return version
 
     def _migrate(self) -> int:
         def op(conn: Conn) -> int:
@@ -640,7 +641,7 @@ class PostgresStore(Store):
                         "compatible_from = EXCLUDED.compatible_from, upgraded_at = now()",
                         {"v": SCHEMA_VERSION, "c": COMPATIBLE_FROM},
                     )
-                return max(0, SCHEMA_VERSION - current)
+                return max(current, SCHEMA_VERSION)
 
         return self._run("creating the schema failed", op)
 
@@ -682,8 +683,9 @@ class PostgresStore(Store):
         commit of an event, a pause, a replay) or a :meth:`wake`.
 
         Returns True on one, and also right after (re)connecting the listening connection
-        (what happened meanwhile was not heard); False when the time is up (or the server
-        cannot be reached: the caller's polls will say so).
+        (what happened meanwhile was not heard); False when the time is up. Never raises:
+        when the server cannot be reached it waits ``timeout`` (or a wake) and says "maybe"
+        (True), and the poll that follows reports the error.
         """
         self._check_pid()
         deadline = time.monotonic() + max(0.0, timeout)
@@ -694,34 +696,38 @@ class PostgresStore(Store):
                 self._drop_listener()
                 if not self._listen(deadline):
                     self._wait_for_wake(deadline)
-                    return False
-                return True
-            conn = self._listener
-            while True:
-                try:
-                    if list(conn.notifies(timeout=0.0)):
-                        return True
-                except psycopg.Error as exc:
-                    logger.warning(
-                        "%s: the listening connection was lost (%s); reconnecting",
-                        self.describe(),
-                        self._scrub(_first_line(exc)),
-                        extra={"store": self.describe()},
-                    )
-                    self._drop_listener()
-                    return self._listen(deadline) or self._wait_for_wake(deadline)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                wake = self._wake_r.fileno()
-                readable = _readable([conn.fileno(), wake], remaining)
-                if wake in readable:
-                    self._drain_wake()
                     return True
-                if not readable:
-                    return False
+                return True
+            return self._wait_on(self._listener, deadline)
+        except (psycopg.Error, OSError, ValueError) as exc:
+            logger.warning(
+                "%s: the listening connection was lost (%s); reconnecting",
+                self.describe(),
+                self._scrub(_first_line(exc)),
+                extra={"store": self.describe()},
+            )
+            self._drop_listener()
+            if not self._listen(deadline):
+                self._wait_for_wake(deadline)
+            return True
         finally:
             self._listen_lock.release()
+
+    def _wait_on(self, conn: Conn, deadline: float) -> bool:
+        """Wait on the listening connection until a notification, a wake or ``deadline``."""
+        wake = self._wake_r.fileno()
+        while True:
+            if list(conn.notifies(timeout=0.0)):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable = _readable([conn.fileno(), wake], remaining)
+            if wake in readable:
+                self._drain_wake()
+                return True
+            if not readable:
+                return False
 
     def _listen(self, deadline: float) -> bool:
         """Open the listening connection; False (logged once per outage) when it fails."""
