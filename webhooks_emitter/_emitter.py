@@ -128,6 +128,7 @@ class Emitter:
         self._close_reason = "detached"
         self._hold_until = 0.0  # wall clock: Retry-After holds new tries until then
         self._last_try_at = 0.0  # wall clock: the start of the last try (max_rate)
+        self._starting = False  # max_rate: a try was picked and is not sent yet
         self._failing_since: Optional[float] = None
         self._timer_at: Optional[float] = None  # monotonic: a wake-up is scheduled then
         self._delivered = self._given_up = self._dropped = self._retries = 0
@@ -166,10 +167,10 @@ class Emitter:
         with self._lock:
             self._more = True
             self._wakes += 1
-            if self._workers == 0:
-                self._spawn_locked()
-            elif self._waiting:
+            if self._waiting:
                 self._cond.notify()
+            elif self._workers < self._max_in_flight:
+                self._spawn_locked()  # none, or all busy with a try: one more may start
 
     def kick(self) -> None:
         """A timer fired or a poll found work: start a thread if none runs."""
@@ -179,10 +180,10 @@ class Emitter:
                 return  # it let go of its lease for other processes to take
             self._more = True
             self._wakes += 1
-            if self._workers == 0:
-                self._spawn_locked()
-            else:
+            if self._waiting:
                 self._cond.notify_all()
+            elif self._workers < self._max_in_flight:
+                self._spawn_locked()
 
     def wake_at(self, at: float) -> None:
         """Start a thread at monotonic time ``at`` unless one is scheduled already."""
@@ -428,12 +429,19 @@ class Emitter:
                 event = self._next_job()
                 if event is None:
                     return
-                if transport is None or generation != self.hub.transport_generation:
-                    if transport is not None:
-                        transport.close()
-                    generation = self.hub.transport_generation
-                    transport = self.hub.make_transport(self.config)
-                self._attempt(event, transport)
+                try:
+                    if transport is None or generation != self.hub.transport_generation:
+                        if transport is not None:
+                            transport.close()
+                        transport = None
+                        generation = self.hub.transport_generation
+                        transport = self.hub.make_transport(self.config)
+                    self._attempt(event, transport)
+                except BaseException:
+                    with self._lock:
+                        self._starting_done_locked()
+                    self._untake(event, keep=True)  # stays queued; tried again later
+                    raise
         except BaseException:  # noqa: BLE001 - logged; the emitter starts a new thread later
             logger.exception(
                 "webhook emitter %r: a delivery thread failed", self.emitter_id,
@@ -559,8 +567,8 @@ class Emitter:
         """The event to try now, or None and the seconds until one may be (None: unknown)."""
         if self._hold_until > now:
             return None, self._hold_until - now
-        if len(self._taken) >= self._max_in_flight:
-            return None, None
+        if len(self._taken) >= self._max_in_flight or self._starting:
+            return None, None  # a slot, or the start of the try picked last, frees it
         chosen: Optional[StoredEvent] = None
         soonest: Optional[float] = None
         if self._max_in_flight == 1:
@@ -591,6 +599,9 @@ class Emitter:
             gap = self._last_try_at + self._min_interval - now
             if gap > 0:
                 return None, gap
+            # Until this try is on its way, no other starts: the next one is spaced from
+            # the moment this one is sent, not from when it was picked.
+            self._starting = True
         return chosen, None
 
     def _refill_locked(self, grow: bool = False) -> bool:
@@ -717,8 +728,9 @@ class Emitter:
             self._not_started(event, started)
             return
         with self._lock:
-            self._last_try_at = max(self._last_try_at, now)
+            self._last_try_at = max(self._last_try_at, time.time())
             first = self._first_try.setdefault(event.seq, time.monotonic())
+            self._starting_done_locked()
         try:
             outcome = self.deliverer.send(transport, event)
         except Exception:  # noqa: BLE001 - logged; the event is given up, not lost silently
@@ -820,12 +832,19 @@ class Emitter:
                 state = None
         with self._lock:
             self._taken.pop(event.seq, None)
+            self._starting_done_locked()
             if state is not None and state.paused:
                 self._paused = True
             elif answer is False:
                 self._lease = False
                 self._window = [e for e in self._window if e.seq in self._taken]
             self._cond.notify_all()
+
+    def _starting_done_locked(self) -> None:
+        if self._starting:
+            self._starting = False
+            if self._waiting:
+                self._cond.notify_all()
 
     def _untake(self, event: StoredEvent, *, keep: bool) -> None:
         with self._lock:
