@@ -39,8 +39,7 @@ from .._operator import (
     status,
 )
 from ..exceptions import EmitterNotFoundError
-from ..stores import PostgresStore, SQLiteStore, Store, StoreError, from_url
-from ..stores import postgres as postgres_store
+from ..stores import Store, StoreError, from_url
 from ._common import (
     EXIT_OK,
     FORMATTER,
@@ -474,29 +473,11 @@ def _pause_or_restart(args: argparse.Namespace) -> int:
 # -- migrate, purge -------------------------------------------------------------------------------
 
 
-def _schema_version(store: Store) -> int:
-    """Create or upgrade the schema of ``store``; its version afterwards.
-
-    Raises:
-        CommandFailed: the store has no schema to migrate.
-        StoreError: the store refused.
-    """
-    if isinstance(store, SQLiteStore):
-        return store.migrate()
-    if isinstance(store, PostgresStore):
-        # PostgresStore.migrate() returns how many upgrade steps it applied; afterwards the
-        # tables are at this library's version (a newer schema is refused with StoreError).
-        store.migrate()
-        version: int = getattr(store, "schema_version", 0) or postgres_store.SCHEMA_VERSION
-        return version
-    raise CommandFailed(f"{store.describe()} has no schema to create or upgrade")
-
-
 def _migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the store's schema; print its version."""
     configure_logging(args.verbose)
     with _opened(args, create=True) as store:
-        version = _schema_version(store)
+        version = store.migrate()
     Console().say(str(version))
     return EXIT_OK
 
