@@ -14,6 +14,9 @@ import pytest
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.testing import Receiver
 
+# A private PostgreSQL server for the tests that need one (started on first use).
+pytest_plugins = ["postgres_server"]
+
 PROXY_VARIABLES = (
     "http_proxy",
     "HTTP_PROXY",

@@ -38,7 +38,6 @@ from webhooks_emitter.testing import ReceivedRequest, Receiver, Response
 
 # The PostgreSQL server of tests/postgres_server.py: started by the suite, a failure (never
 # a skip) when there is none.
-pytest_plugins = ["postgres_server"]
 
 WAIT = 20.0  # generous: the machine may be busy; every wait ends as soon as its condition holds
 ROOT = Path(__file__).resolve().parent.parent

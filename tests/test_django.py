@@ -24,8 +24,6 @@ import pytest
 
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
-pytest_plugins = ["postgres_server"]
-
 PROJECT = Path(__file__).resolve().parent / "django_project"
 SETTINGS_ENV = ("HOOKS_DB_URL", "HOOKS_RECEIVER_URL", "HOOKS_STORE", "HOOKS_DELIVER")
 

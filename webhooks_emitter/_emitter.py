@@ -424,9 +424,10 @@ class Emitter:
     def _work(self) -> None:
         transport: Optional[Transport] = None
         generation = -1
+        seen = [0]  # the wake count when this thread decided to end
         try:
             while True:
-                event = self._next_job()
+                event = self._next_job(seen)
                 if event is None:
                     return
                 try:
@@ -447,22 +448,22 @@ class Emitter:
                 "webhook emitter %r: a delivery thread failed", self.emitter_id,
                 extra=self._extra(),
             )
+            seen[0] = -1  # look again: the events it left are still queued
         finally:
             if transport is not None:
                 transport.close()
-            self._worker_ends()
+            self._worker_ends(seen[0])
 
-    def _worker_ends(self) -> None:
+    def _worker_ends(self, seen: int) -> None:
+        """This thread ends. The last one lets go of the lease first (so that ``join``, and
+        so ``shutdown``, wait for that), then, if an event arrived after it decided to end,
+        starts a thread again: no event is stranded between the two."""
         with self._lock:
-            self._workers -= 1
-            last = self._workers == 0
-            release = last and self._lease
+            release = self._workers == 1 and self._lease
             next_due = self._next_due_locked() if release else 0.0
             if release:
                 self._lease = False
                 self._window = []
-            self._cond.notify_all()
-            self._flushed.notify_all()
         if release:
             self.hub.lease_released(self)
             try:
@@ -474,6 +475,12 @@ class Emitter:
                     exc,
                     extra=self._extra(),
                 )
+        with self._lock:
+            self._workers -= 1
+            if self._wakes != seen and self._yield_until <= time.monotonic():
+                self._spawn_locked()  # checks closed, paused and a fork
+            self._cond.notify_all()
+            self._flushed.notify_all()
 
     def _next_due_locked(self) -> float:
         if not self._window:
@@ -481,77 +488,86 @@ class Emitter:
         head = self._window if self._max_in_flight > 1 else self._window[:1]
         return max(min(e.next_at for e in head), self._hold_until)
 
-    def _next_job(self) -> Optional[StoredEvent]:
-        """Wait for an event to try and take it; None when this thread should end."""
+    def _next_job(self, seen: list[int]) -> Optional[StoredEvent]:
+        """Wait for an event to try and take it; None when this thread should end (then
+        ``seen[0]`` is the wake count at that moment)."""
         idle_timeout = self.hub.idle_timeout
         idle_deadline = time.monotonic() + idle_timeout
         with self._cond:
             self._waiting += 1
             try:
-                while True:
-                    if self._closed or self._paused or self._pid != os.getpid():
-                        return None
-                    if self._yield_until > time.monotonic():
-                        return None
-                    if self._should_yield_locked():
-                        # Held long enough while this process holds others: let another
-                        # process take it, so that the work spreads over the workers.
-                        self._yield_until = time.monotonic() + self.hub.store.poll_interval * 4
-                        self._cond.notify_all()
-                        return None
-                    if self._lease and time.monotonic() > self._lease_until:
-                        # Not renewed in time (a frozen process, a lost database): trust
-                        # nothing fetched under it; acquire it again before any new try.
-                        self._lease = False
-                        self._window = [e for e in self._window if e.seq in self._taken]
-                    if not self._lease or (
-                        self._more and len(self._window) <= self._window_size // 2
-                    ):
-                        if self._refilling:
-                            self._cond.wait()
-                            continue
-                        if not self._refill_locked():
-                            return None
-                        continue
-                    now = time.time()
-                    event, wait = self._pick_locked(now)
-                    if event is not None:
-                        self._taken[event.seq] = event
-                        if (
-                            self._workers < self._max_in_flight
-                            and self._waiting == 1
-                            and len(self._taken) < self._max_in_flight
-                            and len(self._window) > len(self._taken)
-                        ):
-                            self._spawn_locked()  # more may be ready: a thread to look
-                        return event
-                    if self._more and self._max_in_flight > 1 and not self._refilling:
-                        # Nothing ready among those fetched (their keys are busy): look
-                        # further into the store.
-                        before = len(self._window)
-                        if not self._refill_locked(grow=True):
-                            return None
-                        if len(self._window) > before:
-                            continue
-                    if self._waiting > 1:
-                        return None  # another thread is already waiting for work
-                    if wait is None:
-                        if self._taken:
-                            self._cond.wait()  # an outcome will notify
-                            continue
-                        timeout = idle_deadline - time.monotonic()
-                        if timeout <= 0:
-                            return None
-                        self._cond.wait(timeout)
-                        continue
-                    if wait > idle_timeout and not self._taken:
-                        self._timer_at = time.monotonic() + wait
-                        self.hub.schedule(self, self._timer_at)
-                        return None
-                    self._cond.wait(wait)
-                    idle_deadline = time.monotonic() + idle_timeout
+                event = self._next_job_locked(idle_timeout, idle_deadline)
+                if event is None:
+                    seen[0] = self._wakes
+                return event
             finally:
                 self._waiting -= 1
+
+    def _next_job_locked(
+        self, idle_timeout: float, idle_deadline: float
+    ) -> Optional[StoredEvent]:
+        while True:
+            if self._closed or self._paused or self._pid != os.getpid():
+                return None
+            if self._yield_until > time.monotonic():
+                return None
+            if self._should_yield_locked():
+                # Held long enough while this process holds others: let another
+                # process take it, so that the work spreads over the workers.
+                self._yield_until = time.monotonic() + self.hub.store.poll_interval * 4
+                self._cond.notify_all()
+                return None
+            if self._lease and time.monotonic() > self._lease_until:
+                # Not renewed in time (a frozen process, a lost database): trust
+                # nothing fetched under it; acquire it again before any new try.
+                self._lease = False
+                self._window = [e for e in self._window if e.seq in self._taken]
+            if not self._lease or (
+                self._more and len(self._window) <= self._window_size // 2
+            ):
+                if self._refilling:
+                    self._cond.wait()
+                    continue
+                if not self._refill_locked():
+                    return None
+                continue
+            now = time.time()
+            event, wait = self._pick_locked(now)
+            if event is not None:
+                self._taken[event.seq] = event
+                if (
+                    self._workers < self._max_in_flight
+                    and self._waiting == 1
+                    and len(self._taken) < self._max_in_flight
+                    and len(self._window) > len(self._taken)
+                ):
+                    self._spawn_locked()  # more may be ready: a thread to look
+                return event
+            if self._more and self._max_in_flight > 1 and not self._refilling:
+                # Nothing ready among those fetched (their keys are busy): look
+                # further into the store.
+                before = len(self._window)
+                if not self._refill_locked(grow=True):
+                    return None
+                if len(self._window) > before:
+                    continue
+            if self._waiting > 1:
+                return None  # another thread is already waiting for work
+            if wait is None:
+                if self._taken:
+                    self._cond.wait()  # an outcome will notify
+                    continue
+                timeout = idle_deadline - time.monotonic()
+                if timeout <= 0:
+                    return None
+                self._cond.wait(timeout)
+                continue
+            if wait > idle_timeout and not self._taken:
+                self._timer_at = time.monotonic() + wait
+                self.hub.schedule(self, self._timer_at)
+                return None
+            self._cond.wait(wait)
+            idle_deadline = time.monotonic() + idle_timeout
 
     def _should_yield_locked(self) -> bool:
         store = self.hub.store

@@ -153,7 +153,8 @@ class Housekeeper:
                     "webhooks_emitter cannot poll its store (%d time(s)): %s", count, exc
                 )
             return
-        emitters = hub._emitters
+        with hub._lock:  # a snapshot: attach and detach go on meanwhile
+            emitters = dict(hub._emitters)
         paused = set()
         wall = time.time()
         for row in rows:
@@ -175,6 +176,6 @@ class Housekeeper:
                     emitter.kick()
                 else:
                     emitter.wake_at(time.monotonic() + (row.next_due - wall))
-        for emitter_id, emitter in list(emitters.items()):
+        for emitter_id, emitter in emitters.items():
             if emitter.paused and emitter_id not in paused:
                 emitter.set_paused(False)  # restarted by another process

@@ -21,7 +21,9 @@ import datetime
 import importlib
 import logging
 import math
+import os
 import signal
+import sys
 import threading
 import time
 import urllib.parse
@@ -450,31 +452,69 @@ def attach_all(instance: WebhooksEmitter, emitters: Iterable[EmitterSettings]) -
     return done
 
 
+def _module_of_file(path: str) -> str:
+    """The module name of the Python file ``path``, with the folder it is imported from
+    put first on ``sys.path`` (a file inside packages is imported as part of them)."""
+    path = os.path.realpath(path)
+    base, ext = os.path.splitext(path)
+    if ext == ".py":
+        path = base
+    if os.path.basename(path) == "__init__":
+        path = os.path.dirname(path)
+    names = []
+    while True:
+        path, name = os.path.split(path)
+        names.append(name)
+        if not os.path.exists(os.path.join(path, "__init__.py")):
+            break
+    if sys.path[0] != path:
+        sys.path.insert(0, path)
+    return ".".join(reversed(names))
+
+
 def load_callable(spec: str, argument: str = "--setup") -> Callable[..., Any]:
-    """Import ``"package.module:function"`` (the part after the colon may be dotted).
+    """The function ``spec`` names: ``"package.module:function"`` (the part after the colon
+    may be dotted) or ``"path/to/file.py:function"``. The current directory is put on
+    ``sys.path`` first, as gunicorn does, so that the application's own modules import.
 
     Raises:
         TypeError: ``spec`` is not a str, or what it names is not callable.
-        ValueError: ``spec`` is not of that form, or the module or name cannot be found;
-            the message names ``argument``.
+        ValueError: ``spec`` is not of that form, the file or module cannot be found or
+            imported (whatever its code raised; chained as the cause), or it has no such
+            name; the message names ``argument``.
     """
     if not isinstance(spec, str):
         raise TypeError(f"{argument} must be 'module:function', not {type(spec).__name__}")
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"{argument} must be 'module:function', got {spec!r}")
+    target, colon, attribute = spec.rpartition(":")
+    if not colon or not target or not all(p.isidentifier() for p in attribute.split(".")):
+        raise ValueError(
+            f"{argument} must be 'module:function' or 'path/to/file.py:function', got {spec!r}"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        if not os.path.isfile(target):
+            raise ValueError(f"{argument} {spec!r}: no file {target!r}")
+        module_name = _module_of_file(target)
+    else:
+        module_name = target
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{argument} {spec!r}: cannot import {module_name!r}: {exc}") from exc
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the module's own code may raise anything
+        raise ValueError(
+            f"{argument} {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attribute.split("."):
         try:
-            target = getattr(target, part)
+            found = getattr(found, part)
         except AttributeError:
             raise ValueError(f"{argument} {spec!r}: {module_name} has no {attribute!r}") from None
-    if not callable(target):
-        raise TypeError(f"{argument} {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    if not callable(found):
+        raise TypeError(
+            f"{argument} {spec!r}: {attribute} is not callable (it is {type(found).__name__})"
+        )
+    return found  # type: ignore[no-any-return]
 
 
 def require_durable(store: Store, what: str) -> None:

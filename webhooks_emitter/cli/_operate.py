@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import inspect
 import json
 import logging
@@ -33,6 +32,7 @@ from .._operator import (
     format_failed,
     format_status,
     list_failed,
+    load_callable,
     replay_failed,
     require_durable,
     run_worker,
@@ -213,26 +213,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, original)
 
 
-def _prepare_file_import(path: str) -> str:
-    """The module name of the Python file ``path``, with the folder it is imported from
-    put first on ``sys.path`` (a file inside packages is imported as part of them)."""
-    path = os.path.realpath(path)
-    base, ext = os.path.splitext(path)
-    if ext == ".py":
-        path = base
-    if os.path.basename(path) == "__init__":
-        path = os.path.dirname(path)
-    names = []
-    while True:
-        path, name = os.path.split(path)
-        names.append(name)
-        if not os.path.exists(os.path.join(path, "__init__.py")):
-            break
-    if sys.path[0] != path:
-        sys.path.insert(0, path)
-    return ".".join(reversed(names))
-
-
 def _fault(spec: str, what: str, verbose: int) -> UsageError:
     """A ``--setup`` error; with ``-v`` the traceback of the exception being handled is
     printed first (the fault is in the user's code: its line matters)."""
@@ -243,49 +223,29 @@ def _fault(spec: str, what: str, verbose: int) -> UsageError:
 
 
 def _load_setup(spec: str, verbose: int) -> Callable[[WebhooksEmitter], object]:
-    """The function ``--setup`` names: ``package.module:function``, or
-    ``path/to/file.py:function``. The current directory is put on ``sys.path`` first, as
-    gunicorn does, so that the application's own modules import.
+    """The function ``--setup`` names (see ``_operator.load_callable``), checked to take one
+    argument.
 
     Raises:
         UsageError: the spec is malformed, the module cannot be imported (whatever its code
             raised), it has no such name, or that is not a function of one argument.
     """
-    target, colon, attribute = spec.rpartition(":")
-    if not colon or not target or not all(p.isidentifier() for p in attribute.split(".")):
-        raise UsageError(
-            f"--setup must be 'module:function' or 'path/to/file.py:function', got {spec!r}"
-        )
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    if target.endswith(".py") or "/" in target or os.sep in target:
-        if not os.path.isfile(target):
-            raise UsageError(f"--setup {spec!r}: no file {target!r}")
-        module_name = _prepare_file_import(target)
-    else:
-        module_name = target
     try:
-        found: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the module's own code may raise anything
-        raise _fault(
-            spec, f"cannot import {module_name!r}: {type(exc).__name__}: {exc}", verbose
-        ) from None
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise UsageError(f"--setup {spec!r}: {module_name} has no {attribute!r}") from None
-    if not callable(found):
-        raise UsageError(
-            f"--setup {spec!r}: {attribute} is not callable (it is {type(found).__name__})"
-        )
+        found = load_callable(spec)
+    except (TypeError, ValueError) as exc:
+        cause = exc.__cause__
+        if cause is not None:
+            try:
+                raise cause
+            except BaseException:  # noqa: BLE001 - only to print the user's traceback
+                raise _fault(spec, str(exc).split(": ", 1)[-1], verbose) from None
+        raise UsageError(str(exc)) from None
     try:
         inspect.signature(found).bind(None)
     except TypeError:
         raise UsageError(
-            f"--setup {spec!r}: {attribute}{inspect.signature(found)} cannot be called with one "
-            "argument (the WebhooksEmitter to attach emitters to)"
+            f"--setup {spec!r}: {spec.rpartition(':')[2]}{inspect.signature(found)} cannot be "
+            "called with one argument (the WebhooksEmitter to attach emitters to)"
         ) from None
     except ValueError:
         pass  # no signature to check (some builtins): the call will tell
