@@ -705,12 +705,11 @@ def format_failed(events: Iterable[FailedEvent]) -> str:
     lines = []
     for event in events:
         outcome = f"HTTP {event.status_code}" if event.status_code is not None else "no answer"
-        if event.error:
+        if event.error and event.error != outcome:
             outcome += f" ({event.error})"
-        lines.append(
-            f"{_iso(event.failed_at)}  {event.request_id}  {event.event}  "
-            f"{event.attempts} tries  {outcome}"
-        )
+        tries = "1 try" if event.attempts == 1 else f"{event.attempts} tries"
+        when = _iso(event.failed_at)
+        lines.append(f"{when}  {event.request_id}  {event.event}  {tries}  {outcome}")
     return "\n".join(lines) if lines else "no failed events"
 
 
