@@ -63,8 +63,9 @@ def body_of(payload: dict[str, Any]) -> bytes:
 # -- a. emit() latency against the sqlite3 floor ------------------------------------------------
 
 
-def floor_loop(path: str, synchronous: str, samples: int, warmup: int) -> list[int]:
-    """Nanoseconds of each of ``samples`` hand-written INSERT+COMMIT transactions."""
+def floor_loop(path: str, synchronous: str, samples: int, warmup: int) -> tuple[list[int], float]:
+    """Nanoseconds of each of ``samples`` hand-written INSERT+COMMIT transactions, and their
+    mean CPU time in us."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = " + synchronous.upper())
@@ -79,7 +80,10 @@ def floor_loop(path: str, synchronous: str, samples: int, warmup: int) -> list[i
     bodies = [body_of(payload_of(300, i)) for i in range(100)]
     clock = time.perf_counter_ns
     timings = []
+    cpu = 0
     for i in range(warmup + samples):
+        if i == warmup:
+            cpu = time.thread_time_ns()
         started = clock()
         conn.execute("BEGIN")
         conn.execute(insert, ("e0", EVENT, f"req-{i}", bodies[i % 100], time.time()))
@@ -87,12 +91,16 @@ def floor_loop(path: str, synchronous: str, samples: int, warmup: int) -> list[i
         elapsed = clock() - started
         if i >= warmup:
             timings.append(elapsed)
+    cpu = time.thread_time_ns() - cpu
     conn.close()
-    return timings
+    return timings, cpu / samples / 1000
 
 
-def emit_loop(store: Any, url: str, samples: int, warmup: int, deliver: bool = True) -> list[int]:
-    """Nanoseconds of each of ``samples`` emit() calls, one emitter delivering to ``url``."""
+def emit_loop(
+    store: Any, url: str, samples: int, warmup: int, paused: bool = False
+) -> tuple[list[int], float]:
+    """Nanoseconds of each of ``samples`` emit() calls, one emitter delivering to ``url``
+    meanwhile (or paused), and their mean CPU time on the caller's thread in us."""
     hub = WebhooksEmitter(exit_timeout=0.0, store=store)
     hub.attach("e0", EVENT, config(url, max_queue_size=warmup + samples + 1))
     payloads = [payload_of(300, i) for i in range(100)]
@@ -103,46 +111,64 @@ def emit_loop(store: Any, url: str, samples: int, warmup: int, deliver: bool = T
         for i in range(warmup):  # first emits start the thread, the lease, the connection
             emit(EVENT, payloads[i % 100])
         hub.flush(30)
+        if paused:
+            hub.pause("e0")
+        cpu = time.thread_time_ns()
         for i in range(samples):
             payload = payloads[i % 100]
             started = clock()
             emit(EVENT, payload)
             timings.append(clock() - started)
+        cpu = time.thread_time_ns() - cpu
     finally:
         hub.shutdown(0.0)  # what is still stored stays in the round's file
-    return timings
+    return timings, cpu / samples / 1000
 
 
 def bench_emit(
     results: Results, receivers: Receivers, directory: str, round_no: int, samples: int
 ) -> None:
     warmup = max(samples // 10, 100)
-    floor = floor_loop(os.path.join(directory, f"floor-{round_no}.db"), "normal", samples, warmup)
-    store = SQLiteStore(os.path.join(directory, f"emit-{round_no}.db"), synchronous="normal")
+
+    def path(name: str) -> str:
+        return os.path.join(directory, f"{name}-{round_no}.db")
+
+    floor, floor_cpu = floor_loop(path("floor"), "normal", samples, warmup)
+    store = SQLiteStore(path("emit"), synchronous="normal")
     try:
-        durable = emit_loop(store, receivers.fast, samples, warmup)
+        durable, durable_cpu = emit_loop(store, receivers.fast, samples, warmup)
     finally:
         store.close()
-    memory = emit_loop(None, receivers.fast, samples, warmup)
+    store = SQLiteStore(path("paused"), synchronous="normal")
+    try:
+        quiet, _ = emit_loop(store, receivers.fast, samples, warmup, paused=True)
+    finally:
+        store.close()
+    memory, memory_cpu = emit_loop(None, receivers.fast, samples, warmup)
     f50, f99 = percentile(floor, 0.50) / 1000, percentile(floor, 0.99) / 1000
     d50, d99 = percentile(durable, 0.50) / 1000, percentile(durable, 0.99) / 1000
-    m50, m99 = percentile(memory, 0.50) / 1000, percentile(memory, 0.99) / 1000
     results.add("a. sqlite3 INSERT+COMMIT floor p50", f50, "us")
     results.add("a. sqlite3 INSERT+COMMIT floor p99", f99, "us")
     results.add("a. durable emit 300B, 1 emitter p50", d50, "us", ("<=", 40.0))
     results.add("a. durable emit 300B, 1 emitter p99", d99, "us", ("<=", 200.0))
     results.add("a. durable emit / floor p50", d50 / f50, "x")
     results.add("a. durable emit / floor p99", d99 / f99, "x")
-    results.add("a. memory emit 300B, 1 emitter p50", m50, "us")
-    results.add("a. memory emit 300B, 1 emitter p99", m99, "us")
+    results.add("a. durable emit, emitter paused p50", percentile(quiet, 0.50) / 1000, "us")
+    results.add("a. durable emit, emitter paused p99", percentile(quiet, 0.99) / 1000, "us")
+    results.add("a. memory emit 300B, 1 emitter p50", percentile(memory, 0.50) / 1000, "us")
+    results.add("a. memory emit 300B, 1 emitter p99", percentile(memory, 0.99) / 1000, "us")
+    results.add("a. CPU per call: floor", floor_cpu, "us")
+    results.add("a. CPU per call: durable emit", durable_cpu, "us")
+    results.add("a. CPU per call: memory emit", memory_cpu, "us")
 
 
 # -- b. one emitter's delivery throughput -----------------------------------------------------
 
 
-def delivery_rate(store: Any, url: str, events: int) -> tuple[float, float]:
-    """One emitter's deliveries per second: (from restart() of ``events`` stored while it was
-    paused to the last on_delivery, from the first emit() of as many to flush()'s return)."""
+def delivery_rate(store: Any, url: str, events: int) -> tuple[float, float, float]:
+    """One emitter's deliveries per second (from restart() of ``events`` stored while it was
+    paused to the last on_delivery; from the first emit() of as many to flush()'s return),
+    and the process's CPU time per delivery in us (the first of the two)."""
     done = threading.Event()
     count = [0]
 
@@ -160,10 +186,12 @@ def delivery_rate(store: Any, url: str, events: int) -> tuple[float, float]:
         for i in range(events):
             hub.emit(EVENT, payload_of(300, i))
         started = time.perf_counter()
+        cpu = time.process_time()
         hub.restart("e0")
         if not done.wait(120):
             raise RuntimeError(f"only {count[0]} of {events} delivered")
         stored_rate = events / (time.perf_counter() - started)
+        cpu_per_delivery = (time.process_time() - cpu) / events * 1e6
 
         count[0] = 0
         done.clear()
@@ -172,7 +200,7 @@ def delivery_rate(store: Any, url: str, events: int) -> tuple[float, float]:
             hub.emit(EVENT, payload_of(300, i))
         if not hub.flush(120) or count[0] != events:
             raise RuntimeError(f"flush: only {count[0]} of {events} delivered")
-        return stored_rate, events / (time.perf_counter() - started)
+        return stored_rate, events / (time.perf_counter() - started), cpu_per_delivery
     finally:
         hub.shutdown(5)
 
@@ -180,10 +208,10 @@ def delivery_rate(store: Any, url: str, events: int) -> tuple[float, float]:
 def bench_delivery(
     results: Results, receivers: Receivers, directory: str, round_no: int, events: int
 ) -> None:
-    memory, memory_flow = delivery_rate(None, receivers.fast, events)
+    memory, memory_flow, memory_cpu = delivery_rate(None, receivers.fast, events)
     store = SQLiteStore(os.path.join(directory, f"deliver-{round_no}.db"), synchronous="normal")
     try:
-        durable, durable_flow = delivery_rate(store, receivers.fast, events)
+        durable, durable_flow, durable_cpu = delivery_rate(store, receivers.fast, events)
     finally:
         store.close()
     results.add("b. memory: stored events, restart to delivered", memory, "/s")
@@ -192,6 +220,9 @@ def bench_delivery(
     results.add("b. memory: emit to flush", memory_flow, "/s")
     results.add("b. SQLite: emit to flush", durable_flow, "/s")
     results.add("b. SQLite / memory, emit to flush", durable_flow / memory_flow, "x")
+    results.add("b. memory: CPU per delivery", memory_cpu, "us")
+    results.add("b. SQLite: CPU per delivery", durable_cpu, "us")
+    results.add("b. memory / SQLite, CPU per delivery", memory_cpu / durable_cpu, "x")
 
 
 # -- c. processes emitting into one file --------------------------------------------------------
