@@ -120,6 +120,7 @@ class Emitter:
         self._refilling = False
         self._more = True  # the store may hold events that are not in the window
         self._wakes = 0  # counts wake() calls: a refill under way knows it missed one
+        self._refresh = False  # a poll asks: read the waiting events' state again
         self._lease = False
         self._lease_until = 0.0  # monotonic: the lease is trusted until then
         self._lease_since = 0.0  # monotonic: held since then
@@ -172,10 +173,16 @@ class Emitter:
             elif self._workers < self._max_in_flight:
                 self._spawn_locked()  # none, or all busy with a try: one more may start
 
-    def kick(self) -> None:
-        """A timer fired or a poll found work: start a thread if none runs."""
+    def kick(self, refresh: bool = False) -> None:
+        """A timer fired or a poll found work: start a thread if none runs.
+
+        ``refresh`` (from a durable store's poll): events waiting for their next try are
+        read again from the store, where another process may have made them due at once
+        (a pause and restart made there between two polls)."""
         with self._lock:
             self._timer_at = None
+            if refresh:
+                self._refresh = True
             if self._yield_until > time.monotonic():
                 return  # it let go of its lease for other processes to take
             self._more = True
@@ -517,6 +524,12 @@ class Emitter:
                 self._yield_until = time.monotonic() + self.hub.store.poll_interval * 4
                 self._cond.notify_all()
                 return None
+            if self._refresh:
+                self._refresh = False
+                now = time.time()
+                if self._lease and any(e.next_at > now for e in self._window):
+                    self._window = [e for e in self._window if e.seq in self._taken]
+                    self._more = True
             if self._lease and time.monotonic() > self._lease_until:
                 # Not renewed in time (a frozen process, a lost database): trust
                 # nothing fetched under it; acquire it again before any new try.

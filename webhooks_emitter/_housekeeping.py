@@ -36,6 +36,7 @@ class Housekeeper:
         self.leased: set[Emitter] = set()
         self.poll_errors = RateLimitedCount()
         self.poll_now = False
+        self.paused: set[str] = set()  # emitter ids paused in the store at the last poll
 
     def schedule(self, emitter: Emitter, at: float) -> None:
         with self.lock:
@@ -153,8 +154,10 @@ class Housekeeper:
                     "webhooks_emitter cannot poll its store (%d time(s)): %s", count, exc
                 )
             return
-        with hub._lock:  # a snapshot: attach and detach go on meanwhile
-            emitters = dict(hub._emitters)
+        # Work in proportion to the rows, not to the emitters attached: each row's emitter
+        # is looked up (one dict read), and only the emitters this thread saw paused at the
+        # last poll are checked for a restart made elsewhere.
+        emitters = hub._emitters
         paused = set()
         wall = time.time()
         for row in rows:
@@ -170,12 +173,14 @@ class Housekeeper:
             if not row.queued:
                 continue
             if emitter.workers:
-                emitter.kick()  # its threads look for what another process stored
+                emitter.kick(refresh=True)  # look for what another process stored
             elif row.lease_holder is None:
                 if row.next_due <= wall:
                     emitter.kick()
                 else:
                     emitter.wake_at(time.monotonic() + (row.next_due - wall))
-        for emitter_id, emitter in emitters.items():
-            if emitter.paused and emitter_id not in paused:
+        for emitter_id in self.paused - paused:
+            emitter = emitters.get(emitter_id)
+            if emitter is not None and emitter.paused:
                 emitter.set_paused(False)  # restarted by another process
+        self.paused = paused

@@ -275,10 +275,11 @@ class WebhooksEmitter:
         if emitter_id in self._emitters:
             raise EmitterExistsError(emitter_id)
         store = self._store
-        paused = False
+        state = None
         try:
             store.register(emitter_id)
-            paused = store.durable and store.state(emitter_id).paused
+            if store.durable:
+                state = store.state(emitter_id)
         except StoreError as exc:
             # Attached all the same (a web process must not lose its emitters because the
             # database was down at its start): emit raises while the store is unreachable,
@@ -290,7 +291,7 @@ class WebhooksEmitter:
                 extra={"emitter_id": emitter_id, "event": None, "request_id": None},
             )
         emitter = Emitter(self, emitter_id, frozenset(events), config)
-        if paused:
+        if state is not None and state.paused:
             emitter.set_paused(True)
         with self._lock:
             if emitter_id in self._emitters:
@@ -306,7 +307,10 @@ class WebhooksEmitter:
                     else:
                         route[emitter_id] = emitter
         if store.durable and self._deliver:
-            self._housekeeper.ensure(poll=True)  # finds what the store already holds for it
+            self._housekeeper.ensure()
+            if state is not None and state.queued and not state.paused:
+                emitter.kick()  # what the store already holds for it (a lease held
+                # elsewhere makes its thread end at once; the poll looks again later)
         with _attached_lock:
             _attached.add(self)
         logger.info(
