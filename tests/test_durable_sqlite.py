@@ -1007,12 +1007,6 @@ def test_emit_on_a_full_disk_raises_and_stores_nothing(tmp_path: Path) -> None:
     assert report["found"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: SQLiteStore() fails at once, saying the timeout passed, when another "
-    "connection holds the write lock of a file not yet in WAL mode (PRAGMA journal_mode = WAL "
-    "answers SQLITE_BUSY without SQLite's busy handler, and _wal does not retry it)",
-)
 def test_opening_a_new_file_waits_for_another_process_setting_it_up(tmp_path: Path) -> None:
     """Processes that start together over a new file (gunicorn workers without --preload)
     race to set it up: one holds the write lock of the still empty file while another opens

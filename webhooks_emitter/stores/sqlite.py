@@ -595,16 +595,22 @@ class SQLiteStore(Store):
         """Put the file in WAL mode (persistent; a no-op once done)."""
         deadline = time.monotonic() + self.timeout
         while True:
-            mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() == "wal":
-                return
-            # Another process reading the file at this instant keeps the old mode: try again.
-            mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() == "wal":
-                return
+            try:
+                mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+                # Another process reading the file at this instant keeps the old mode.
+                mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                # Changing the mode does not wait in the busy handler: another process
+                # setting up the same new file holds its write lock for a moment.
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
             if time.monotonic() > deadline:
                 raise sqlite3.OperationalError("database is locked")
-            time.sleep(0.005)
+            time.sleep(0.005)  # a bounded retry loop on the file's lock, not a sync wait
 
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a commit by any other connection.
