@@ -41,6 +41,7 @@ from ._common import (
     Stop,
     UsageError,
     hide_passwords,
+    restore_logging,
 )
 from ._develop import DEMO_EVENTS, DEMO_SECRET
 from ._operate import STORE_ENV
@@ -128,3 +129,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED  # the reader of standard output went away (see Console.say)
+    finally:
+        restore_logging()

@@ -26,6 +26,7 @@ __all__ = [
     "Stop",
     "UsageError",
     "configure_logging",
+    "restore_logging",
     "hide_passwords",
     "shown",
     "tries",
@@ -163,6 +164,7 @@ def tries(count: int) -> str:
 
 
 _log_handler: Optional[logging.Handler] = None
+_log_level: Optional[int] = None  # the logger's level before configure_logging changed it
 
 
 def configure_logging(verbosity: int, *, quiet_level: Optional[int] = None) -> None:
@@ -170,12 +172,12 @@ def configure_logging(verbosity: int, *, quiet_level: Optional[int] = None) -> N
 
     Without ``-v`` they are not shown (every outcome they report is printed by the command),
     unless ``quiet_level`` is given: then lines from that level up are (the worker shows its
-    warnings and errors, as a service should).
+    warnings and errors, as a service should). :func:`restore_logging` undoes it.
     """
-    global _log_handler
+    global _log_handler, _log_level
     logger = logging.getLogger("webhooks_emitter")
-    if _log_handler is not None:  # main() may run more than once in a process
-        logger.removeHandler(_log_handler)
+    restore_logging()  # main() may run more than once in a process
+    _log_level = logger.level
     if verbosity or quiet_level is not None:
         _log_handler = logging.StreamHandler(sys.stderr)
         _log_handler.setFormatter(
@@ -189,3 +191,16 @@ def configure_logging(verbosity: int, *, quiet_level: Optional[int] = None) -> N
     else:
         _log_handler = logging.NullHandler()  # keeps logging's last-resort handler quiet
     logger.addHandler(_log_handler)
+
+
+def restore_logging() -> None:
+    """Take the handler and level :func:`configure_logging` set off the library's logger
+    (``main`` returns with the logging of the program that called it as it was)."""
+    global _log_handler, _log_level
+    logger = logging.getLogger("webhooks_emitter")
+    if _log_handler is not None:
+        logger.removeHandler(_log_handler)
+        _log_handler = None
+    if _log_level is not None:
+        logger.setLevel(_log_level)
+        _log_level = None
