@@ -522,15 +522,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"round {round_number} done in {time.perf_counter() - started:.1f} s", flush=True)
     finally:
         receivers.close()
+    return report(results, args.json, args.strict)
+
+
+def report(results: Results, json_path: Optional[str], strict: bool) -> int:
+    """Print the table and the count of targets met (and write every round's values to
+    ``json_path``); the exit status: 1 if ``strict`` and a target was missed."""
     print()
     print(results.table())
-    if args.json:
-        with open(args.json, "w") as out:
+    if json_path:
+        with open(json_path, "w") as out:
             json.dump(results.rows, out, indent=1)
     verdicts = results.verdicts()
     if verdicts:
         print(f"\ntargets: {sum(verdicts)} of {len(verdicts)} met")
-    return 1 if args.strict and not all(verdicts) else 0
+    return 1 if strict and not all(verdicts) else 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ See benchmarks/README.rst for what each line means.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -45,6 +44,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 # bench.py puts the checkout first on sys.path and holds the receiver process and the table.
+import bench  # noqa: E402
 from bench import EVENT, Receivers, Results, config, payload_of, percentile  # noqa: E402
 
 import webhooks_emitter  # noqa: E402
@@ -195,15 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         receivers.close()
         stores.close()
-    print()
-    print(results.table())
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results.rows, out, indent=1)
-    verdicts = results.verdicts()
-    if verdicts:
-        print(f"\ntargets: {sum(verdicts)} of {len(verdicts)} met")
-    return 1 if args.strict and not all(verdicts) else 0
+    return bench.report(results, args.json, args.strict)
 
 
 if __name__ == "__main__":

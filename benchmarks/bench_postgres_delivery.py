@@ -46,6 +46,7 @@ for path in (str(ROOT), str(ROOT / "tests"), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+import bench  # noqa: E402
 import postgres_server  # noqa: E402
 import psycopg  # noqa: E402
 from bench import Results, percentile  # noqa: E402
@@ -431,15 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         receivers.close()
         server.cleanup()
-    print()
-    print(results.table())
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results.rows, out, indent=1)
-    verdicts = results.verdicts()
-    if verdicts:
-        print(f"\ntargets: {sum(verdicts)} of {len(verdicts)} met")
-    return 1 if args.strict and not all(verdicts) else 0
+    return bench.report(results, args.json, args.strict)
 
 
 if __name__ == "__main__":

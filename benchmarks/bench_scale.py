@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import shutil
@@ -319,15 +318,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if receivers is not None:
             receivers.close()
         hubs.close()
-    print()
-    print(results.table())
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results.rows, out, indent=1)
-    verdicts = results.verdicts()
-    if verdicts:
-        print(f"\ntargets: {sum(verdicts)} of {len(verdicts)} met")
-    return 1 if args.strict and not all(verdicts) else 0
+    return bench.report(results, args.json, args.strict)
 
 
 if __name__ == "__main__":
