@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 import attrs
 import pytest
 import requests
+from tinyfs import mount_then, tmpfs_command
 
 from webhooks_emitter import (
     Config,
@@ -971,23 +972,13 @@ def test_emit_on_a_full_disk_raises_and_stores_nothing(tmp_path: Path) -> None:
     to two emitters go on until the disk is full; that emit raises StoreError naming the
     file and saying so, and nothing of it is stored (each emitter holds exactly the events
     whose emit returned; no table holds its request id)."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare(1) to mount a private tmpfs")
     mount = tmp_path / "tiny"
     mount.mkdir()
-    command = [unshare, "--mount", "--propagation", "private", "sh", "-c"]
-    probe = subprocess.run(
-        [*command, 'mount -t tmpfs -o size=512k tmpfs "$1"', "sh", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()}")
+    command = tmpfs_command(mount)
     completed = subprocess.run(
         [
             *command,
-            'mount -t tmpfs -o size=512k tmpfs "$1" && exec "$2" "$3" "$1/hooks.db"',
+            mount_then('exec "$2" "$3" "$1/hooks.db"'),
             "sh",
             str(mount),
             sys.executable,

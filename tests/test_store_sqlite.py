@@ -35,6 +35,7 @@ from store_contract import (
     take,
     wait_until,
 )
+from tinyfs import mount_then, tmpfs_command
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.exceptions import WebhooksEmitterError
@@ -635,38 +636,12 @@ def test_a_full_disk(tmp_path: Path) -> None:
     whole (the child runs in a private mount namespace, where it may mount a tmpfs)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("needs unshare(1) to mount a private tmpfs")
-    probe = subprocess.run(
-        [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=512k",
-            "tmpfs",
-            str(mount),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()}")
+    command = tmpfs_command(mount)
     script = PRELUDE + textwrap.dedent(TINY_DISK)
     completed = subprocess.run(
         [
-            unshare,
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            'mount -t tmpfs -o size=512k tmpfs "$1" && exec "$2" -c "$3" "$1/webhooks.db"',
+            *command,
+            mount_then('exec "$2" -c "$3" "$1/webhooks.db"'),
             "sh",
             str(mount),
             sys.executable,
