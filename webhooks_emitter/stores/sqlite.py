@@ -99,8 +99,22 @@ _INHERITED: list[object] = []
 _QUERY_NAME = re.compile(r"^-- name: (\w+)$", re.MULTILINE)
 
 
+def _read_sql_files() -> dict[str, str]:
+    folder = importlib.resources.files(__package__).joinpath("sql")
+    return {
+        entry.name: entry.read_text()
+        for entry in folder.iterdir()
+        if entry.name.startswith("sqlite_") and entry.name.endswith(".sql")
+    }
+
+
+# Read when the module is imported (a few KB): a service that drops its privileges after
+# importing the library, or whose installation becomes unreadable to it, still opens stores.
+_SQL_FILES = _read_sql_files()
+
+
 def _sql_file(name: str) -> str:
-    return importlib.resources.files(__package__).joinpath("sql").joinpath(name).read_text()
+    return _SQL_FILES[name]
 
 
 @functools.cache
