@@ -329,7 +329,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def poll(self) -> list[EmitterState]:
-        """In one query: the emitters that have queued events or are paused."""
+        """In one query: the emitters that have queued events or are paused.
+
+        The ``queued`` counts may be lower bounds (a store may stop counting at a cap to
+        keep the query cheap); the engine only asks whether they are above 0, and
+        :meth:`state` counts exactly."""
 
     @abc.abstractmethod
     def set_paused(self, emitter_id: str, paused: bool) -> None:
@@ -359,7 +363,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
-        """Extend the leases ``lease`` holds among ``emitter_ids``; returns those still held."""
+        """Extend the leases ``lease`` holds among ``emitter_ids``; returns those still held.
+
+        A lease that expired but that nobody took since may be renewed; one that was
+        released (or taken by another process) is not: a late renewal never takes back a
+        lease that was let go."""
 
     @abc.abstractmethod
     def release(self, emitter_id: str, lease: Lease, next_due: float = 0.0) -> None:
