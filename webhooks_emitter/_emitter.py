@@ -121,6 +121,7 @@ class Emitter:
         self._more = True  # the store may hold events that are not in the window
         self._wakes = 0  # counts wake() calls: a refill under way knows it missed one
         self._refresh = False  # a poll asks: read the waiting events' state again
+        self._releasing = False  # the last thread is letting go of the lease
         self._lease = False
         self._lease_until = 0.0  # monotonic: the lease is trusted until then
         self._lease_since = 0.0  # monotonic: held since then
@@ -221,6 +222,8 @@ class Emitter:
     def _spawn_locked(self) -> None:
         if self._closed or self._paused or not self.hub.delivers:
             return
+        if self._releasing:
+            return  # the ending thread starts one once the lease is let go (_worker_ends)
         if self._pid != os.getpid():
             return  # a forked child's emitters are set up anew by the fork hook first
         self._workers += 1
@@ -249,6 +252,7 @@ class Emitter:
                 event.next_at = 0.0  # a wait cut short by the pause: tried again at once
             count = self._full.take(force=True)  # what was dropped while paused
             self._more = True
+            self._wakes += 1  # a thread ending because of the pause starts one again
             if self._workers == 0:
                 self._spawn_locked()
             else:
@@ -471,23 +475,26 @@ class Emitter:
             if release:
                 self._lease = False
                 self._window = []
-        if release:
-            self.hub.lease_released(self)
-            try:
+                self._releasing = True
+        try:
+            if release:
+                self.hub.lease_released(self)
                 self.hub.store.release(self.emitter_id, self.hub.lease, next_due)
-            except StoreError as exc:
-                logger.warning(
-                    "webhook emitter %r could not let go of its lease (it will expire): %s",
-                    self.emitter_id,
-                    exc,
-                    extra=self._extra(),
-                )
-        with self._lock:
-            self._workers -= 1
-            if self._wakes != seen and self._yield_until <= time.monotonic():
-                self._spawn_locked()  # checks closed, paused and a fork
-            self._cond.notify_all()
-            self._flushed.notify_all()
+        except StoreError as exc:
+            logger.warning(
+                "webhook emitter %r could not let go of its lease (it will expire): %s",
+                self.emitter_id,
+                exc,
+                extra=self._extra(),
+            )
+        finally:
+            with self._lock:
+                self._releasing = False
+                self._workers -= 1
+                if self._wakes != seen and self._yield_until <= time.monotonic():
+                    self._spawn_locked()  # checks closed, paused and a fork
+                self._cond.notify_all()
+                self._flushed.notify_all()
 
     def _next_due_locked(self) -> float:
         if not self._window:
