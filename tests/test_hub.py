@@ -911,3 +911,21 @@ def test_detach_names_emitter_id_when_it_is_not_a_str(hub: WebhooksEmitter) -> N
     from the dict lookup."""
     with pytest.raises(TypeError, match="emitter_id"):
         hub.detach(["x"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["memory:", "sqlite"])
+def test_connection_needs_a_postgres_store(url: str, tmp_path: Any, receiver: Receiver) -> None:
+    """emit(connection=...) on a memory or SQLite store is a ValueError naming the need for
+    a PostgresStore, whether or not an emitter is subscribed, and nothing is delivered."""
+    store = f"sqlite:///{tmp_path}/s.db" if url == "sqlite" else url
+    instance = WebhooksEmitter(store=store)
+    try:
+        with pytest.raises(ValueError, match="connection= needs a PostgresStore"):
+            instance.emit("nobody.listens", {}, connection=object())
+        instance.attach("one", "e", Config(receiver.url))
+        with pytest.raises(ValueError, match="connection= needs a PostgresStore"):
+            instance.emit("e", {}, connection=object())
+        assert instance.flush(5)
+        assert receiver.requests == []
+    finally:
+        instance.shutdown(timeout=2)

@@ -498,6 +498,11 @@ class WebhooksEmitter:
                 ``max_body_size`` of an emitter it goes to.
             StoreError: a durable store could not take the event (nothing was stored).
         """
+        if connection is not None and not self._store.transactional:
+            raise ValueError(
+                "connection= needs a PostgresStore; this instance's store is "
+                f"{self._store.describe()}"
+            )
         event = check_name(event, "event")
         request_id = (
             new_request_id() if request_id is None else check_name(request_id, "request_id")
@@ -516,8 +521,6 @@ class WebhooksEmitter:
         else:
             targets = self._addressed(event, to)
         if not targets:
-            if connection is not None and not self._store.durable:
-                raise ValueError("connection= needs a PostgresStore; this instance uses memory")
             return request_id
         limit = None
         for emitter in targets:

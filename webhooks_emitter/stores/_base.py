@@ -250,6 +250,8 @@ class Store(abc.ABC):
 
     #: Whether events outlive the process (SQLite, PostgreSQL) or not (memory).
     durable: ClassVar[bool] = False
+    #: Whether ``append`` takes a caller's database connection (``emit(connection=)``).
+    transactional: ClassVar[bool] = False
     #: Seconds a lease lasts without renewal.
     lease_timeout: float = 30.0
     #: Seconds between two polls of the store for work another process stored (durable).

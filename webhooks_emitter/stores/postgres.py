@@ -391,6 +391,7 @@ class PostgresStore(Store):
     """
 
     durable = True
+    transactional = True
 
     def __init__(
         self,
