@@ -122,6 +122,7 @@ class Emitter:
         self._wakes = 0  # counts wake() calls: a refill under way knows it missed one
         self._refresh = False  # a poll asks: read the waiting events' state again
         self._releasing = False  # the last thread is letting go of the lease
+        self._trims = 0  # counts window trims: a refill under way knows its fetch is stale
         self._lease = False
         self._lease_until = 0.0  # monotonic: the lease is trusted until then
         self._lease_since = 0.0  # monotonic: held since then
@@ -299,7 +300,7 @@ class Emitter:
             self._closed = True
             self._close_reason = reason
             taken = len(self._taken)
-            self._window = []
+            self._trim_window_locked()
             self._cond.notify_all()
             self._flushed.notify_all()
             full = self._full.take(force=True)
@@ -421,7 +422,7 @@ class Emitter:
             if not self._lease:
                 return
             self._lease = False
-            self._window = [e for e in self._window if e.seq in self._taken]
+            self._trim_window_locked()
             self._cond.notify_all()
         logger.warning(
             "webhook emitter %r lost its lease (not renewed in time); another process may "
@@ -474,7 +475,7 @@ class Emitter:
             next_due = self._next_due_locked() if release else 0.0
             if release:
                 self._lease = False
-                self._window = []
+                self._trim_window_locked()
                 self._releasing = True
         try:
             if release:
@@ -495,6 +496,12 @@ class Emitter:
                     self._spawn_locked()  # checks closed, paused and a fork
                 self._cond.notify_all()
                 self._flushed.notify_all()
+
+    def _trim_window_locked(self) -> None:
+        """Forget the fetched events no thread has taken (the lease is gone, or their state
+        must be read again); a refill under way when this happens drops what it fetched."""
+        self._window = [e for e in self._window if e.seq in self._taken]
+        self._trims += 1
 
     def _next_due_locked(self) -> float:
         if not self._window:
@@ -535,13 +542,13 @@ class Emitter:
                 self._refresh = False
                 now = time.time()
                 if self._lease and any(e.next_at > now for e in self._window):
-                    self._window = [e for e in self._window if e.seq in self._taken]
+                    self._trim_window_locked()
                     self._more = True
             if self._lease and time.monotonic() > self._lease_until:
                 # Not renewed in time (a frozen process, a lost database): trust
                 # nothing fetched under it; acquire it again before any new try.
                 self._lease = False
-                self._window = [e for e in self._window if e.seq in self._taken]
+                self._trim_window_locked()
             if not self._lease or (
                 self._more and len(self._window) <= self._window_size // 2
             ):
@@ -648,6 +655,7 @@ class Emitter:
         """
         self._refilling = True
         wakes = self._wakes
+        trims = self._trims
         need_lease = not self._lease
         skip = {e.seq for e in self._window} if self._window else set()
         limit = self._window_size if grow or need_lease else self._window_size - len(self._window)
@@ -694,6 +702,8 @@ class Emitter:
             self._lease_until = (
                 time.monotonic() + store.lease_timeout * 0.5 if store.durable else float("inf")
             )
+            # Only taken events are left in it (the lease was let go or lost); not a trim
+            # that makes this very fetch stale.
             self._window = [e for e in self._window if e.seq in self._taken]
             skip = {e.seq for e in self._window}
             self._lease_since = time.monotonic()
@@ -705,6 +715,13 @@ class Emitter:
             self.hub.lease_acquired(self)
         if self._closed:
             return False
+        if self._trims != trims and store.durable:
+            # The window was trimmed while the lock was let go: the fetch skipped events
+            # that are no longer in it (one waiting on its key, say). Fetch again (a durable
+            # store returns them again; the memory store hands each out once, and is never
+            # trimmed for a refresh).
+            self._more = True
+            return True
         fresh = [e for e in events if e.seq not in skip]
         if fresh:
             self._window.extend(fresh)
@@ -873,7 +890,7 @@ class Emitter:
                 self._paused = True
             elif answer is False:
                 self._lease = False
-                self._window = [e for e in self._window if e.seq in self._taken]
+                self._trim_window_locked()
             self._cond.notify_all()
 
     def _starting_done_locked(self) -> None:
