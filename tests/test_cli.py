@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Optional
+from typing import Optional
 
 import attrs
 import pytest
+from child_output import Lines
 
 from webhooks_emitter import DeliveryResult, __version__, cli, signing
 from webhooks_emitter.testing import Receiver
@@ -59,30 +58,6 @@ def run_cli(*args: str, stdin: Optional[str] = None) -> subprocess.CompletedProc
         timeout=60,
         check=False,
     )
-
-
-class Lines:
-    """The lines a process writes to a pipe, read in a thread so that each wait can time out."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[Optional[str]] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def next(self, timeout: float = WAIT) -> str:
-        """The next line; AssertionError if none comes in ``timeout`` s or the pipe closed."""
-        try:
-            line = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no line of output within {timeout} s") from None
-        if line is None:
-            raise AssertionError("the process closed its output")
-        return line
 
 
 class Listener:

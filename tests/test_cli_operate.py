@@ -16,7 +16,6 @@ import datetime
 import importlib.util
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
@@ -26,9 +25,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
+from child_output import Lines
 from faultservers import closed_port
 
 from webhooks_emitter import Config, WebhooksEmitter, cli
@@ -125,42 +125,6 @@ def wait_status(store: str, condition: Callable[[dict[str, Any]], bool]) -> dict
             return report
         if time.monotonic() > deadline:
             raise AssertionError(f"status never showed what was expected: {report}")
-
-
-class Lines:
-    """The lines a process writes to a pipe, read in a thread so that each wait can time out."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[Optional[str]] = queue.Queue()
-        self.seen: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def next(self, timeout: float = WAIT) -> str:
-        """The next line; AssertionError if none comes in ``timeout`` s or the pipe closed."""
-        try:
-            line = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no line of output within {timeout} s") from None
-        if line is None:
-            raise AssertionError(f"the process closed its output after {self.seen}")
-        self.seen.append(line)
-        return line
-
-    def rest(self) -> list[str]:
-        """Every line still to come, once the process has ended."""
-        self._thread.join(WAIT)
-        lines: list[str] = []
-        while True:
-            line = self._queue.get_nowait()
-            if line is None:
-                return lines
-            lines.append(line)
 
 
 class Worker:
