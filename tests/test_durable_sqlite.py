@@ -111,26 +111,26 @@ class Child:
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill
-            with self._cond:
-                self.lines.append(parsed)
-                self._cond.notify_all()
-        with self._cond:
-            self._stdout_done = True
-            self._cond.notify_all()
+        self._pump(self.process.stdout, "_stdout_done", self._parsed)
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
-        for line in self.process.stderr:
+        self._pump(self.process.stderr, "_stderr_done", self._stderr.append)
+
+    def _parsed(self, line: str) -> None:
+        try:
+            self.lines.append(json.loads(line))
+        except ValueError:
+            pass  # a line cut short by a kill
+
+    def _pump(self, stream: Any, done: str, keep: Callable[[str], None]) -> None:
+        """Hand each line of ``stream`` to ``keep`` under the lock, then set ``done``."""
+        for line in stream:
             with self._cond:
-                self._stderr.append(line)
+                keep(line)
                 self._cond.notify_all()
         with self._cond:
-            self._stderr_done = True
+            setattr(self, done, True)
             self._cond.notify_all()
 
     def describe(self) -> str:
