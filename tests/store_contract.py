@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Callable, ClassVar
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable, ClassVar, TypeVar
 
 import pytest
 
@@ -72,6 +72,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.005)
 
+
+StoreT = TypeVar("StoreT", bound=Store)
+
+
+def closing_factory(open_store: Callable[..., StoreT]) -> Iterator[Callable[..., StoreT]]:
+    """For a ``make_store`` fixture: yields ``make(**options)``, which opens a store with
+    ``open_store(**options)``; every store it opened is closed after the test."""
+    made: list[StoreT] = []
+
+    def make(**options: Any) -> StoreT:
+        store = open_store(**options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
 
 class StoreContract:
     """The semantics every store keeps, memory and durable alike."""

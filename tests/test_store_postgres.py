@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psycopg
 import pytest
 from postgres_server import PostgresServer, Server, conninfo_to_url
-from store_contract import LEASE, OTHER, DurableStoreContract, fill, message, take
+from store_contract import LEASE, OTHER, DurableStoreContract, closing_factory, fill, message, take
 
 from webhooks_emitter.stores._base import Lease, StoreError, Target
 from webhooks_emitter.stores.postgres import POLL_COUNT_LIMIT, SCHEMA_VERSION, PostgresStore
@@ -34,16 +34,7 @@ SECRET = "s3cret-Pa55word"
 def make_store(pg_store_url: str) -> Iterator[Callable[..., PostgresStore]]:
     """``make_store(**options)``: another PostgresStore over the test's database, closed
     after the test."""
-    made: list[PostgresStore] = []
-
-    def make(**options: Any) -> PostgresStore:
-        store = PostgresStore(pg_store_url, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
+    yield from closing_factory(lambda **options: PostgresStore(pg_store_url, **options))
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from store_contract import (
     LEASE,
     OTHER,
     DurableStoreContract,
+    closing_factory,
     fill,
     message,
     request_ids,
@@ -57,16 +58,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_store(db_path: Path) -> Iterator[Callable[..., SQLiteStore]]:
     """Open stores over ``db_path`` (as other processes would); closed at the end."""
-    made: list[SQLiteStore] = []
-
-    def make(**options: Any) -> SQLiteStore:
-        store = SQLiteStore(db_path, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
+    yield from closing_factory(lambda **options: SQLiteStore(db_path, **options))
 
 
 @pytest.fixture
