@@ -393,6 +393,10 @@ class Config:
             backoff.
         disable_after: seconds > 0: an emitter whose tries have all failed for this long is
             paused, as on a ``410``; ``None`` never pauses it for that.
+        propagate_trace: send the W3C ``traceparent`` (and ``tracestate``) of each try's
+            span with the request, when tracing is instrumented
+            (:func:`webhooks_emitter.contrib.opentelemetry.instrument`). Off by default: a
+            third party's receiver should not learn your trace ids.
 
     ``max_attempts`` left out (or ``None``) is 3, or ``len(retry_schedule) + 1`` with a
     schedule. ``attrs.evolve`` keeps that link: a variant with another ``retry_schedule``
@@ -433,6 +437,7 @@ class Config:
     max_rate: Optional[float] = None
     retry_schedule: Optional[tuple[float, ...]] = attrs.field(default=None, converter=_to_schedule)
     disable_after: Optional[float] = None
+    propagate_trace: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.header_identifier, str) or not _IDENTIFIER.fullmatch(

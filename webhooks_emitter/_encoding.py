@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import attrs
 
-__all__ = ["check_name", "encode_payload", "new_request_id"]
+__all__ = ["check_name", "check_request_id", "encode_payload", "new_request_id"]
 
 _KEY_TYPES = (str, int, float, bool, type(None))
 
@@ -46,6 +46,28 @@ def check_name(value: object, argument: str) -> str:
     if value[0] == " " or value[-1] == " ":
         # HTTP drops it, so the receiver would see another name or id than the one sent.
         raise ValueError(f"{argument} must not start or end with a space: {value!r}")
+    return value
+
+
+#: The longest request id accepted: it travels as a header, and receivers refuse long ones.
+MAX_REQUEST_ID = 200
+
+
+def check_request_id(value: object) -> str:
+    """Return ``value`` as a request id, or raise naming ``request_id``.
+
+    A request id is sent as the ``X-<identifier>-Delivery`` header (and Standard Webhooks'
+    ``webhook-id``): 1 to 200 printable ASCII characters, no spaces (CONTRACT section 2).
+    """
+    value = check_name(value, "request_id")
+    if len(value) > MAX_REQUEST_ID:
+        raise ValueError(
+            f"request_id must be at most {MAX_REQUEST_ID} characters, got {len(value)}"
+        )
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise ValueError(
+            f"request_id must be printable ASCII without spaces: {value!r}"
+        )
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 from ._config import Config, EmitterStats
 from ._emitter import Emitter, RateLimitedCount
-from ._encoding import check_name, encode_payload, new_request_id
+from ._encoding import check_name, check_request_id, encode_payload, new_request_id
 from ._housekeeping import Housekeeper
 from ._transport import Transport
 from .exceptions import EmitterExistsError, EmitterNotFoundError, WebhooksEmitterError
@@ -505,7 +505,7 @@ class WebhooksEmitter:
             )
         event = check_name(event, "event")
         request_id = (
-            new_request_id() if request_id is None else check_name(request_id, "request_id")
+            new_request_id() if request_id is None else check_request_id(request_id)
         )
         if ordering_key is not None:
             ordering_key = check_name(ordering_key, "ordering_key")
