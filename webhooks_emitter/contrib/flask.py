@@ -1,5 +1,5 @@
 """Flask integration: emitters from ``app.config``, ``flask webhooks`` commands, and a receiver
-decorator. ``pip install 'webhooks_emitter[flask]'``.
+decorator. ``pip install 'webhooks_emitter[flask]'``::
 
     from flask import Flask
     from webhooks_emitter.contrib.flask import Webhooks, verify_webhook
@@ -178,7 +178,7 @@ def verify_webhook(
     header_identifier: str = "Webhooks",
 ) -> Callable[[F], F]:
     """A view decorator for receivers: the view runs only for a request whose raw body is
-    signed with ``secret``; otherwise the answer is 401 and the view is not called.
+    signed with ``secret``; otherwise the answer is 401 and the view is not called::
 
         @app.post("/hooks")
         @verify_webhook(lambda: current_app.config["HOOKS_SECRET"])

@@ -1,5 +1,5 @@
 """Django integration: add ``"webhooks_emitter.contrib.django"`` to ``INSTALLED_APPS``.
-``pip install 'webhooks_emitter[django]'``.
+``pip install 'webhooks_emitter[django]'``::
 
     # settings.py
     WEBHOOKS_EMITTER = {
