@@ -8,7 +8,6 @@ used, and references to other projects' classes in signatures are listed in
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -30,6 +29,7 @@ if not django_settings.configured:
     )
     django.setup()
 
+import optional_module  # noqa: E402
 import webhooks_emitter  # noqa: E402
 from sphinx.ext import napoleon  # noqa: E402
 
@@ -41,37 +41,28 @@ version = ".".join(release.split(".")[:2])
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.viewcode",
     "cli_reference",
     "examples",
     "public_names",
     "config_table",
+    "optional_module",
 ]
 
 exclude_patterns = ["_build"]
 
-# Pages about modules that are not in every checkout yet (the observability integrations):
-# such a page is built when its modules exist, and references to them are not checked
-# when they do not.
-OPTIONAL_PAGES = {
-    "reference/observability.rst": (
-        "webhooks_emitter.contrib.opentelemetry",
-        "webhooks_emitter.contrib.prometheus",
-    ),
-}
-_absent_modules = []
-for _page, _modules in OPTIONAL_PAGES.items():
-    _missing = [name for name in _modules if importlib.util.find_spec(name) is None]
-    if _missing:
-        exclude_patterns.append(_page)
-        _absent_modules.extend(_missing)
+# Modules that are not in every checkout yet (the observability integrations): their page
+# documents them when they exist (.. optional-automodule::), and references to them are
+# left unchecked when they do not.
+OPTIONAL_MODULES = ("webhooks_emitter.contrib.opentelemetry", "webhooks_emitter.contrib.prometheus")
+_absent_modules = [name for name in OPTIONAL_MODULES if not optional_module.module_exists(name)]
 templates_path: list[str] = []
 html_static_path: list[str] = []
 html_theme = "furo"
 html_title = f"webhooks_emitter {release}"
 default_role = "any"
 primary_domain = "py"
-highlight_language = "python3"
+# Literal blocks (::) are shell sessions, config files and output; Python is marked as such.
+highlight_language = "none"
 
 # Reference pages document names where they are exported (webhooks_emitter.Config, not
 # webhooks_emitter._config.Config).
@@ -102,7 +93,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Any|Optional|Union|Callable|Iterable|Iterator|Mapping|Sequence|Collection|Protocol|TypeVar|NoReturn)"),
     (r"py:class", r"(str|bytes|int|float|bool|dict|list|tuple|set|frozenset|object|type|None|NoneType)"),
     # Private names in the library's own signatures: a protocol and a type variable.
-    (r"py:class", r"webhooks_emitter\.signing\._HeaderItems|webhooks_emitter\.contrib\.flask\.F"),
+    (r"py:class", r"webhooks_emitter\.signing\._HeaderItems|webhooks_emitter\.contrib\.(flask|django\.views)\.F"),
     (r"py:class", r"(IPv4Network|IPv6Network|datetime|timedelta|Path|Event|Thread)"),
 ]
 

@@ -29,7 +29,7 @@ def webhook_view(
 ) -> Callable[[F], F]:
     """Decorate a view that receives webhooks: CSRF-exempt (the signature authenticates
     the sender), POST only (405 otherwise), and 401 without calling the view when the raw
-    body's signature does not hold.
+    body's signature does not hold::
 
         @webhook_view(settings.BILLING_WEBHOOK_SECRET)
         def billing_hooks(request):
