@@ -70,7 +70,7 @@ add_module_names = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
-autodoc_preserve_defaults = True
+autodoc_preserve_defaults = False
 autodoc_inherit_docstrings = True
 # Type aliases stay named in signatures instead of being spelled out.
 autodoc_type_aliases = {

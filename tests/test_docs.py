@@ -10,6 +10,7 @@ by ``docs/_ext/examples.py``).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import html.parser
@@ -287,13 +288,15 @@ def test_code_examples_run_against_a_loopback_receiver(
     index = json.loads((build.html / "examples.json").read_text(encoding="utf-8"))
     examples = index["examples"]
     assert len(examples) >= FEWEST_EXAMPLES, f"only {len(examples)} examples found"
-    failures = []
-    for number, example in enumerate(examples):
-        folder = tmp_path / f"example-{number}"
-        folder.mkdir()
-        problem = _run_example(example, folder)
-        if problem:
-            failures.append(problem)
+    folders = []
+    for number in range(len(examples)):
+        folders.append(tmp_path / f"example-{number}")
+        folders[-1].mkdir()
+    # Each example mostly waits (an interpreter starting, a flush): a few at once, each with
+    # its own receiver and folder.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        problems = list(pool.map(_run_example, examples, folders))
+    failures = [problem for problem in problems if problem]
     assert not failures, "\n\n".join(failures)
 
 
