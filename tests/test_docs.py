@@ -111,11 +111,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
             saved = json.loads(result_file.read_text())
             return Build(saved["returncode"], saved["warnings"], pathlib.Path(saved["html"]))
         result = _build(out)
-        result_file.write_text(
-            json.dumps(
-                {"returncode": result.returncode, "warnings": result.warnings, "html": str(result.html)}
-            )
-        )
+        saved = {"returncode": result.returncode, "warnings": result.warnings}
+        result_file.write_text(json.dumps({**saved, "html": str(result.html)}))
         return result
 
 
@@ -219,7 +216,9 @@ def test_internal_links_lead_to_a_page_and_an_anchor(build: Build) -> None:
             parts = urllib.parse.urlsplit(href)
             if parts.scheme or parts.netloc or href.startswith("mailto:"):
                 continue  # another site: not checked (the build has no network)
-            target = (path.parent / urllib.parse.unquote(parts.path)).resolve() if parts.path else path
+            target = path
+            if parts.path:
+                target = (path.parent / urllib.parse.unquote(parts.path)).resolve()
             if target.is_dir():
                 target = target / "index.html"
             if not target.exists():
@@ -312,12 +311,12 @@ def test_readme_is_short_valid_and_its_test_command_is_what_ci_runs() -> None:
     .ci/run runs exactly the test command it shows."""
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
-    docutils.core.publish_doctree(
-        text, settings_overrides={"halt_level": docutils.utils.Reporter.WARNING_LEVEL, "report_level": 5}
-    )
+    strict = {"halt_level": docutils.utils.Reporter.WARNING_LEVEL, "report_level": 5}
+    docutils.core.publish_doctree(text, settings_overrides=strict)
     command = _readme_test_command()
     assert command == (
-        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest"
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]'"
+        " && .venv/bin/python -m pytest"
     )
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert command in ci
