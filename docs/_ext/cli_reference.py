@@ -111,8 +111,12 @@ def _describe(lines: list[str], parser: argparse.ArgumentParser, program: str) -
     """Append the reStructuredText of one parser's usage, description, options and epilog."""
     _literal(lines, _usage(parser))
     if parser.description:
-        lines.extend(_escape(line) for line in textwrap.dedent(parser.description).splitlines())
-        lines.append("")
+        description = textwrap.dedent(parser.description).strip("\n")
+        if any(line.startswith(" ") for line in description.splitlines()):
+            _literal(lines, description)  # laid out by hand (RawDescriptionHelpFormatter)
+        else:
+            lines.extend(_escape(line) for line in description.splitlines())
+            lines.append("")
     lines.append(f".. program:: {program}")
     lines.append("")
     for action in parser._actions:
