@@ -54,8 +54,8 @@ def _fence() -> None:
                 ) from None
         return getaddrinfo(host, *args, **kwargs)
 
-    socket.socket.connect = fenced_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = fenced_connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = fenced_connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = fenced_connect_ex  # type: ignore[method-assign,assignment]
     socket.getaddrinfo = fenced_getaddrinfo
 
 

@@ -178,7 +178,8 @@ def test_cli_reference_has_every_subcommand_and_option(
         for action in parser._actions:
             if action.help == argparse.SUPPRESS:
                 continue
-            for option in action.option_strings or [action.metavar or action.dest]:
+            metavar = action.metavar if isinstance(action.metavar, str) else action.dest
+            for option in action.option_strings or [metavar]:
                 key = f"{cli.PROG}-{name}.{option}"
                 if key not in options:
                     missing.append(key)

@@ -149,7 +149,7 @@ class CliReference(SphinxDirective):
             _describe(lines, sub, f"{prog} {name}")
         container = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, source=self.arguments[0]), container)
-        return container.children
+        return list(container.children)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class ConfigFields(SphinxDirective):
             ]
         container = nodes.container()
         self.state.nested_parse(StringList(lines, source=self.arguments[0]), 0, container)
-        return container.children
+        return list(container.children)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

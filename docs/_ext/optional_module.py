@@ -44,7 +44,7 @@ class OptionalAutomodule(SphinxDirective):
         lines += [f"   :{option}: {value}".rstrip() for option, value in self.options.items()]
         container = nodes.container()
         self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), 0, container)
-        return container.children
+        return list(container.children)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

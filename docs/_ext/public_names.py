@@ -62,7 +62,7 @@ def _resolve(
         return None
     target = node.get("reftarget", "")
     domain = env.get_domain("py")
-    mapped = app.config._public_map.get(target)  # type: ignore[attr-defined]
+    mapped = app.config._public_map.get(target)
     if mapped is None:
         # A short or partly qualified name: the one documented object whose full name ends
         # with it ("WebhooksEmitter.emit" is webhooks_emitter.WebhooksEmitter.emit).
@@ -78,13 +78,13 @@ def _resolve(
     node = node.deepcopy()
     node["reftarget"] = mapped
     node["refspecific"] = False
-    return domain.resolve_xref(  # type: ignore[no-any-return]
+    return domain.resolve_xref(
         env, node["refdoc"], app.builder, node["reftype"], mapped, node, contnode
     )
 
 
 def _init(app: Sphinx) -> None:
-    app.config._public_map = public_map()  # type: ignore[attr-defined]
+    app.config._public_map = public_map()
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
