@@ -186,6 +186,49 @@ def test_cli_reference_has_every_subcommand_and_option(
     assert not missing, f"missing from the CLI reference: {missing}"
 
 
+def _django_commands() -> dict[str, argparse.ArgumentParser]:
+    """The options each management command of the Django app adds (Django's own left out)."""
+    import webhooks_emitter.contrib.django as app
+
+    folder = pathlib.Path(app.__file__).parent / "management" / "commands"
+    found = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        module = importlib.import_module(f"{app.__name__}.management.commands.{path.stem}")
+        parser = argparse.ArgumentParser(add_help=False)
+        module.Command().add_arguments(parser)
+        found[path.stem] = parser
+    return found
+
+
+def test_flask_and_django_command_references_have_every_option(
+    inventory: dict[str, dict[str, Any]],
+) -> None:
+    """Every ``flask webhooks`` command and every management command, with each of its
+    options, is in the settings reference (generated from the commands themselves)."""
+    from webhooks_emitter.contrib import flask as flask_contrib
+
+    options = inventory["std:cmdoption"]
+    expected = []
+    for name, command in flask_contrib.cli.commands.items():
+        for param in command.params:
+            expected += [f"flask-webhooks-{name}.{opt}" for opt in param.opts if opt[0] == "-"]
+    django = _django_commands()
+    assert {"webhooks_worker", "webhooks_status", "webhooks_failed", "webhooks_replay"} <= set(
+        django
+    )
+    for name, parser in django.items():
+        for action in parser._actions:
+            expected += [f"manage.py-{name}.{opt}" for opt in action.option_strings]
+            if not action.option_strings:
+                metavar = action.metavar if isinstance(action.metavar, str) else action.dest
+                expected.append(f"manage.py-{name}.{metavar}")
+    assert len(expected) > 8
+    missing = [key for key in expected if key not in options]
+    assert not missing, f"missing from the settings reference: {missing}"
+
+
 class _Links(html.parser.HTMLParser):
     """The hrefs and the ids of one HTML page."""
 

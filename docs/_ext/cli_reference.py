@@ -1,13 +1,19 @@
-"""``.. cli-reference:: module:function``: a command line's reference, from its argparse parser.
+"""Command references generated from the commands themselves, never copied by hand.
 
-The directive calls the function (it takes no argument and returns an
-:class:`argparse.ArgumentParser`) and writes, for the program and for each subcommand, its
-usage line, its description, each argument as an ``.. option::`` (so pages can link to
-``:option:`webhooks-emitter send --secret```) and its epilog (examples). Nothing is copied by
-hand: an option added to the parser appears here at the next build.
+``.. cli-reference:: module:function``
+    calls the function (it takes no argument and returns an :class:`argparse.ArgumentParser`)
+    and writes, for the program and for each subcommand, its usage line, its description,
+    each argument as an ``.. option::`` (so pages can link to
+    ``:option:`webhooks-emitter send --secret```) and its epilog (examples). ``:prog:`` sets
+    the program name of the headings (default: the parser's ``prog``).
+``.. click-reference:: module:group``
+    the same for a click group (the ``flask webhooks`` commands); ``:prog:`` as above.
+``.. django-commands:: app.package [command ...]``
+    the same for Django management commands (all those of the app when none is named), from
+    the parser each command builds (Django's own options, common to every command, are left
+    out).
 
-Options:
-    ``:prog:`` the program name used in the headings (default: the parser's ``prog``).
+An option added to a command appears in its reference at the next build.
 """
 
 from __future__ import annotations
@@ -100,6 +106,14 @@ def _help(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
     return " ".join(text.split())
 
 
+def _help_text(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
+    """An action's help as reStructuredText; "(an argument)" for a positional without help."""
+    text = _escape(_help(action, parser))
+    if not text:
+        text = "(an argument)" if not action.option_strings else "(no description)"
+    return text
+
+
 def _literal(lines: list[str], text: str) -> None:
     lines.append("::")
     lines.append("")
@@ -124,7 +138,7 @@ def _describe(lines: list[str], parser: argparse.ArgumentParser, program: str) -
             continue
         lines.append(f".. option:: {_option_names(action)}")
         lines.append("")
-        lines.append("    " + (_escape(_help(action, parser)) or "(no description)"))
+        lines.append("    " + _help_text(action, parser))
         lines.append("")
     if parser.epilog:
         _literal(lines, textwrap.dedent(parser.epilog))
@@ -152,7 +166,95 @@ class CliReference(SphinxDirective):
         return list(container.children)
 
 
+def _click_option(lines: list[str], param: Any, context: Any) -> None:
+    record = param.get_help_record(context)  # None for arguments, which have no help
+    names, text = record if record else (param.human_readable_name, "")
+    if not text:
+        text = "(an argument" + (", any number of them)" if param.nargs == -1 else ")")
+    lines += [f".. option:: {names}", "", "    " + _escape(" ".join(text.split())), ""]
+
+
+class ClickReference(SphinxDirective):
+    """``.. click-reference::``; see the module docstring."""
+
+    required_arguments = 1
+    option_spec = {"prog": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        import click
+
+        module_name, _, attribute = self.arguments[0].partition(":")
+        group = getattr(importlib.import_module(module_name), attribute)
+        prog = self.options.get("prog") or group.name
+        lines: list[str] = []
+        for name, command in group.commands.items():
+            context = click.Context(command, info_name=f"{prog} {name}")
+            title = f"``{prog} {name}``"
+            lines += [title, "~" * len(title), ""]
+            _literal(lines, command.get_usage(context))
+            if command.help:
+                lines += [_escape(" ".join(command.help.split())), ""]
+            lines += [f".. program:: {prog} {name}", ""]
+            for param in command.get_params(context):
+                _click_option(lines, param, context)
+        container = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, source=self.arguments[0]), container)
+        return list(container.children)
+
+
+#: Options every Django management command has; documented by Django, not here.
+DJANGO_COMMON = {
+    "help",
+    "version",
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+}
+
+
+class DjangoCommands(SphinxDirective):
+    """``.. django-commands::``; see the module docstring."""
+
+    required_arguments = 1
+    optional_arguments = 50
+
+    def run(self) -> list[nodes.Node]:
+        from django.core.management import find_commands, load_command_class
+
+        app_name, names = self.arguments[0], self.arguments[1:]
+        if not names:
+            package = importlib.import_module(app_name)
+            folder = os.path.join(os.path.dirname(package.__file__ or ""), "management")
+            names = sorted(find_commands(folder))
+        lines: list[str] = []
+        for name in names:
+            command = load_command_class(app_name, name)
+            parser = command.create_parser("manage.py", name)
+            title = f"``manage.py {name}``"
+            lines += [title, "~" * len(title), ""]
+            own = [a for a in parser._actions if a.dest not in DJANGO_COMMON]
+            _literal(lines, _usage(parser))
+            if command.help:
+                lines += [_escape(" ".join(str(command.help).split())), ""]
+            lines += [f".. program:: manage.py {name}", ""]
+            for action in own:
+                lines.append(f".. option:: {_option_names(action)}")
+                lines.append("")
+                lines.append("    " + _help_text(action, parser))
+                lines.append("")
+            lines += ["Also Django's options common to every command (``--settings``, ...).", ""]
+        container = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, source=app_name), container)
+        return list(container.children)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the directive."""
+    """Register the directives."""
     app.add_directive("cli-reference", CliReference)
+    app.add_directive("click-reference", ClickReference)
+    app.add_directive("django-commands", DjangoCommands)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
