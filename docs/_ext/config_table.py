@@ -1,4 +1,4 @@
-"""``.. config-fields:: module.Class``: a table of an attrs class's fields, defaults and meaning.
+"""``.. config-fields:: module.Class``: an attrs class's fields, their defaults and meaning.
 
 Names and defaults come from ``attrs.fields`` of the class, meanings from the ``Args:``
 section of its docstring, so the table follows the code: a field added to ``Config`` shows
@@ -66,8 +66,7 @@ class ConfigFields(SphinxDirective):
         module_name, _, class_name = self.arguments[0].rpartition(".")
         cls = getattr(importlib.import_module(module_name), class_name)
         meanings = _args_section(cls.__doc__ or "")
-        lines = [".. list-table::", "   :header-rows: 1", "   :widths: 25 20 55", ""]
-        lines += ["   * - field", "     - default", "     - meaning"]
+        lines: list[str] = []
         for field in attrs.fields(cls):
             meaning = meanings.get(field.name)
             if meaning is None:
@@ -77,12 +76,10 @@ class ConfigFields(SphinxDirective):
                     field.name,
                     location=self.get_location(),
                 )
-                meaning = ""
-            lines += [
-                f"   * - ``{field.name}``",
-                f"     - {_default(field)}",
-                f"     - {meaning}",
-            ]
+                meaning = "(undocumented)"
+            # A definition list rather than a table: the meanings are sentences, and a
+            # three-column table is too wide for the page.
+            lines += [f"``{field.name}`` = {_default(field)}", f"    {meaning}", ""]
         container = nodes.container()
         self.state.nested_parse(StringList(lines, source=self.arguments[0]), 0, container)
         return list(container.children)
