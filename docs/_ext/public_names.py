@@ -15,12 +15,17 @@ Anything else stays unresolved, and the nitpicky build reports it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Optional
 
 from docutils import nodes
+from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
 
 #: The modules whose ``__all__`` are the public names, in order of preference.
 PUBLIC_MODULES = [
@@ -87,8 +92,54 @@ def _init(app: Sphinx) -> None:
     app.config._public_map = public_map()
 
 
+class AutoAll(SphinxDirective):
+    """``.. autoall:: module``: every name of ``module.__all__``, grouped by kind.
+
+    Functions first, then classes, exceptions and other names, each group in ``__all__``
+    order, each documented by the matching autodoc directive; a name added to ``__all__``
+    appears at the next build. ``:skip:`` names (comma-separated) are left to the page;
+    ``:exclude-members:`` is passed to every class.
+    """
+
+    required_arguments = 1
+    option_spec = {"skip": directives.unchanged, "exclude-members": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        module_name = self.arguments[0]
+        module = importlib.import_module(module_name)
+        skip = {name.strip() for name in self.options.get("skip", "").split(",") if name.strip()}
+        groups: dict[str, list[str]] = {"Functions": [], "Classes": [], "Exceptions": []}
+        groups["Other names"] = []
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if name in skip or inspect.ismodule(obj):
+                continue
+            if inspect.isclass(obj) and issubclass(obj, BaseException):
+                groups["Exceptions"].append(f".. autoexception:: {module_name}.{name}")
+            elif inspect.isclass(obj):
+                exclude = self.options.get("exclude-members")
+                entry = f".. autoclass:: {module_name}.{name}\n   :members:"
+                if exclude:
+                    entry += f"\n   :exclude-members: {exclude}"
+                groups["Classes"].append(entry)
+            elif callable(obj):
+                groups["Functions"].append(f".. autofunction:: {module_name}.{name}")
+            else:
+                groups["Other names"].append(f".. autodata:: {module_name}.{name}")
+        lines: list[str] = []
+        for title, entries in groups.items():
+            if entries:
+                lines += [title, "-" * len(title), ""]
+                for entry in entries:
+                    lines += [*entry.splitlines(), ""]
+        container = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, source=module_name), container)
+        return list(container.children)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Register the resolver."""
+    """Register the resolver and the ``autoall`` directive."""
+    app.add_directive("autoall", AutoAll)
     app.connect("builder-inited", _init)
     app.connect("missing-reference", _resolve)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
