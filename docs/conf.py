@@ -90,7 +90,10 @@ suppress_warnings = ["ref.python"]
 # qualified names are listed, so that a broken reference to one of the library's own names
 # is never hidden.
 _STDLIB = "argparse|collections\\.abc|datetime|ipaddress|logging|os|pathlib|threading|typing"
-_OTHER_PROJECTS = "attr|attrs|click|django|flask|psycopg|psycopg2|requests|sqlalchemy|urllib3"
+_OTHER_PROJECTS = (
+    "attr|attrs|click|django|flask|opentelemetry|prometheus_client|psycopg|psycopg2|requests"
+    "|sqlalchemy|urllib3|werkzeug"
+)
 nitpick_ignore_regex = [
     (r"py:.*", rf"({_STDLIB})\..*"),
     (r"py:.*", rf"({_OTHER_PROJECTS})\..*"),

@@ -35,7 +35,12 @@ from sphinx.util.inventory import InventoryFile
 from webhooks_emitter import cli, signing
 from webhooks_emitter.testing import Receiver
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+HERE = pathlib.Path(__file__).resolve().parent
+# The repository root: the nearest folder above this file with setup.cfg (the tests may be
+# regrouped into subfolders of tests/).
+ROOT = next(folder for folder in HERE.parents if (folder / "setup.cfg").exists())
+#: Runs one example with the network fenced to loopback; it stays beside this file.
+RUNNER = HERE / "doc_example.py"
 DOCS = ROOT / "docs"
 README = ROOT / "README.rst"
 
@@ -295,7 +300,7 @@ def _run_example(example: dict[str, Any], folder: pathlib.Path) -> str:
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         done = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "doc_example.py"), str(script)],
+            [sys.executable, str(RUNNER), str(script)],
             capture_output=True,
             text=True,
             cwd=folder,
