@@ -29,7 +29,8 @@ ROUTES = ("", "emitter")
 ACTIONS = ("pause", "restart", "replay", "purge")
 
 #: Sent with every answer: nothing but the page itself may load or run (the pages use no
-#: script and no outside resource), no framing, no Referer carrying the URL out, no cache.
+#: script and no outside resource), no framing, no Referer to other sites, no cache (a
+#: Referer within the site stays: Django checks the Origin of a POST against it).
 HEADERS: tuple[tuple[str, str], ...] = (
     (
         "Content-Security-Policy",
@@ -38,7 +39,7 @@ HEADERS: tuple[tuple[str, str], ...] = (
     ),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 )
 

@@ -143,7 +143,7 @@ def _layout(title: str, page: Page, content: str, *, refresh: bool = False) -> s
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="referrer" content="same-origin">\n'
         f"{head_refresh}<title>{_e(title)} · webhooks</title>\n"
         f"<style>{STYLESHEET}</style>\n</head>\n<body>\n"
         "<header>\n"
