@@ -210,6 +210,6 @@ class CsrfGuard:
 
     def check(self, session: Optional[str], token: Optional[str]) -> bool:
         """Whether ``token`` (the form's field) belongs to ``session`` (the cookie)."""
-        if not session or not token or not _SESSION.match(session):
+        if not session or not token:
             return False
         return hmac.compare_digest(self.token(session), token)
