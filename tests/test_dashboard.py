@@ -16,15 +16,14 @@ from typing import Any, Callable, Optional
 import pytest
 
 from webhooks_emitter import Config, WebhooksEmitter
-from webhooks_emitter._dashboard import CsrfGuard, Dashboard, Page
-from webhooks_emitter._dashboard import _data, _pages
+from webhooks_emitter._dashboard import CsrfGuard, Dashboard, Page, _data, _pages
 from webhooks_emitter._dashboard._server import TokenApp, parse_bind
 from webhooks_emitter.cli import main
 from webhooks_emitter.cli._dashboard import DEFAULT_BIND
 from webhooks_emitter.stores import FailedEvent, SQLiteStore, Store
 from webhooks_emitter.testing import Receiver
 
-HOSTILE = "<b id=\"x\">&'"
+HOSTILE = '<b id="x">&\''
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 
 
@@ -67,8 +66,13 @@ def test_every_value_from_the_store_is_escaped() -> None:
         body=b'{"x":"<script>alert(1)</script>"}',
     )
     queued = _data.QueuedEvent(
-        event=HOSTILE, request_id=HOSTILE, attempts=0, emitted_at=NOW, status_code=None,
-        error=None, body=b"<img src=x onerror=alert(1)>",
+        event=HOSTILE,
+        request_id=HOSTILE,
+        attempts=0,
+        emitted_at=NOW,
+        status_code=None,
+        error=None,
+        body=b"<img src=x onerror=alert(1)>",
     )
     detail = _data.Detail(
         row=row(HOSTILE, 3.0, 1, lease_holder=HOSTILE), failed=[failed], queued=[queued]
@@ -99,8 +103,13 @@ def test_no_page_holds_a_script_or_an_outside_resource() -> None:
 def test_emitters_are_listed_worst_first() -> None:
     """The oldest queued event first; emitters with nothing queued last (more failed
     events first among them, then by id)."""
-    rows = [row("idle", None), row("young", 1.0), row("busy", None, failed=4),
-            row("old", 90.0), row("calm", None)]
+    rows = [
+        row("idle", None),
+        row("young", 1.0),
+        row("busy", None, failed=4),
+        row("old", 90.0),
+        row("calm", None),
+    ]
     ordered = sorted(rows, key=_data._order)
     assert [r.emitter_id for r in ordered] == ["old", "young", "busy", "calm", "idle"]
 
@@ -168,8 +177,12 @@ def store(tmp_path: Path, receiver: Receiver) -> Iterator[SQLiteStore]:
 def snapshot(store: Store) -> tuple[Any, ...]:
     """What an action could change."""
     state = store.state("billing")
-    return (state.queued, state.failed, state.paused,
-            [f.request_id for f in store.failed("billing")])
+    return (
+        state.queued,
+        state.failed,
+        state.paused,
+        [f.request_id for f in store.failed("billing")],
+    )
 
 
 def test_get_never_changes_anything(store: SQLiteStore) -> None:
@@ -210,8 +223,9 @@ def test_a_purge_needs_the_emitter_id_typed_again(store: SQLiteStore) -> None:
         assert answer.status == 303
         assert "done=purge_refused" in (answer.location or "")
         assert snapshot(store) == before
-    answer = dashboard.act("emitter", {"id": "billing"}, {"action": "purge",
-                                                           "confirm": "billing"}, page())
+    answer = dashboard.act(
+        "emitter", {"id": "billing"}, {"action": "purge", "confirm": "billing"}, page()
+    )
     assert answer.location == "/ops/emitter?id=billing&done=purged&n=3"
     assert snapshot(store)[:2] == (0, 0)
 
@@ -296,8 +310,9 @@ class Call:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
 
-    def __call__(self, method: str, target: str, *, cookie: str = "",
-                 form: Optional[dict[str, str]] = None) -> tuple[int, dict[str, list[str]], str]:
+    def __call__(
+        self, method: str, target: str, *, cookie: str = "", form: Optional[dict[str, str]] = None
+    ) -> tuple[int, dict[str, list[str]], str]:
         path, _, query = target.partition("?")
         body = urllib.parse.urlencode(form or {}).encode()
         environ = {
@@ -353,8 +368,12 @@ def test_a_post_needs_the_pages_csrf_token(store: SQLiteStore) -> None:
     html = call("GET", "/emitter?id=billing", cookie=cookie)[2]
     token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
     assert token is not None
-    status, headers, _ = call("POST", "/emitter?id=billing", cookie=cookie,
-                              form={"action": "replay", "csrf_token": token.group(1)})
+    status, headers, _ = call(
+        "POST",
+        "/emitter?id=billing",
+        cookie=cookie,
+        form={"action": "replay", "csrf_token": token.group(1)},
+    )
     assert status == 303
     assert headers["location"] == ["/emitter?id=billing&done=replayed&n=2"]
     assert store.state("billing").failed == 0
@@ -404,7 +423,9 @@ def test_bind_defaults_to_this_host_only() -> None:
     ],
 )
 def test_the_command_refuses_bad_arguments(
-    argv: list[str], said: str, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    said: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No store, ``memory:``, a URL of no store, or a bad --bind: exit 2, one line naming it."""

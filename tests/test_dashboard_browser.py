@@ -117,7 +117,7 @@ def _stale(element: Any) -> bool:
     from selenium.common.exceptions import StaleElementReferenceException
 
     try:
-        element.tag_name
+        element.tag_name  # noqa: B018 - raises once the page it was on is gone
     except StaleElementReferenceException:
         return True
     return False
@@ -307,8 +307,16 @@ def test_cli_dashboard_in_chromium(
     once the cookie is gone, as is a wrong token; SIGTERM ends the server with status 0.
     The emitters page fits a phone's width."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "webhooks_emitter", "dashboard", "--store", scene.url,
-         "--bind", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "webhooks_emitter",
+            "dashboard",
+            "--store",
+            scene.url,
+            "--bind",
+            "127.0.0.1:0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -419,9 +427,13 @@ def test_django_dashboard_in_chromium(
     conn = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(base).port, timeout=WAIT)
     try:
         conn.request(
-            "POST", "/webhooks/emitter?id=billing", body="action=pause",
-            headers={"Cookie": f"sessionid={session}",
-                     "Content-Type": "application/x-www-form-urlencoded"},
+            "POST",
+            "/webhooks/emitter?id=billing",
+            body="action=pause",
+            headers={
+                "Cookie": f"sessionid={session}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
         )
         assert conn.getresponse().status == 403  # no CSRF token
     finally:
@@ -454,8 +466,9 @@ def test_flask_dashboard_in_chromium(browser: Any, scene: Scene, tmp_path: Path)
     webhooks = Webhooks(app)
     allowed = threading.Event()
     allowed.set()
-    app.register_blueprint(dashboard_blueprint(webhooks, auth=allowed.is_set),
-                           url_prefix="/ops/webhooks")
+    app.register_blueprint(
+        dashboard_blueprint(webhooks, auth=allowed.is_set), url_prefix="/ops/webhooks"
+    )
     instance = get_instance(app)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -477,8 +490,12 @@ def test_flask_dashboard_in_chromium(browser: Any, scene: Scene, tmp_path: Path)
 
         conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=WAIT)
         try:
-            conn.request("POST", "/ops/webhooks/emitter?id=billing", body="action=pause",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            conn.request(
+                "POST",
+                "/ops/webhooks/emitter?id=billing",
+                body="action=pause",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             assert conn.getresponse().status == 403  # no CSRF cookie nor token
         finally:
             conn.close()

@@ -110,8 +110,9 @@ class Dashboard:
         except StoreError as exc:
             return self._store_error(page, exc)
 
-    def act(self, route: str, query: Mapping[str, str], form: Mapping[str, str],
-            page: _pages.Page) -> Response:
+    def act(
+        self, route: str, query: Mapping[str, str], form: Mapping[str, str], page: _pages.Page
+    ) -> Response:
         """Answer a POST of ``route`` (the CSRF token already checked by the mount): do
         what the form asks and redirect (303) to the emitter's page with the outcome.
 

@@ -107,8 +107,9 @@ def _counters(instance: Optional[WebhooksEmitter]) -> dict[str, tuple[int, int]]
     return found
 
 
-def _row(emitter_id: str, values: Mapping[str, Any], counters: Mapping[str, tuple[int, int]]
-         ) -> EmitterRow:
+def _row(
+    emitter_id: str, values: Mapping[str, Any], counters: Mapping[str, tuple[int, int]]
+) -> EmitterRow:
     delivered, given_up = counters.get(emitter_id, (None, None))
     return EmitterRow(
         emitter_id=emitter_id,

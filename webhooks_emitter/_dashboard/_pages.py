@@ -131,9 +131,7 @@ def _number(value: Optional[int]) -> str:
 
 
 def _layout(title: str, page: Page, content: str, *, refresh: bool = False) -> str:
-    head_refresh = (
-        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">\n' if refresh else ""
-    )
+    head_refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">\n' if refresh else ""
     note = (
         f'<p class="message" role="status" id="message">{_e(page.message)}</p>\n'
         if page.message
@@ -154,8 +152,16 @@ def _layout(title: str, page: Page, content: str, *, refresh: bool = False) -> s
     )
 
 
-def _form(page: Page, action_url: str, action: str, label: str, *,
-          fields: Iterable[tuple[str, str]] = (), extra: str = "", danger: bool = False) -> str:
+def _form(
+    page: Page,
+    action_url: str,
+    action: str,
+    label: str,
+    *,
+    fields: Iterable[tuple[str, str]] = (),
+    extra: str = "",
+    danger: bool = False,
+) -> str:
     hidden = "".join(
         f'<input type="hidden" name="{_e(name)}" value="{_e(value)}">'
         for name, value in ((page.csrf_name, page.csrf_token), ("action", action), *fields)
@@ -205,7 +211,7 @@ def emitters_page(rows: Sequence[EmitterRow], page: Page) -> str:
     if rows:
         table = (
             '<div class="scroll"><table id="emitters">\n'
-            f"<caption class=\"muted\">{len(rows)} emitter(s), the oldest queued event first; "
+            f'<caption class="muted">{len(rows)} emitter(s), the oldest queued event first; '
             f"this page reloads every {REFRESH_SECONDS} s</caption>\n"
             f"<thead>{head}</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>\n"
         )
@@ -223,9 +229,7 @@ def _failed_table(events: Sequence[FailedEvent], page: Page, url: str) -> str:
     rows = []
     for event in events:
         status = "-" if event.status_code is None else str(event.status_code)
-        replay_one = _form(
-            page, url, "replay", "Replay", fields=[("request_id", event.request_id)]
-        )
+        replay_one = _form(page, url, "replay", "Replay", fields=[("request_id", event.request_id)])
         rows.append(
             f'<tr data-request-id="{_e(event.request_id)}">'
             f"<td><code>{_e(event.request_id)}</code></td>"
@@ -303,7 +307,7 @@ def emitter_page(detail: Detail, page: Page) -> str:
     confirm = (
         '<label for="confirm">type the emitter id to purge every event</label>'
         '<input type="text" id="confirm" name="confirm" autocomplete="off" spellcheck="false" '
-        'required>'
+        "required>"
     )
     actions = (
         '<div class="actions">'

@@ -102,9 +102,7 @@ class TokenApp:
             # Keep it in a cookie and show the page without it.
             rest = urllib.parse.urlencode(query, doseq=True)
             location = base + path.lstrip("/") + (f"?{rest}" if rest else "")
-            cookie = (
-                f"{self._cookie}={self._token}; Path=/; HttpOnly; SameSite=Strict"
-            )
+            cookie = f"{self._cookie}={self._token}; Path=/; HttpOnly; SameSite=Strict"
             return self._send(start_response, Response(303, location=location), [cookie])
         if held is None or not secrets.compare_digest(held.encode(), self._token.encode()):
             return self._send(start_response, Response(403, _FORBIDDEN, content_type=_TEXT))
@@ -112,7 +110,9 @@ class TokenApp:
         route = path.strip("/")
         fields = _first(query)
         # The token is the browser's session: its forms carry the HMAC of it.
-        page = Page(base=base, where="", csrf_name=CsrfGuard.field, csrf_token=self._csrf.token(held))
+        page = Page(
+            base=base, where="", csrf_name=CsrfGuard.field, csrf_token=self._csrf.token(held)
+        )
         if route not in ROUTES:
             return self._send(start_response, self._dashboard.page(route, fields, page))
         if method in ("GET", "HEAD"):
@@ -131,8 +131,12 @@ class TokenApp:
         if not self._csrf.check(held, form.get(CsrfGuard.field)):
             return self._send(
                 start_response,
-                Response(403, "403 Forbidden: the form's CSRF token is missing or wrong; "
-                         "reload the page and try again\n", content_type=_TEXT),
+                Response(
+                    403,
+                    "403 Forbidden: the form's CSRF token is missing or wrong; "
+                    "reload the page and try again\n",
+                    content_type=_TEXT,
+                ),
             )
         return self._send(start_response, self._dashboard.act(route, fields, form, page))
 
@@ -156,8 +160,11 @@ class TokenApp:
         allow: Optional[str] = None,
     ) -> list[bytes]:
         body = response.body.encode("utf-8")
-        headers = [*HEADERS, ("Content-Type", response.content_type),
-                   ("Content-Length", str(len(body)))]
+        headers = [
+            *HEADERS,
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(body))),
+        ]
         if response.location is not None:
             headers.append(("Location", response.location))
         if allow is not None:

@@ -62,7 +62,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def _serve(server: DashboardServer, where: str) -> int:
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handle(signum: int, frame: Any) -> None:
         stop.set()

@@ -15,10 +15,6 @@ token signed with the app's ``SECRET_KEY`` (set it when several processes serve 
 without it each process signs with a random key of its own).
 """
 
-# Flask's typing is partial: these calls are typed in Flask 2.2+, but keep mypy quiet
-# about untyped decorators where an older Flask lacks them.
-# mypy: disable-error-code="misc"
-
 from __future__ import annotations
 
 import secrets
@@ -57,7 +53,9 @@ def dashboard_blueprint(
             f"the dashboard, not {type(auth).__name__} (there is no default that lets everyone in)"
         )
     if webhooks is not None and not isinstance(webhooks, Webhooks):
-        raise TypeError(f"webhooks must be a Webhooks extension or None, not {type(webhooks).__name__}")
+        raise TypeError(
+            f"webhooks must be a Webhooks extension or None, not {type(webhooks).__name__}"
+        )
     blueprint = Blueprint(name, __name__)
     dashboard = Dashboard(lambda: get_instance().store, get_instance)
     fallback_key = secrets.token_bytes(32)
@@ -67,8 +65,9 @@ def dashboard_blueprint(
         return CsrfGuard(key if key else fallback_key)
 
     def send(response: Response, cookie: Optional[str] = None) -> FlaskResponse:
-        answer = FlaskResponse(response.body, status=response.status,
-                               content_type=response.content_type)
+        answer = FlaskResponse(
+            response.body, status=response.status, content_type=response.content_type
+        )
         for header, value in HEADERS:
             answer.headers[header] = value
         if response.location is not None:

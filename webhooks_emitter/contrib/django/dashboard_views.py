@@ -38,8 +38,7 @@ _dashboard = Dashboard(_store, _instance)
 
 
 def _send(response: Response) -> HttpResponse:
-    answer = HttpResponse(response.body, status=response.status,
-                          content_type=response.content_type)
+    answer = HttpResponse(response.body, status=response.status, content_type=response.content_type)
     for header, value in HEADERS:
         answer[header] = value
     if response.location is not None:
