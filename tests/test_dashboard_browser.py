@@ -81,10 +81,26 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def until(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
-    """Wait for ``condition(driver)`` to be truthy; its value."""
+    """Wait for ``condition(driver)`` to be truthy; its value. A condition that meets the
+    page as it reloads (the emitters page reloads itself every 5 s: a stale element, a
+    script cut short) is tried again."""
+    from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(condition, message=what)
+    wait = WebDriverWait(
+        driver,
+        WAIT,
+        poll_frequency=0.05,
+        ignored_exceptions=(StaleElementReferenceException, JavascriptException),
+    )
+    return wait.until(condition, message=what)
+
+
+def click_link(driver: Any, text: str) -> None:
+    """Click the link showing ``text`` (again if the page reloaded under the click)."""
+    from selenium.webdriver.common.by import By
+
+    until(driver, lambda d: d.find_element(By.LINK_TEXT, text).click() or True, f"no {text} link")
 
 
 def message(driver: Any) -> str:
@@ -125,11 +141,14 @@ def _stale(element: Any) -> bool:
 
 def table(driver: Any, table_id: str) -> list[list[str]]:
     """The text of each body row's cells (read in one go: the emitters page reloads itself)."""
-    rows: list[list[str]] = driver.execute_script(
-        "return Array.from(document.querySelectorAll(arguments[0])).map("
-        "r => Array.from(r.children).map(c => c.textContent.trim()))",
-        f"#{table_id} tbody tr",
+    script = (
+        "return [Array.from(document.querySelectorAll(arguments[0])).map("
+        "r => Array.from(r.children).map(c => c.textContent.trim()))]"
     )
+    found = until(
+        driver, lambda d: d.execute_script(script, f"#{table_id} tbody tr"), f"no {table_id}"
+    )
+    rows: list[list[str]] = found[0]
     return rows
 
 
@@ -254,7 +273,7 @@ def exercise(driver: Any, base: str, scene: Scene, shots: Path, name: str) -> No
     assert billing[1:4] == ["0", "3", "running"], billing
     check_screenshot(driver, shots / f"{name}-emitters.png")
 
-    driver.find_element(By.LINK_TEXT, "billing").click()
+    click_link(driver, "billing")
     until(driver, lambda d: _text(d, By.ID, "emitter-id") == "billing", "no billing page")
     failed = table(driver, "failed")
     assert [r[0] for r in failed] == scene.failed_ids, failed
@@ -288,8 +307,7 @@ def exercise(driver: Any, base: str, scene: Scene, shots: Path, name: str) -> No
     assert {r.delivery_id for r in scene.delivered(3)} == set(scene.failed_ids)
 
     driver.get(base)
-    until(driver, lambda d: d.find_elements(By.LINK_TEXT, "audit"), "no audit link")
-    driver.find_element(By.LINK_TEXT, "audit").click()
+    click_link(driver, "audit")
     until(driver, lambda d: _text(d, By.ID, "emitter-id") == "audit", "no audit page")
     assert [r[1] for r in table(driver, "queued")] == ["user.created", "user.created"]
     assert post_form(driver, "purge", confirm="audit") == "purged 2 events of audit"
@@ -339,8 +357,12 @@ def test_cli_dashboard_in_chromium(
         browser.set_window_size(390, 844)
         try:
             browser.get(base)
-            overflow = browser.execute_script(
-                "return document.documentElement.scrollWidth - window.innerWidth"
+            (overflow,) = until(
+                browser,
+                lambda d: d.execute_script(
+                    "return [document.documentElement.scrollWidth - window.innerWidth]"
+                ),
+                "no page width",
             )
             assert overflow <= 0, f"the page is {overflow}px wider than a phone"
             check_screenshot(browser, tmp_path / "cli-phone.png")
@@ -480,9 +502,13 @@ def test_flask_dashboard_in_chromium(browser: Any, scene: Scene, tmp_path: Path)
         exercise(browser, base, scene, tmp_path, "flask")
 
         browser.get(base)
-        head = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#emitters thead th'))"
-            ".map(c => c.textContent)"
+        head = until(
+            browser,
+            lambda d: d.execute_script(
+                "return Array.from(document.querySelectorAll('#emitters thead th'))"
+                ".map(c => c.textContent)"
+            ),
+            "no emitters table",
         )
         assert "Given up here" in head, head
         rows = {row[0]: row for row in table(browser, "emitters")}
