@@ -444,3 +444,55 @@ def test_the_command_never_creates_a_store(
     assert main(["dashboard", "--store", f"sqlite:///{missing}", "--bind", "127.0.0.1:0"]) == 1
     assert "error" in capsys.readouterr().err
     assert not missing.exists()
+
+
+# -- the queued events, read without a lease ----------------------------------------------------
+
+
+def queue_two(instance: WebhooksEmitter) -> None:
+    """Attach ``billing`` paused (to a port nothing listens on) and queue r-1 and r-2."""
+    instance.attach("billing", "*", Config("http://127.0.0.1:9/hooks"))
+    instance.pause("billing")
+    instance.emit("e", {"n": 1}, request_id="r-1")
+    instance.emit("e", {"n": 2}, request_id="r-2")
+
+
+def test_queued_events_are_read_from_postgresql(pg_store_url: str) -> None:
+    """PostgreSQL: the oldest queued events, oldest first, up to the limit, without a
+    lease (a failed event is not among them)."""
+    from webhooks_emitter.stores.postgres import PostgresStore
+
+    store = PostgresStore(pg_store_url)
+    instance = WebhooksEmitter(1.0, store=store, deliver=False)
+    try:
+        queue_two(instance)
+        events = _data.queued_events(store, "billing", 10)
+        assert events is not None
+        assert [(e.request_id, e.body, e.attempts) for e in events] == [
+            ("r-1", b'{"n":1}', 0),
+            ("r-2", b'{"n":2}', 0),
+        ]
+        assert all(e.emitted_at is not None for e in events)
+        assert [e.request_id for e in _data.queued_events(store, "billing", 1) or []] == ["r-1"]
+        assert _data.queued_events(store, "nobody", 10) == []
+        assert store.state("billing").lease_holder is None  # read, never leased
+    finally:
+        instance.shutdown(0)
+        store.close()
+
+
+def test_queued_events_are_read_from_the_memory_store() -> None:
+    """The memory store (a Flask app's default): the same list, from the process's queue."""
+    instance = WebhooksEmitter(1.0)
+    try:
+        queue_two(instance)
+        events = _data.queued_events(instance.store, "billing", 10)
+        assert [e.request_id for e in events or []] == ["r-1", "r-2"]
+    finally:
+        instance.shutdown(0)
+
+
+def test_queued_events_are_read_from_sqlite(store: SQLiteStore) -> None:
+    """SQLite: the queued event, not the two failed ones."""
+    events = _data.queued_events(store, "billing", 10)
+    assert [e.request_id for e in events or []] == ["r-3"]
