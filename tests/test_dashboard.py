@@ -30,7 +30,7 @@ NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 def page(**changes: Any) -> Page:
     """A page context as a mount makes it."""
     values: dict[str, Any] = dict(
-        base="/ops/", where="SQLite x.db", csrf_name="csrf_token", csrf_token="t0k", now=NOW
+        base="/ops/", where="SQLite x.db", csrf_name="csrf_token", csrf_token="t0k"
     )
     values.update(changes)
     return Page(**values)

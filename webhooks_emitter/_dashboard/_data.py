@@ -148,12 +148,12 @@ def detail(
     if not store.known(emitter_id):
         return None
     state = store.state(emitter_id)
-    values = status_of(state)
+    values = _values(state)
     row = _row(emitter_id, values, _counters(instance))
     return Detail(row=row, failed=failed, queued=queued_events(store, emitter_id, SHOWN_EVENTS))
 
 
-def status_of(state: Any) -> dict[str, Any]:
+def _values(state: Any) -> dict[str, Any]:
     """One emitter's :class:`~webhooks_emitter.stores.EmitterState` as ``status`` gives it
     (the age computed the same way)."""
     age = None

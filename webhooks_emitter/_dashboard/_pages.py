@@ -62,7 +62,6 @@ class Page:
         csrf_name: the name of the hidden field every form carries.
         csrf_token: its value.
         message: the one-line outcome of the last action, or None.
-        now: the time the page is made (for ages).
     """
 
     base: str
@@ -70,9 +69,6 @@ class Page:
     csrf_name: str
     csrf_token: str
     message: Optional[str] = None
-    now: datetime.datetime = attrs.field(
-        factory=lambda: datetime.datetime.now(datetime.timezone.utc)
-    )
 
 
 def _e(value: object) -> str:
