@@ -64,20 +64,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch anything
+    # With the driver's path given Selenium skips its Manager; offline in case it did not.
+    env = pytest.MonkeyPatch()
+    env.setenv("SE_OFFLINE", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
         options.add_argument(flag)
     profile = tmp_path_factory.mktemp("chromium-profile")
     options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        driver.set_page_load_timeout(WAIT)
-        driver.set_window_size(1280, 900)
-        yield driver
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.set_page_load_timeout(WAIT)
+            driver.set_window_size(1280, 900)
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        env.undo()
 
 
 def until(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
@@ -130,12 +135,16 @@ def post_form(driver: Any, form_class: str, *, row: Any = None, confirm: str = "
 
 
 def _stale(element: Any) -> bool:
-    from selenium.common.exceptions import StaleElementReferenceException
+    """Whether the page ``element`` was on has gone (a command that meets the page as it
+    is being replaced may fail otherwise: that is "not yet")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.tag_name  # noqa: B018 - raises once the page it was on is gone
     except StaleElementReferenceException:
         return True
+    except WebDriverException:
+        return False
     return False
 
 
