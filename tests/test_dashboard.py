@@ -496,3 +496,41 @@ def test_queued_events_are_read_from_sqlite(store: SQLiteStore) -> None:
     """SQLite: the queued event, not the two failed ones."""
     events = _data.queued_events(store, "billing", 10)
     assert [e.request_id for e in events or []] == ["r-3"]
+
+
+def test_the_command_prints_one_line_and_ends_on_ctrl_c(store: SQLiteStore) -> None:
+    """One line with the URL (127.0.0.1, a token), nothing else; SIGINT (Ctrl-C) ends it
+    with exit status 0 and nothing on standard error."""
+    import signal
+    import subprocess
+    import sys
+
+    from child_output import Lines
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "webhooks_emitter",
+            "dashboard",
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            f"sqlite:///{store.path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = Lines(child.stdout)  # type: ignore[arg-type]
+        line = lines.next()
+        assert re.search(r"open http://127\.0\.0\.1:\d+/\?token=[\w-]{40,} ", line), line
+        child.send_signal(signal.SIGINT)
+        assert child.wait(20) == 0
+        assert lines.rest() == []
+        assert child.stderr is not None and child.stderr.read() == ""
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -12,6 +12,7 @@ take a screenshot of each page into ``tmp_path``. One browser serves the whole m
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -269,7 +270,18 @@ def deliverer(scene: Scene) -> Iterator[WebhooksEmitter]:
 def exercise(driver: Any, base: str, scene: Scene, shots: Path, name: str) -> None:
     """Read the emitters table, open ``billing``, see the ``<script>`` payload as text,
     replay one failed event (delivered), refuse a purge without the confirmation, pause and
-    restart, replay the rest, and purge ``audit`` with its id typed again."""
+    restart, replay the rest, and purge ``audit`` with its id typed again. On a failure the
+    page's HTML and a screenshot are left in ``shots`` to look at."""
+    try:
+        _exercise(driver, base, scene, shots, name)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            (shots / f"{name}-failure.html").write_text(driver.page_source)
+            driver.save_screenshot(str(shots / f"{name}-failure.png"))
+        raise
+
+
+def _exercise(driver: Any, base: str, scene: Scene, shots: Path, name: str) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
