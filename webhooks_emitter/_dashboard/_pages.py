@@ -206,9 +206,9 @@ def emitters_page(rows: Sequence[EmitterRow], page: Page) -> str:
         body.append(f'<tr data-emitter="{_e(row.emitter_id)}">{"".join(cells)}</tr>')
     if rows:
         table = (
+            f'<p class="muted">{len(rows)} emitter(s), the oldest queued event first; '
+            f"this page reloads every {REFRESH_SECONDS} s</p>\n"
             '<div class="scroll"><table id="emitters">\n'
-            f'<caption class="muted">{len(rows)} emitter(s), the oldest queued event first; '
-            f"this page reloads every {REFRESH_SECONDS} s</caption>\n"
             f"<thead>{head}</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>\n"
         )
     else:

@@ -9,12 +9,14 @@ __all__ = ["STYLESHEET"]
 STYLESHEET = """
 :root { color-scheme: light dark; --line: #8884; --warn: #b45309; --bad: #b91c1c; }
 * { box-sizing: border-box; }
+/* Store paths, ids and errors are long unbroken words: let them wrap, not widen the page. */
+main > p, main > h2, header p { overflow-wrap: anywhere; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
        padding: 0 1rem 2rem; max-width: 72rem; }
 header { display: flex; flex-wrap: wrap; gap: .25rem 1rem; align-items: baseline;
          border-bottom: 1px solid var(--line); margin-bottom: 1rem; }
 header h1 { font-size: 1.3rem; margin: .8rem 0 .5rem; }
-header p { margin: 0; opacity: .75; }
+header p { margin: 0; opacity: .75; min-width: 0; }
 h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
 .message { padding: .5rem .75rem; border: 1px solid var(--line); border-left: 4px solid #2563eb;
            border-radius: 4px; }
@@ -22,6 +24,7 @@ h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .35rem .5rem;
          border-bottom: 1px solid var(--line); }
+#summary { width: auto; min-width: 16rem; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .paused { color: var(--warn); font-weight: 600; }
 .bad { color: var(--bad); font-weight: 600; }
