@@ -534,3 +534,61 @@ def test_the_command_prints_one_line_and_ends_on_ctrl_c(store: SQLiteStore) -> N
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_the_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """``dashboard --help`` shows its usage, --store and --bind with their defaults, its
+    exit statuses and an example; the main help lists it."""
+    with pytest.raises(SystemExit) as exited:
+        main(["dashboard", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: webhooks-emitter dashboard")
+    assert "--store URL" in out and "WEBHOOKS_EMITTER_STORE" in out
+    assert "--bind HOST:PORT" in out and "127.0.0.1:8470" in out
+    assert "Exit status" in out
+    assert re.search(r"webhooks-emitter dashboard --store", out.split("Example", 1)[1])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert re.search(r"^\s+dashboard\s", capsys.readouterr().out, re.MULTILINE)
+
+
+@pytest.mark.parametrize("url", ["memory:", "MEMORY:", "memory://"])
+def test_a_memory_store_is_a_bad_argument(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pages show what other processes stored: ``memory:`` is exit status 2, one line."""
+    assert main(["dashboard", "--store", url]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("webhooks-emitter dashboard: error: --store"), captured.err
+    assert "durable store" in captured.err and captured.err.count("\n") == 1
+
+
+def test_any_emitter_id_survives_the_links_and_forms(tmp_path: Path) -> None:
+    """An id holding ``/``, ``&``, ``#``, ``?``, a space and non-ASCII: the emitters page's
+    link and the forms' targets lead back to that very id, through the WSGI app."""
+    odd = "eu/billing & co #1?é"
+    store = SQLiteStore(str(tmp_path / "odd.db"))
+    try:
+        store.register(odd)
+        call = Call(TokenApp(Dashboard(lambda: store), "t" * 43, "dash"))
+        cookie = "dash=" + "t" * 43
+        html = call("GET", "/", cookie=cookie)[2]
+        link = re.search(r'<a href="(/emitter\?[^"]+)">', html)
+        assert link is not None
+        target = link.group(1).replace("&amp;", "&")
+        status, _, page_html = call("GET", target, cookie=cookie)
+        assert status == 200 and "eu/billing &amp; co #1?é" in page_html
+        action = re.search(r'<form method="post" action="([^"]+)" class="pause">', page_html)
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page_html)
+        assert action is not None and token is not None
+        status, headers, _ = call(
+            "POST",
+            action.group(1).replace("&amp;", "&"),
+            cookie=cookie,
+            form={"action": "pause", "csrf_token": token.group(1)},
+        )
+        assert status == 303 and store.state(odd).paused
+        query = urllib.parse.parse_qs(headers["location"][0].partition("?")[2])
+        assert query["id"] == [odd]
+    finally:
+        store.close()
