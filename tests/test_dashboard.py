@@ -592,3 +592,36 @@ def test_any_emitter_id_survives_the_links_and_forms(tmp_path: Path) -> None:
         assert query["id"] == [odd]
     finally:
         store.close()
+
+
+def test_actions_go_through_the_mounts_instance_on_a_memory_store(receiver: Receiver) -> None:
+    """A Flask app on the default memory store: pause holds its events, restart and
+    replay wake its emitter at once (no other process would notice), an unknown id is
+    ``unknown``."""
+    instance = WebhooksEmitter(1.0)
+    dashboard = Dashboard(lambda: instance.store, lambda: instance)
+    try:
+        receiver.responder = lambda request: 500
+        instance.attach("billing", "*", Config(receiver.url, max_attempts=1))
+        instance.emit("e", {"n": 1}, request_id="r-1")
+        assert instance.flush(20)
+        receiver.responder = lambda request: 204
+
+        def act(**form: str) -> str:
+            answer = dashboard.act("emitter", {"id": form.pop("id", "billing")}, form, page())
+            assert answer.status == 303, answer
+            return answer.location or ""
+
+        assert act(action="pause").endswith("done=paused")
+        assert act(action="pause").endswith("done=already_paused")
+        assert not instance.is_started("billing")
+        assert act(action="replay").endswith("done=replayed&n=1")
+        assert act(action="restart").endswith("done=restarted")
+        (again,) = receiver.wait_for(2, 20)[1:]
+        assert again.delivery_id == "r-1"
+        assert act(action="restart").endswith("done=not_paused")
+        assert act(id="nobody", action="pause").endswith("done=unknown")
+        assert act(id="nobody", action="restart").endswith("done=unknown")
+        assert instance.flush(20) and instance.stats("billing").failed == 0
+    finally:
+        instance.shutdown(1.0)

@@ -129,7 +129,7 @@ class Dashboard:
         try:
             store = self._store()
             page = attrs.evolve(page, where=store.describe())
-            outcome = self._do(store, action, emitter_id, form)
+            outcome = self._do(store, action, emitter_id, form, self._instance())
         except (TypeError, ValueError) as exc:
             return self._bad(page, str(exc))
         except StoreError as exc:
@@ -148,13 +148,19 @@ class Dashboard:
         return Response(303, location=location)
 
     @staticmethod
-    def _do(store: Store, action: str, emitter_id: str, form: Mapping[str, str]) -> _data.Outcome:
+    def _do(
+        store: Store,
+        action: str,
+        emitter_id: str,
+        form: Mapping[str, str],
+        instance: Optional[WebhooksEmitter],
+    ) -> _data.Outcome:
         if action == "pause":
-            return _data.pause(store, emitter_id)
+            return _data.pause(store, emitter_id, instance)
         if action == "restart":
-            return _data.restart(store, emitter_id)
+            return _data.restart(store, emitter_id, instance)
         if action == "replay":
-            return _data.replay(store, emitter_id, form.get("request_id") or None)
+            return _data.replay(store, emitter_id, form.get("request_id") or None, instance)
         return _data.purge(store, emitter_id, form.get("confirm"))
 
     @staticmethod

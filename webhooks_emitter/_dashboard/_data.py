@@ -17,6 +17,7 @@ import attrs
 
 from .._hub import WebhooksEmitter
 from .._operator import list_failed, replay_failed, require_durable, status
+from ..exceptions import EmitterNotFoundError
 from ..stores import FailedEvent, Store
 
 __all__ = [
@@ -281,31 +282,67 @@ def _memory_queued(store: Any, emitter_id: str, limit: int) -> Optional[list[Que
 # -- actions --------------------------------------------------------------------------------------
 
 
-def pause(store: Store, emitter_id: str) -> Outcome:
-    """Pause ``emitter_id`` in every process over ``store`` (``unknown`` if the store does
-    not know it; ``already_paused`` if it was)."""
+def _through(store: Store, instance: Optional[WebhooksEmitter]) -> Optional[WebhooksEmitter]:
+    """``instance`` when it works on ``store``: its own emitters are then paused, restarted
+    and woken at once (a memory store has no other process to notice)."""
+    return instance if instance is not None and instance.store is store else None
+
+
+def _paused(store: Store, emitter_id: str, instance: Optional[WebhooksEmitter]) -> Optional[bool]:
+    """Whether ``emitter_id`` is paused; None when neither the store nor ``instance`` knows it."""
+    if instance is not None:
+        try:
+            return instance.stats(emitter_id).paused
+        except EmitterNotFoundError:
+            return None
     if not store.known(emitter_id):
+        return None
+    return store.state(emitter_id).paused
+
+
+def pause(store: Store, emitter_id: str, instance: Optional[WebhooksEmitter] = None) -> Outcome:
+    """Pause ``emitter_id`` in every process over ``store`` (``unknown`` if the store does
+    not know it; ``already_paused`` if it was). Through ``instance`` when it is on ``store``."""
+    instance = _through(store, instance)
+    was = _paused(store, emitter_id, instance)
+    if was is None:
         return Outcome("unknown")
-    was = store.state(emitter_id).paused
-    store.set_paused(emitter_id, True)
+    if instance is not None:
+        instance.pause(emitter_id)
+    else:
+        store.set_paused(emitter_id, True)
     return Outcome("already_paused" if was else "paused")
 
 
-def restart(store: Store, emitter_id: str) -> Outcome:
+def restart(store: Store, emitter_id: str, instance: Optional[WebhooksEmitter] = None) -> Outcome:
     """Restart ``emitter_id`` in every process over ``store`` (``not_paused`` if it was
-    running: nothing is done)."""
-    if not store.known(emitter_id):
+    running: nothing is done). Through ``instance`` when it is on ``store``."""
+    instance = _through(store, instance)
+    was = _paused(store, emitter_id, instance)
+    if was is None:
         return Outcome("unknown")
-    if not store.state(emitter_id).paused:
+    if not was:
         return Outcome("not_paused")
-    store.set_paused(emitter_id, False)
+    if instance is not None:
+        instance.restart(emitter_id)
+    else:
+        store.set_paused(emitter_id, False)
     return Outcome("restarted")
 
 
-def replay(store: Store, emitter_id: str, request_id: Optional[str] = None) -> Outcome:
-    """Queue the failed events of ``emitter_id`` again: all, or the one ``request_id``."""
-    count = replay_failed(store, emitter_id, None if request_id is None else [request_id])
-    return Outcome("replayed", count)
+def replay(
+    store: Store,
+    emitter_id: str,
+    request_id: Optional[str] = None,
+    instance: Optional[WebhooksEmitter] = None,
+) -> Outcome:
+    """Queue the failed events of ``emitter_id`` again: all, or the one ``request_id``
+    (through ``instance`` when it is on ``store``, which wakes its emitter at once)."""
+    ids = None if request_id is None else [request_id]
+    instance = _through(store, instance)
+    if instance is not None:
+        return Outcome("replayed", instance.replay(emitter_id, ids))
+    return Outcome("replayed", replay_failed(store, emitter_id, ids))
 
 
 def purge(store: Store, emitter_id: str, typed: Optional[str]) -> Outcome:
