@@ -18,7 +18,7 @@ import attrs
 from .._hub import WebhooksEmitter
 from .._operator import list_failed, replay_failed, require_durable, status
 from ..exceptions import EmitterNotFoundError
-from ..stores import FailedEvent, Store
+from ..stores import EmitterState, FailedEvent, Store
 
 __all__ = [
     "Detail",
@@ -95,14 +95,15 @@ def _order(row: EmitterRow) -> tuple[bool, float, int, str]:
 
 
 def _counters(instance: Optional[WebhooksEmitter]) -> dict[str, tuple[int, int]]:
-    """(delivered, given up) of the emitters this process delivers."""
+    """(delivered, given up) of the running emitters this process delivers (the public API
+    cannot tell a paused emitter attached here from one attached elsewhere: those show none)."""
     if instance is None or not instance.delivers:
         return {}
     found = {}
     for emitter_id in instance.list_emitters():
         try:
             stats = instance.stats(emitter_id)
-        except Exception:  # noqa: BLE001 - detached meanwhile: no counters to show
+        except EmitterNotFoundError:  # detached meanwhile: no counters to show
             continue
         found[emitter_id] = (stats.delivered, stats.given_up)
     return found
@@ -154,7 +155,7 @@ def detail(
     return Detail(row=row, failed=failed, queued=queued_events(store, emitter_id, SHOWN_EVENTS))
 
 
-def _values(state: Any) -> dict[str, Any]:
+def _values(state: EmitterState) -> dict[str, Any]:
     """One emitter's :class:`~webhooks_emitter.stores.EmitterState` as ``status`` gives it
     (the age computed the same way)."""
     age = None
@@ -191,6 +192,19 @@ def _when(seconds: Optional[float]) -> Optional[datetime.datetime]:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
+def _from_stored(event: Any) -> QueuedEvent:
+    """A :class:`QueuedEvent` from an object with ``StoredEvent``'s attributes."""
+    return QueuedEvent(
+        event=event.event,
+        request_id=event.request_id,
+        attempts=event.attempts,
+        emitted_at=_when(event.emitted_at),
+        status_code=event.status_code,
+        error=event.error,
+        body=bytes(event.body),
+    )
+
+
 def _queued(rows: Sequence[Sequence[Any]]) -> list[QueuedEvent]:
     return [
         QueuedEvent(
@@ -215,18 +229,7 @@ def queued_events(store: Store, emitter_id: str, limit: int) -> Optional[list[Qu
     """
     listing: Optional[Callable[[str, int], Sequence[Any]]] = getattr(store, "queued_events", None)
     if listing is not None:
-        return [
-            QueuedEvent(
-                event=e.event,
-                request_id=e.request_id,
-                attempts=e.attempts,
-                emitted_at=_when(e.emitted_at),
-                status_code=e.status_code,
-                error=e.error,
-                body=e.body,
-            )
-            for e in listing(emitter_id, limit)
-        ]
+        return [_from_stored(e) for e in listing(emitter_id, limit)]
     kind = type(store).__name__
     if kind == "SQLiteStore":
         run = getattr(store, "_run", None)
@@ -265,18 +268,7 @@ def _memory_queued(store: Any, emitter_id: str, limit: int) -> Optional[list[Que
     lock: threading.Lock = lane.lock
     with lock:
         events = sorted([*lane.fetched.values(), *lane.pending], key=lambda e: e.seq)[:limit]
-    return [
-        QueuedEvent(
-            event=e.event,
-            request_id=e.request_id,
-            attempts=e.attempts,
-            emitted_at=_when(e.emitted_at),
-            status_code=e.status_code,
-            error=e.error,
-            body=e.body,
-        )
-        for e in events
-    ]
+    return [_from_stored(e) for e in events]
 
 
 # -- actions --------------------------------------------------------------------------------------
