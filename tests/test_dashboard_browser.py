@@ -338,7 +338,7 @@ def _exercise(driver: Any, base: str, scene: Scene, shots: Path, name: str) -> N
 # -- the three mounts -----------------------------------------------------------------------------
 
 
-def test_cli_dashboard_in_chromium(
+def test_the_command_serves_the_pages_to_a_browser_holding_its_token(
     browser: Any, scene: Scene, deliverer: WebhooksEmitter, tmp_path: Path
 ) -> None:
     """``webhooks-emitter dashboard`` prints a URL with a token; the browser opens it (the
@@ -450,7 +450,7 @@ def log_in(driver: Any, site: str, user: str, next_url: str) -> None:
     until(driver, lambda d: _stale(old), "the login form's answer never loaded")
 
 
-def test_django_dashboard_in_chromium(
+def test_django_serves_the_pages_to_staff_users_with_csrf(
     browser: Any, scene: Scene, django_site: str, tmp_path: Path
 ) -> None:
     """Mounted with ``include("webhooks_emitter.contrib.django.urls")``: anonymous users
@@ -485,7 +485,9 @@ def test_django_dashboard_in_chromium(
     exercise(browser, base, scene, tmp_path, "django")
 
 
-def test_flask_dashboard_in_chromium(browser: Any, scene: Scene, tmp_path: Path) -> None:
+def test_flask_serves_the_pages_when_auth_allows_with_csrf(
+    browser: Any, scene: Scene, tmp_path: Path
+) -> None:
     """``dashboard_blueprint(webhooks, auth)`` under a prefix, over the app's own
     delivering instance (its counters shown): the whole scenario, then 403 once ``auth()``
     answers False; a POST without the CSRF token is 403 too."""
@@ -566,8 +568,8 @@ def test_flask_dashboard_needs_an_auth_callable() -> None:
         dashboard_blueprint(None, auth=True)  # type: ignore[arg-type]
 
 
-def test_screenshots_land_in_a_fresh_folder() -> None:
-    """check_screenshot refuses a blank image (so its check can fail)."""
+def test_the_screenshot_check_refuses_a_blank_image() -> None:
+    """check_screenshot fails on a PNG of one colour (so the check on each page can fail)."""
     import struct
 
     width, height = 64, 64
