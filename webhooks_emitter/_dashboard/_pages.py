@@ -165,7 +165,7 @@ def _form(
     cls = ' class="danger"' if danger else ""
     return (
         f'<form method="post" action="{_e(action_url)}" class="{_e(action)}">{hidden}{extra}'
-        f'<button type="submit" name="do" value="{_e(action)}"{cls}>{_e(label)}</button></form>'
+        f'<button type="submit"{cls}>{_e(label)}</button></form>'
     )
 
 
