@@ -27,7 +27,7 @@ from typing import Optional
 import webhooks_emitter
 
 from ..stores import StoreError
-from . import _develop, _operate
+from . import _dashboard, _develop, _operate
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _develop.add_commands(commands, verbose)
     _operate.add_commands(commands, verbose)
+    _dashboard.add_commands(commands, verbose)
     return parser
 
 

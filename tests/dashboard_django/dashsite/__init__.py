@@ -1,0 +1,1 @@
+"""A Django site for the dashboard's browser tests (tests/test_dashboard_browser.py)."""
