@@ -166,7 +166,7 @@ def test_standard_webhooks_receiver_using_reference_package(
     hub: WebhooksEmitter, fast: FastConfig
 ) -> None:
     """A receiver built on the reference standardwebhooks package accepts every delivery
-    (unicode bodies and a non-ASCII id included) and refuses one signed with another key."""
+    (unicode bodies and an id full of punctuation included) and refuses one signed with another key."""
     verdicts: list[str] = []
     results: list[DeliveryResult] = []
     with Receiver(responder=_reference_responder(SW_NEW, verdicts)) as receiver:
@@ -177,7 +177,7 @@ def test_standard_webhooks_receiver_using_reference_package(
                                               signature_scheme=STANDARD_WEBHOOKS,
                                               on_delivery=results.append))
         ids = [hub.emit("note", {"n": n, "text": "naïve 😀"}) for n in range(5)]
-        ids.append(hub.emit("note", {"n": 5}, request_id="évènement-😀"))
+        ids.append(hub.emit("note", {"n": 5}, request_id="evt:2024-01-01T00:00:00Z/~#5"))
         wrong = hub.emit("other", {"n": -1})
         receiver.wait_for(7)
         assert hub.flush(10)
