@@ -1,0 +1,354 @@
+"""OpenTelemetry metrics and traces of the library's deliveries (CONTRACT section 15).
+
+Install the extra (``pip install 'webhooks_emitter[otel]'``: ``opentelemetry-api`` only; bring
+your own SDK and exporter), then::
+
+    from webhooks_emitter.contrib import opentelemetry as webhooks_otel
+    webhooks_otel.instrument()            # every instance, OpenTelemetry's global providers
+
+Metrics: the table of CONTRACT section 15; counters are read at collection time and the
+store's gauges cost one query per instance per collection (reused for a second). Traces:
+``emit`` keeps the caller's span context with the event (through every store), and each try
+is a CLIENT span named ``POST`` whose parent is that context, so a try made later by another
+process joins the trace of the request that emitted. With ``Config(propagate_trace=True)`` the
+request carries that span's W3C ``traceparent``/``tracestate``.
+
+:func:`uninstrument` undoes every :func:`instrument` call. Nothing in the core imports this
+module.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .. import _hub, _observe
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from .._hub import WebhooksEmitter
+
+__all__ = ["instrument", "uninstrument"]
+
+_SCOPE = "webhooks_emitter"
+#: OpenTelemetry's advice for ``http.client.request.duration`` (seconds).
+TRY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+#: Retries with backoff stretch a delivery from milliseconds to a day.
+DELIVERY_BUCKETS = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+]  # fmt: skip
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_lock = threading.Lock()
+_active: list[_Instrumentation] = []
+
+
+def _every_instance() -> list[WebhooksEmitter]:
+    return list(_hub._instances)
+
+
+# -- trace context kept with an event -----------------------------------------------------------
+
+
+def capture() -> Optional[str]:
+    """The caller's current span context as one string: the W3C ``traceparent``, then
+    ``;`` and the ``tracestate`` when there is one; None without a valid span.
+
+    Set as ``_observe.trace_capture`` while instrumented: ``emit`` calls it once per event.
+    """
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    parent = (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+        f"{span_context.trace_flags:02x}"
+    )
+    state = span_context.trace_state
+    return f"{parent};{state.to_header()}" if state else parent
+
+
+def parent_context(trace_context: Optional[str]) -> Optional[otel_context.Context]:
+    """The context a try's span is parented to, from what :func:`capture` stored; None
+    (a new trace) when nothing, or nothing valid, was stored."""
+    if not trace_context:
+        return None
+    parent, _, state = trace_context.partition(";")
+    carrier = {"traceparent": parent}
+    if state:
+        carrier["tracestate"] = state
+    extracted = _PROPAGATOR.extract(carrier, context=otel_context.Context())
+    if not trace.get_current_span(extracted).get_span_context().is_valid:
+        return None
+    return extracted
+
+
+def _url_attributes(url: str) -> dict[str, Any]:
+    """``url.full`` without credentials, ``server.address`` and ``server.port``."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    full = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return {"url.full": full, "server.address": host, "server.port": port}
+
+
+class _SpanScope(_observe.TryScope):
+    """A try followed as a span; ``headers`` carry that span's context."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: trace.Span, headers: dict[str, str]) -> None:
+        super().__init__(headers)
+        self.span = span
+
+
+# -- one instrument() call ------------------------------------------------------------------------
+
+
+class _Instrumentation(_observe.Tally):
+    """What one :func:`instrument` call observes: the tally, two histograms, the spans."""
+
+    def __init__(
+        self,
+        instance: Optional[WebhooksEmitter],
+        per_emitter: bool,
+        instruments: _Instruments,
+        tracer: trace.Tracer,
+    ) -> None:
+        super().__init__(instance, _every_instance, per_emitter)
+        self.instruments = instruments
+        self.tracer = tracer
+
+    def try_started(self, emitter_id: str, event: Any, attempt: int, url: str) -> Optional[_observe.TryScope]:
+        if not self.covers(emitter_id):
+            return None
+        super().try_started(emitter_id, event, attempt, url)
+        attributes: dict[str, Any] = {
+            "http.request.method": "POST",
+            **_url_attributes(url),
+            "webhooks_emitter.emitter": emitter_id,
+            "webhooks_emitter.event": event.event,
+            "webhooks_emitter.delivery_id": event.request_id,
+            "webhooks_emitter.attempt": attempt,
+        }
+        span = self.tracer.start_span(
+            "POST",
+            context=parent_context(getattr(event, "trace_context", None)),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        headers: dict[str, str] = {}
+        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        return _SpanScope(span, headers)
+
+    def try_ended(
+        self,
+        scope: Optional[_observe.TryScope],
+        emitter_id: str,
+        event: Any,
+        attempt: int,
+        result: str,
+        status_code: Optional[int],
+        duration: Optional[float],
+        error: Optional[str],
+    ) -> None:
+        if not self.covers(emitter_id):
+            return
+        super().try_ended(scope, emitter_id, event, attempt, result, status_code, duration, error)
+        label = self.label(emitter_id)
+        if duration is not None:
+            attributes: dict[str, Any] = {"emitter": label}
+            if status_code is not None:
+                attributes["http.response.status_code"] = status_code
+            self.instruments.try_duration.record(duration, attributes)
+        if isinstance(scope, _SpanScope):
+            span = scope.span
+            if status_code is not None:
+                span.set_attribute("http.response.status_code", status_code)
+            if not result == "2xx":
+                error_type = str(status_code) if status_code is not None else result
+                span.set_attribute("error.type", error_type)
+                span.set_status(Status(StatusCode.ERROR, error_type))
+            span.end()
+
+    def outcome(self, emitter_id: str, event: Any, outcome: str, since_emit: float) -> None:
+        if not self.covers(emitter_id):
+            return
+        super().outcome(emitter_id, event, outcome, since_emit)
+        self.instruments.delivery_duration.record(
+            since_emit, {"emitter": self.label(emitter_id), "outcome": outcome}
+        )
+
+
+class _Instruments:
+    """The instruments of one meter provider, made once: OpenTelemetry's SDK hands back the
+    first instrument of a name (dropping new callbacks), so a second ``instrument`` call on
+    the same provider shares these, and their callbacks read every active instrumentation
+    of the provider."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.instrumentations: list[_Instrumentation] = []
+        self.try_duration = meter.create_histogram(
+            "http.client.request.duration",
+            unit="s",
+            description="Seconds one webhook try took.",
+            explicit_bucket_boundaries_advisory=TRY_BUCKETS,
+        )
+        self.delivery_duration = meter.create_histogram(
+            "webhooks_emitter.delivery.duration",
+            unit="s",
+            description="Seconds from emit (a durable store: the commit) to delivered or given up.",
+            explicit_bucket_boundaries_advisory=DELIVERY_BUCKETS,
+        )
+        meter.create_observable_counter(
+            "webhooks_emitter.deliveries",
+            callbacks=[self._deliveries],
+            unit="delivery",
+            description="Events that ended, by outcome: delivered, given_up, dropped.",
+        )
+        meter.create_observable_counter(
+            "webhooks_emitter.tries",
+            callbacks=[self._tries],
+            unit="try",
+            description="Tries by result: 2xx..5xx, timeout, connection_error, refused.",
+        )
+        meter.create_observable_gauge(
+            "webhooks_emitter.in_flight",
+            callbacks=[self._in_flight],
+            unit="try",
+            description="This process's tries on the wire now.",
+        )
+        for name, unit, description in (
+            ("queued", "event", "Events queued (the store's view)."),
+            ("failed", "event", "Given-up events kept as dead letters (the store's view)."),
+            ("oldest_queued_age", "s", "Age of the oldest queued event, 0 when none."),
+            ("paused", "1", "1 when paused, 0 when running (emitter \"*\": paused emitters)."),
+        ):
+            meter.create_observable_gauge(
+                f"webhooks_emitter.{name}",
+                callbacks=[self._gauge(name)],
+                unit=unit,
+                description=description,
+            )
+
+    def _active(self) -> list[_Instrumentation]:
+        with _lock:
+            return list(self.instrumentations)
+
+    def _deliveries(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"emitter": label, "outcome": outcome})
+            for tally in self._active()
+            for (label, outcome), count in tally.deliveries().items()
+        ]
+
+    def _tries(self, options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for tally in self._active():
+            with tally._lock:
+                counts = list(tally.tries.items())
+            observations += [
+                Observation(count, {"emitter": label, "result": result})
+                for (label, result), count in counts
+            ]
+        return observations
+
+    def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(count, {"emitter": label})
+            for tally in self._active()
+            for label, count in tally.in_flight_now().items()
+        ]
+
+    def _gauge(self, name: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(getattr(values, name), {"emitter": label})
+                for tally in self._active()
+                for label, values in tally.gauges().items()
+            ]
+
+        return observe
+
+
+# Per meter provider, weakly: a provider dropped by the program takes its instruments along.
+_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+
+
+def instrument(
+    instance: Optional[WebhooksEmitter] = None,
+    *,
+    meter_provider: Optional[metrics.MeterProvider] = None,
+    tracer_provider: Optional[trace.TracerProvider] = None,
+    per_emitter: bool = True,
+) -> None:
+    """Report the library's metrics and traces to OpenTelemetry.
+
+    Args:
+        instance: the ``WebhooksEmitter`` to report, or None for every instance of the
+            process (those made later included).
+        meter_provider: where the metrics go (None: OpenTelemetry's global provider).
+        tracer_provider: where the spans go (None: OpenTelemetry's global provider).
+        per_emitter: False reports every series under ``emitter="*"`` (for thousands of
+            emitters): counts add up, ``oldest_queued_age`` is the largest and ``paused``
+            counts the paused emitters.
+
+    From now on ``emit`` keeps the caller's span context with each event, and each try is
+    a span. :func:`uninstrument` undoes it.
+
+    Raises:
+        TypeError: an argument is not of the documented type.
+    """
+    if instance is not None and not isinstance(instance, _hub.WebhooksEmitter):
+        raise TypeError(f"instance must be a WebhooksEmitter or None, not {type(instance).__name__}")
+    if not isinstance(per_emitter, bool):
+        raise TypeError(f"per_emitter must be a bool, not {type(per_emitter).__name__}")
+    if meter_provider is None:
+        meter_provider = metrics.get_meter_provider()
+    if tracer_provider is None:
+        tracer_provider = trace.get_tracer_provider()
+    tracer = tracer_provider.get_tracer(_SCOPE, __version__)
+    with _lock:
+        instruments = _instruments.get(meter_provider)
+    if instruments is None:
+        made = _Instruments(meter_provider.get_meter(_SCOPE, __version__))
+        with _lock:
+            instruments = _instruments.setdefault(meter_provider, made)
+    instrumentation = _Instrumentation(instance, per_emitter, instruments, tracer)
+    with _lock:
+        instruments.instrumentations.append(instrumentation)
+        _active.append(instrumentation)
+        _observe.trace_capture = capture
+    _observe.add_observer(instrumentation)
+
+
+def uninstrument() -> None:
+    """Undo every :func:`instrument` call: no more spans, no trace context kept by ``emit``,
+    and the metrics stop being reported (OpenTelemetry instruments cannot be removed: they
+    report nothing from now on)."""
+    with _lock:
+        gone = list(_active)
+        _active.clear()
+        for instrumentation in gone:
+            with_it = instrumentation.instruments.instrumentations
+            if instrumentation in with_it:
+                with_it.remove(instrumentation)
+        _observe.trace_capture = None
+    for instrumentation in gone:
+        _observe.remove_observer(instrumentation)
