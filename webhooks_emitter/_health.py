@@ -50,7 +50,10 @@ def _seconds_argument(name: str, value: object, *, positive: bool) -> float:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    """``75 s``, ``2.5 s``, ``0.05 s``: as many digits as a reader needs."""
+    if seconds >= 10:
+        return f"{seconds:.0f} s"
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
 
 
 def stale_emitters(
@@ -113,9 +116,9 @@ def _ask_store(instance: WebhooksEmitter, timeout: float) -> tuple[Optional[list
         return None, f"store {store.describe()}: no answer within {_duration(timeout)}"
     if probe.error is not None:
         exc = probe.error
-        # StoreError messages name the store without a password; others say their type only.
-        cause = str(exc) if isinstance(exc, WebhooksEmitterError) else type(exc).__name__
-        return None, f"store {store.describe()}: unreachable: {cause}"
+        if isinstance(exc, WebhooksEmitterError):  # names the store, never its password
+            return None, f"store unreachable: {exc}"
+        return None, f"store {store.describe()}: unreachable ({type(exc).__name__})"
     return probe.states, None
 
 
