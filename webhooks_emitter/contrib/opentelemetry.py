@@ -59,21 +59,37 @@ def _every_instance() -> list[WebhooksEmitter]:
 # -- trace context kept with an event -----------------------------------------------------------
 
 
+# The two hex digits of each trace-flags byte: formatting a TraceFlags (an int subclass)
+# with a format spec costs more than the rest of the traceparent.
+_FLAGS = tuple(f"{flags:02x}" for flags in range(256))
+# The last span context captured and its text: emits within one span format it once.
+_last: tuple[Any, Optional[str]] = (None, None)
+
+
 def capture() -> Optional[str]:
     """The caller's current span context as one string: the W3C ``traceparent``, then
     ``;`` and the ``tracestate`` when there is one; None without a valid span.
 
-    Set as ``_observe.trace_capture`` while instrumented: ``emit`` calls it once per event.
+    Set as ``_observe.trace_capture`` while instrumented: ``emit`` calls it once per event,
+    so it is kept to a few attribute reads and one string format (benchmarks/bench_observe.py).
     """
+    global _last
     span_context = trace.get_current_span().get_span_context()
+    last_context, text = _last
+    if span_context is last_context:
+        return text
     if not span_context.is_valid:
         return None
-    parent = (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{span_context.trace_flags:02x}"
+    text = "00-%032x-%016x-%s" % (
+        span_context.trace_id,
+        span_context.span_id,
+        _FLAGS[span_context.trace_flags & 0xFF],
     )
     state = span_context.trace_state
-    return f"{parent};{state.to_header()}" if state else parent
+    if state:
+        text = f"{text};{state.to_header()}"
+    _last = (span_context, text)  # one assignment: threads see the old pair or the new
+    return text
 
 
 def parent_context(trace_context: Optional[str]) -> Optional[otel_context.Context]:
