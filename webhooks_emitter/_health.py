@@ -13,8 +13,11 @@ import attrs
 from .exceptions import WebhooksEmitterError
 
 if TYPE_CHECKING:
-    from ._hub import WebhooksEmitter
     from .stores._base import EmitterState
+
+# The instance checked is a ``WebhooksEmitter``, typed ``Any`` here: ``_hub`` imports this
+# module (for ``health()``), so importing it back, even for typing, would make a cycle.
+WebhooksEmitter = Any
 
 __all__ = ["HOUSEKEEPING_LIMIT", "Health", "check", "stale_emitters"]
 
