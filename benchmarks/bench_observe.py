@@ -176,7 +176,10 @@ def main() -> int:
     hub.shutdown(0)
 
     p50 = {name: statistics.median(values) for name, values in results.items()}
-    print(f"emit() p50 over {args.rounds} rounds of {args.emits} emits (median of the rounds' medians)")
+    print(
+        f"emit() p50 over {args.rounds} rounds of {args.emits} emits "
+        "(median of the rounds' medians)"
+    )
     print(f"{'mode':<12} {'p50 us':>8} {'x baseline':>11} {'added us':>9}")
     for name, value in p50.items():
         added = "" if name in ("baseline", "plain") else f"{value - p50['plain']:+9.3f}"

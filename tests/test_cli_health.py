@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from faultservers import closed_port
 
 from webhooks_emitter import Config, WebhooksEmitter, cli
-
-from faultservers import closed_port
 
 PASSWORD = "Pw9f3kqLm-health"
 
@@ -36,7 +35,9 @@ def migrated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     return url
 
 
-def test_a_reachable_current_store_is_healthy(migrated: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_reachable_current_store_is_healthy(
+    migrated: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Exit 0 and ``ok``; with --json, ``{"ok": true, "problems": []}``."""
     assert call(["health", "--store", migrated], capsys) == (0, "ok\n", "")
     status, out, _ = call(["health", "--store", migrated, "--json"], capsys)

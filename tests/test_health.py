@@ -12,12 +12,11 @@ from typing import Callable
 
 import attrs
 import pytest
+from faultservers import FaultServer, closed_port
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter._health import Health, check
 from webhooks_emitter.testing import Receiver
-
-from faultservers import FaultServer, closed_port
 
 PASSWORD = "s3cret-pw-42"
 
@@ -79,7 +78,9 @@ def test_max_age_names_a_running_emitter_with_an_old_queued_event(
     other = WebhooksEmitter()
     try:
         with Receiver(responder=lambda request: 500) as receiver:
-            hub.attach("billing", "order.paid", fast(receiver.url, backoff_start=3600, backoff_limit=3600))
+            hub.attach(
+                "billing", "order.paid", fast(receiver.url, backoff_start=3600, backoff_limit=3600)
+            )
             hub.attach("paused", "order.paid", Config("http://127.0.0.1:9/hooks"))
             hub.pause("paused")
             other.attach("elsewhere", "order.paid", Config("http://127.0.0.1:9/hooks"))
@@ -123,7 +124,9 @@ def test_the_method_answers_as_the_check(hub: WebhooksEmitter, fast: Callable[..
     """Engine. ``WebhooksEmitter.health`` returns a ``Health`` and passes ``max_age`` on:
     an event waiting for its retry is a problem with ``max_age=0``, not without it."""
     with Receiver(responder=lambda request: 500) as receiver:
-        hub.attach("billing", "order.paid", fast(receiver.url, backoff_start=3600, backoff_limit=3600))
+        hub.attach(
+            "billing", "order.paid", fast(receiver.url, backoff_start=3600, backoff_limit=3600)
+        )
         hub.emit("order.paid", {})
         receiver.wait_for(1)
         assert hub.health().ok  # type: ignore[attr-defined]

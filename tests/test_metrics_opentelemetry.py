@@ -130,18 +130,26 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 # -- the trace context kept with an event ---------------------------------------------------------
 
 
-def test_capture_is_none_without_a_span_and_the_traceparent_within_one(telemetry: Telemetry) -> None:
+def test_capture_is_none_without_a_span_and_the_traceparent_within_one(
+    telemetry: Telemetry,
+) -> None:
     """Outside any span nothing is kept; inside one, its W3C traceparent (sampled flag
     included), and its tracestate after a semicolon when it has one."""
     assert otel.capture() is None
     tracer = telemetry.tracers.get_tracer("test")
     with tracer.start_as_current_span("request") as span:
         context = span.get_span_context()
-        assert otel.capture() == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        assert (
+            otel.capture()
+            == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        )
     parent = trace.NonRecordingSpan(
         trace.SpanContext(
-            trace_id=0x1234, span_id=0x5678, is_remote=True,
-            trace_flags=trace.TraceFlags(1), trace_state=TraceState([("vendor", "v1")]),
+            trace_id=0x1234,
+            span_id=0x5678,
+            is_remote=True,
+            trace_flags=trace.TraceFlags(1),
+            trace_state=TraceState([("vendor", "v1")]),
         )
     )
     with trace.use_span(parent):
@@ -155,7 +163,11 @@ def test_a_kept_context_reads_back_as_the_parent_and_garbage_as_none() -> None:
     context = otel.parent_context(kept)
     assert context is not None
     span_context = trace.get_current_span(context).get_span_context()
-    assert (span_context.trace_id, span_context.span_id, span_context.is_remote) == (0xABC, 0xDEF, True)
+    assert (span_context.trace_id, span_context.span_id, span_context.is_remote) == (
+        0xABC,
+        0xDEF,
+        True,
+    )
     assert span_context.trace_state.get("vendor") == "v1"
     for bad in (None, "", "not a traceparent", f"00-{0:032x}-{0:016x}-01"):
         assert otel.parent_context(bad) is None
@@ -185,7 +197,7 @@ def test_instrument_refuses_bad_arguments() -> None:
     assert _observe.trace_capture is None
 
 
-# -- spans, driven through the hooks ----------------------------------------------------------------
+# -- spans, driven through the hooks ---------------------------------------------------------
 
 
 def test_a_try_is_a_client_span_under_the_kept_context_with_http_attributes(
@@ -203,7 +215,9 @@ def test_a_try_is_a_client_span_under_the_kept_context_with_http_attributes(
     observer.try_ended(scope, "billing", event, 2, "2xx", 204, 0.02, None)
     (span,) = instrumented.spans(1)
     assert (span.name, span.kind) == ("POST", SpanKind.CLIENT)
-    assert span.context.trace_id == 0xABC and span.parent is not None and span.parent.span_id == 0xDEF
+    assert (
+        span.context.trace_id == 0xABC and span.parent is not None and span.parent.span_id == 0xDEF
+    )
     assert dict(span.attributes or {}) == {
         "http.request.method": "POST",
         "url.full": "https://hooks.example:8443/in?x=1",
@@ -221,11 +235,19 @@ def test_a_try_is_a_client_span_under_the_kept_context_with_http_attributes(
 
 @pytest.mark.parametrize(
     "result, status_code, error_type",
-    [("5xx", 503, "503"), ("3xx", 302, "302"), ("timeout", None, "timeout"),
-     ("connection_error", None, "connection_error"), ("refused", None, "refused")],
+    [
+        ("5xx", 503, "503"),
+        ("3xx", 302, "302"),
+        ("timeout", None, "timeout"),
+        ("connection_error", None, "connection_error"),
+        ("refused", None, "refused"),
+    ],
 )
 def test_a_failed_try_is_an_error_span_with_its_error_type(
-    hub: WebhooksEmitter, instrumented: Telemetry, result: str, status_code: Optional[int],
+    hub: WebhooksEmitter,
+    instrumented: Telemetry,
+    result: str,
+    status_code: Optional[int],
     error_type: str,
 ) -> None:
     """``error.type`` is the status code as text when an answer came, else the result; a
@@ -243,7 +265,7 @@ def test_a_failed_try_is_an_error_span_with_its_error_type(
     assert (span.attributes or {}).get("http.response.status_code") == status_code
 
 
-# -- metrics ----------------------------------------------------------------------------------------
+# -- metrics -----------------------------------------------------------------------------------
 
 
 def test_the_instruments_carry_the_table_names_units_and_attributes(
@@ -267,8 +289,16 @@ def test_the_instruments_carry_the_table_names_units_and_attributes(
     assert t.point("webhooks_emitter.deliveries", emitter="billing", outcome="given_up").value == 0
     assert t.point("webhooks_emitter.tries", emitter="billing", result="5xx").value == 1
     assert t.point("webhooks_emitter.tries", emitter="billing", result="2xx").value == 1
-    assert t.point("http.client.request.duration", emitter="billing", **{"http.response.status_code": 500}).count == 1
-    assert t.point("webhooks_emitter.delivery.duration", emitter="billing", outcome="delivered").sum == 0.5
+    assert (
+        t.point(
+            "http.client.request.duration", emitter="billing", **{"http.response.status_code": 500}
+        ).count
+        == 1
+    )
+    assert (
+        t.point("webhooks_emitter.delivery.duration", emitter="billing", outcome="delivered").sum
+        == 0.5
+    )
     assert t.point("webhooks_emitter.queued", emitter="crm").value == 1
     assert t.point("webhooks_emitter.paused", emitter="crm").value == 1
     assert t.point("webhooks_emitter.paused", emitter="billing").value == 0
@@ -276,10 +306,14 @@ def test_the_instruments_carry_the_table_names_units_and_attributes(
     assert t.point("webhooks_emitter.oldest_queued_age", emitter="crm").value > 0
     assert t.point("webhooks_emitter.in_flight", emitter="billing").value == 0
     units = {
-        "webhooks_emitter.deliveries": "delivery", "webhooks_emitter.tries": "try",
-        "http.client.request.duration": "s", "webhooks_emitter.delivery.duration": "s",
-        "webhooks_emitter.queued": "event", "webhooks_emitter.failed": "event",
-        "webhooks_emitter.oldest_queued_age": "s", "webhooks_emitter.paused": "1",
+        "webhooks_emitter.deliveries": "delivery",
+        "webhooks_emitter.tries": "try",
+        "http.client.request.duration": "s",
+        "webhooks_emitter.delivery.duration": "s",
+        "webhooks_emitter.queued": "event",
+        "webhooks_emitter.failed": "event",
+        "webhooks_emitter.oldest_queued_age": "s",
+        "webhooks_emitter.paused": "1",
         "webhooks_emitter.in_flight": "try",
     }
     assert {name: t.unit(name) for name in units} == units
@@ -289,8 +323,9 @@ def test_per_emitter_false_reports_under_star(
     hub: WebhooksEmitter, telemetry: Telemetry, fresh_gauges: None
 ) -> None:
     """Two paused emitters with events: queued 3 and paused 2 under ``emitter="*"``."""
-    otel.instrument(hub, meter_provider=telemetry.meters, tracer_provider=telemetry.tracers,
-                    per_emitter=False)
+    otel.instrument(
+        hub, meter_provider=telemetry.meters, tracer_provider=telemetry.tracers, per_emitter=False
+    )
     hub.attach("billing", "order.paid", Config("http://127.0.0.1:9/hooks"))
     hub.attach("crm", "order.paid", Config("http://127.0.0.1:9/hooks"))
     hub.pause("billing")
@@ -340,8 +375,15 @@ def test_a_delivery_joins_the_callers_trace_and_sends_traceparent_when_asked(
     assert [(s.attributes or {})["webhooks_emitter.attempt"] for s in spans] == [1, 2]
     assert [(s.attributes or {})["http.response.status_code"] for s in spans] == [500, 204]
     wait_for(
-        lambda: (instrumented.point("webhooks_emitter.deliveries", emitter="billing", outcome="delivered")
-                 or _Zero).value == 1,
+        lambda: (
+            (
+                instrumented.point(
+                    "webhooks_emitter.deliveries", emitter="billing", outcome="delivered"
+                )
+                or _Zero
+            ).value
+            == 1
+        ),
         "delivered counted",
     )
 
@@ -391,7 +433,10 @@ def test_a_try_made_by_another_process_joins_the_emitting_process_trace(
     url = f"sqlite:///{tmp_path / 'hooks.db'}"
     child = subprocess.run(
         [sys.executable, "-c", EMITTING_CHILD, url, receiver.url],
-        capture_output=True, text=True, timeout=60, env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
     )
     assert child.returncode == 0, child.stderr
     trace_id, parent_span_id = child.stdout.split()

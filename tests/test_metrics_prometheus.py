@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pytest
+from faultservers import HANG, FaultServer, closed_port, serve
 from prometheus_client import CollectorRegistry, generate_latest
 
 from webhooks_emitter import Config, WebhooksEmitter, _observe
@@ -21,8 +22,6 @@ from webhooks_emitter.contrib import prometheus
 from webhooks_emitter.stores import MemoryStore
 from webhooks_emitter.stores._base import EmitterState, StoredEvent
 from webhooks_emitter.testing import Receiver, fail_first
-
-from faultservers import HANG, FaultServer, closed_port, serve
 
 WAIT = 10.0
 
@@ -32,9 +31,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> Optional[flo
     return registry.get_sample_value(name, labels)
 
 
-def wait_value(
-    registry: CollectorRegistry, name: str, expected: float, **labels: str
-) -> None:
+def wait_value(registry: CollectorRegistry, name: str, expected: float, **labels: str) -> None:
     """Wait until the sample reaches ``expected`` (the collector reads at scrape time)."""
     deadline = time.monotonic() + WAIT
     while True:
@@ -53,7 +50,9 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def collect(hub: WebhooksEmitter, registry: CollectorRegistry) -> Iterator[prometheus.WebhooksCollector]:
+def collect(
+    hub: WebhooksEmitter, registry: CollectorRegistry
+) -> Iterator[prometheus.WebhooksCollector]:
     """The test's hub reported on the private registry; unregistered afterwards."""
     collector = prometheus.register(hub, registry=registry)
     yield collector
@@ -95,7 +94,10 @@ def test_the_store_gauges_show_queued_paused_and_the_oldest_age(
 
 
 def test_given_up_events_show_in_the_failed_gauge(
-    hub: WebhooksEmitter, registry: CollectorRegistry, collect: Any, fresh_gauges: None,
+    hub: WebhooksEmitter,
+    registry: CollectorRegistry,
+    collect: Any,
+    fresh_gauges: None,
     fast: Callable[..., Config],
 ) -> None:
     """An event given up after one try is a dead letter: ``failed`` 1, ``queued`` 0."""
@@ -116,8 +118,14 @@ def test_events_refused_by_a_full_queue_are_counted_as_dropped(
     hub.pause("billing")
     for n in range(3):
         hub.emit("order.paid", {"n": n})
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped") == 2
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="delivered") == 0
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped")
+        == 2
+    )
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="delivered")
+        == 0
+    )
 
 
 def test_events_left_at_detach_with_the_memory_store_are_counted_as_dropped(
@@ -127,13 +135,22 @@ def test_events_left_at_detach_with_the_memory_store_are_counted_as_dropped(
     events after the emitter is gone."""
     hub.attach("billing", "order.paid", Config("http://127.0.0.1:9/hooks"))
     hub.pause("billing")
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped") == 0
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped")
+        == 0
+    )
     hub.emit("order.paid", {"n": 1})
     hub.emit("order.paid", {"n": 2})
     hub.detach("billing")
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped") == 2
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped")
+        == 2
+    )
     # And it stays: a counter never goes back.
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped") == 2
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped")
+        == 2
+    )
 
 
 def test_what_was_dropped_before_register_is_not_counted(hub: WebhooksEmitter) -> None:
@@ -146,7 +163,12 @@ def test_what_was_dropped_before_register_is_not_counted(hub: WebhooksEmitter) -
     collector = prometheus.register(hub, registry=registry)
     try:
         hub.emit("order.paid", {"n": 3})  # dropped after
-        assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped") == 1
+        assert (
+            value(
+                registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="dropped"
+            )
+            == 1
+        )
     finally:
         collector.unregister()
 
@@ -184,7 +206,9 @@ def test_gauges_of_many_emitters_cost_one_query_reused_within_the_cache_time(
         hub.shutdown(1)
 
 
-def test_after_the_cache_time_a_scrape_asks_the_store_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_after_the_cache_time_a_scrape_asks_the_store_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With no cache time left, each scrape makes one query, whatever the emitter count."""
     monkeypatch.setattr(_observe, "STATES_TTL", 0.0)
     store = CountingStore()
@@ -218,14 +242,19 @@ def test_per_emitter_false_reports_every_series_under_star(
         hub.emit("order.paid", {"n": 2})
         for emitter_id in ("billing", "crm"):
             scope = collector._tally.try_started(emitter_id, stored(emitter_id), 1, "http://x/")
-            collector._tally.try_ended(scope, emitter_id, stored(emitter_id), 1, "5xx", 500, 0.01, "HTTP 500")
+            collector._tally.try_ended(
+                scope, emitter_id, stored(emitter_id), 1, "5xx", 500, 0.01, "HTTP 500"
+            )
         assert value(registry, "webhooks_emitter_queued", emitter="*") == 3
         assert value(registry, "webhooks_emitter_paused", emitter="*") == 2
         billing_age = time.time() - hub.store.state("billing").oldest_queued_at  # type: ignore[operator]
         oldest = value(registry, "webhooks_emitter_oldest_queued_age_seconds", emitter="*")
         assert oldest is not None and oldest >= billing_age - 0.5
         assert value(registry, "webhooks_emitter_tries_total", emitter="*", result="5xx") == 2
-        assert value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="*", code="500") == 2
+        assert (
+            value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="*", code="500")
+            == 2
+        )
         text = generate_latest(registry).decode()
         assert 'emitter="billing"' not in text and 'emitter="crm"' not in text
     finally:
@@ -250,7 +279,9 @@ def test_one_instance_is_reported_and_not_another(
         other.shutdown(1)
 
 
-def test_register_without_an_instance_reports_instances_made_later(registry: CollectorRegistry) -> None:
+def test_register_without_an_instance_reports_instances_made_later(
+    registry: CollectorRegistry,
+) -> None:
     """``register()`` covers every instance of the process, one made after it included."""
     collector = prometheus.register(registry=registry)
     later = WebhooksEmitter()
@@ -309,15 +340,36 @@ def test_a_retried_delivery_counts_its_tries_durations_and_outcome(
         hub.attach("billing", "order.paid", fast(receiver.url))
         hub.emit("order.paid", {"n": 1})
         assert hub.flush(WAIT)
-    wait_value(registry, "webhooks_emitter_deliveries_total", 1, emitter="billing", outcome="delivered")
+    wait_value(
+        registry, "webhooks_emitter_deliveries_total", 1, emitter="billing", outcome="delivered"
+    )
     assert value(registry, "webhooks_emitter_tries_total", emitter="billing", result="5xx") == 1
     assert value(registry, "webhooks_emitter_tries_total", emitter="billing", result="2xx") == 1
-    assert value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="billing", code="503") == 1
-    assert value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="billing", code="204") == 1
-    assert value(
-        registry, "webhooks_emitter_delivery_duration_seconds_count", emitter="billing", outcome="delivered"
-    ) == 1
-    assert value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="given_up") == 0
+    assert (
+        value(
+            registry, "webhooks_emitter_try_duration_seconds_count", emitter="billing", code="503"
+        )
+        == 1
+    )
+    assert (
+        value(
+            registry, "webhooks_emitter_try_duration_seconds_count", emitter="billing", code="204"
+        )
+        == 1
+    )
+    assert (
+        value(
+            registry,
+            "webhooks_emitter_delivery_duration_seconds_count",
+            emitter="billing",
+            outcome="delivered",
+        )
+        == 1
+    )
+    assert (
+        value(registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="given_up")
+        == 0
+    )
 
 
 def test_tries_without_an_answer_are_counted_by_result(
@@ -333,12 +385,22 @@ def test_tries_without_an_answer_are_counted_by_result(
             hub.emit(event, {})
         assert hub.flush(WAIT)
     for emitter_id in ("down", "slow", "blocked"):
-        wait_value(registry, "webhooks_emitter_deliveries_total", 1, emitter=emitter_id, outcome="given_up")
-    assert value(registry, "webhooks_emitter_tries_total", emitter="down", result="connection_error") == 1
+        wait_value(
+            registry, "webhooks_emitter_deliveries_total", 1, emitter=emitter_id, outcome="given_up"
+        )
+    assert (
+        value(registry, "webhooks_emitter_tries_total", emitter="down", result="connection_error")
+        == 1
+    )
     assert value(registry, "webhooks_emitter_tries_total", emitter="slow", result="timeout") == 1
     assert value(registry, "webhooks_emitter_tries_total", emitter="blocked", result="refused") == 1
-    assert value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="down", code="") == 1
-    assert value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="blocked", code="") is None
+    assert (
+        value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="down", code="") == 1
+    )
+    assert (
+        value(registry, "webhooks_emitter_try_duration_seconds_count", emitter="blocked", code="")
+        is None
+    )
 
 
 def test_in_flight_counts_a_try_on_the_wire(

@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultservers import closed_port
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter._worker_http import WorkerHTTP, parse_bind
 from webhooks_emitter.exceptions import WebhooksEmitterError
-
-from faultservers import closed_port
 
 
 def get(server: WorkerHTTP, path: str, method: str = "GET") -> tuple[int, str, str]:
@@ -54,7 +53,8 @@ def test_a_bind_value_is_host_and_port(value: str, expected: tuple[str, int]) ->
 
 
 @pytest.mark.parametrize(
-    "value", ["9100", ":9100", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "::1:9100", "[nope]:1"]
+    "value",
+    ["9100", ":9100", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:65536", "::1:9100", "[nope]:1"],
 )
 def test_a_bad_bind_value_is_a_value_error_naming_http(value: str) -> None:
     """No host, no port, a port out of range, an unbracketed IPv6 address: ``--http`` is
@@ -173,7 +173,11 @@ def test_without_prometheus_client_start_refuses_saying_so(tmp_path: Path) -> No
     that says what to install."""
     child = subprocess.run(
         [sys.executable, "-c", WITHOUT_PROMETHEUS],
-        capture_output=True, text=True, timeout=60, env={**os.environ}, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+        cwd=tmp_path,
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout == (

@@ -25,6 +25,13 @@ __all__ = ["HOUSEKEEPING_LIMIT", "Health", "check", "stale_emitters"]
 HOUSEKEEPING_LIMIT = 10.0
 
 
+def _as_list(problems: object) -> list[str]:
+    """A copy of ``problems`` (so the caller's list cannot change an answer)."""
+    if isinstance(problems, (str, bytes)) or not hasattr(problems, "__iter__"):
+        raise TypeError(f"problems must be a list of str, not {type(problems).__name__}")
+    return [str(problem) for problem in problems]
+
+
 @attrs.frozen
 class Health:
     """The answer of ``health()``.
@@ -36,7 +43,7 @@ class Health:
     """
 
     ok: bool
-    problems: list[str] = attrs.field(factory=list, converter=list)
+    problems: list[str] = attrs.field(factory=list, converter=_as_list)
 
     @classmethod
     def of(cls, problems: list[str]) -> Health:
@@ -107,7 +114,9 @@ _probes: weakref.WeakKeyDictionary[Any, _Probe] = weakref.WeakKeyDictionary()
 _probes_lock = threading.Lock()
 
 
-def _ask_store(instance: WebhooksEmitter, timeout: float) -> tuple[Optional[list[EmitterState]], Optional[str]]:
+def _ask_store(
+    instance: WebhooksEmitter, timeout: float
+) -> tuple[Optional[list[EmitterState]], Optional[str]]:
     """The store's states, or the problem line saying why there are none."""
     store = instance.store
     with _probes_lock:

@@ -225,7 +225,9 @@ class Tally(Observer):
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def try_started(self, emitter_id: str, event: Any, attempt: int, url: str) -> Optional[TryScope]:
+    def try_started(
+        self, emitter_id: str, event: Any, attempt: int, url: str
+    ) -> Optional[TryScope]:
         if self.covers(emitter_id):
             label = self.label(emitter_id)
             with self._lock:

@@ -44,7 +44,9 @@ def parse_bind(value: str) -> tuple[str, int]:
         except ValueError:
             raise ValueError(f"--http: {host!r} is not an IPv6 address, in {value!r}") from None
     elif ":" in host:
-        raise ValueError(f"--http: write an IPv6 address in brackets ({_BIND_EXAMPLE}), got {value!r}")
+        raise ValueError(
+            f"--http: write an IPv6 address in brackets ({_BIND_EXAMPLE}), got {value!r}"
+        )
     if not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"--http: the port must be a number from 0 to 65535, got {port_text!r}")
     return host, int(port_text)
@@ -85,7 +87,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(404, b"not found: /metrics, /healthz and /readyz are served\n")
 
-    def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+    def _answer(
+        self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

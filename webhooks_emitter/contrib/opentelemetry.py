@@ -29,8 +29,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .. import _hub, _observe
 from .._version import __version__
@@ -173,7 +173,9 @@ class _Instrumentation(_observe.Tally):
         self.instruments = instruments
         self.tracer = tracer
 
-    def try_started(self, emitter_id: str, event: Any, attempt: int, url: str) -> Optional[_observe.TryScope]:
+    def try_started(
+        self, emitter_id: str, event: Any, attempt: int, url: str
+    ) -> Optional[_observe.TryScope]:
         if not self.covers(emitter_id):
             return None
         super().try_started(emitter_id, event, attempt, url)
@@ -276,7 +278,7 @@ class _Instruments:
             ("queued", "event", "Events queued (the store's view)."),
             ("failed", "event", "Given-up events kept as dead letters (the store's view)."),
             ("oldest_queued_age", "s", "Age of the oldest queued event, 0 when none."),
-            ("paused", "1", "1 when paused, 0 when running (emitter \"*\": paused emitters)."),
+            ("paused", "1", '1 when paused, 0 when running (emitter "*": paused emitters).'),
         ):
             meter.create_observable_gauge(
                 f"webhooks_emitter.{name}",
@@ -354,7 +356,9 @@ def instrument(
         TypeError: an argument is not of the documented type.
     """
     if instance is not None and not isinstance(instance, _hub.WebhooksEmitter):
-        raise TypeError(f"instance must be a WebhooksEmitter or None, not {type(instance).__name__}")
+        raise TypeError(
+            f"instance must be a WebhooksEmitter or None, not {type(instance).__name__}"
+        )
     if not isinstance(per_emitter, bool):
         raise TypeError(f"per_emitter must be a bool, not {type(per_emitter).__name__}")
     if meter_provider is None:

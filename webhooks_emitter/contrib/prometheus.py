@@ -141,7 +141,7 @@ class WebhooksCollector(Collector):
         )
         paused = GaugeMetricFamily(
             "webhooks_emitter_paused",
-            "1 when paused, 0 when running (with emitter=\"*\": the paused emitters).",
+            '1 when paused, 0 when running (with emitter="*": the paused emitters).',
             labels=["emitter"],
         )
         if not empty:
@@ -211,7 +211,9 @@ def register(
         ValueError: ``registry`` already has these metrics (register once per registry).
     """
     if instance is not None and not isinstance(instance, _hub.WebhooksEmitter):
-        raise TypeError(f"instance must be a WebhooksEmitter or None, not {type(instance).__name__}")
+        raise TypeError(
+            f"instance must be a WebhooksEmitter or None, not {type(instance).__name__}"
+        )
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(
             f"registry must be a prometheus_client CollectorRegistry, not {type(registry).__name__}"
