@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -46,7 +47,14 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _max_age(text: str) -> float:
-    return _operate._seconds(text)
+    """An argparse ``type`` for ``--max-age``: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
 
 
 def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
