@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Union
 
 import pytest
+from child_output import Lines
 from faultservers import closed_port
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter._worker_http import WorkerHTTP, parse_bind
 from webhooks_emitter.exceptions import WebhooksEmitterError
+from webhooks_emitter.testing import Receiver
 
 
-def get(server: WorkerHTTP, path: str, method: str = "GET") -> tuple[int, str, str]:
-    """Status, Content-Type and body of one request to ``server``."""
-    host, _, port = server.url.removeprefix("http://").rpartition(":")
+def get(server: Union[WorkerHTTP, str], path: str, method: str = "GET") -> tuple[int, str, str]:
+    """Status, Content-Type and body of one request to ``server`` (or its URL)."""
+    url = server if isinstance(server, str) else server.url
+    host, _, port = url.removeprefix("http://").rpartition(":")
     connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
     try:
         connection.request(method, path)
@@ -183,3 +189,63 @@ def test_without_prometheus_client_start_refuses_saying_so(tmp_path: Path) -> No
     assert child.stdout == (
         "--http needs prometheus_client for /metrics: pip install 'webhooks_emitter[prometheus]'\n"
     )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_cli_worker_serves_its_deliveries_and_stops_serving_at_sigterm(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Engine, defects (``worker --http``). A worker over an SQLite file with ``--http
+    127.0.0.1:0`` names its address; an event emitted by a web process is delivered and
+    shows in ``/metrics``; ``/healthz`` and ``/readyz`` answer 200; after SIGTERM the worker
+    exits 0 and the port refuses connections."""
+    url = f"sqlite:///{tmp_path / 'hooks.db'}"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "WEBHOOKS_EMITTER_STORE" and not key.lower().endswith("_proxy")
+    }
+    env.update(CLI_SETUP_URL=receiver.url, CLI_SETUP_EMITTER="orders")
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-m", "webhooks_emitter", "worker", "--store", url,
+            "--setup", "tests/scripts/cli_setup.py:setup", "--http", "127.0.0.1:0",
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out = Lines(worker.stdout)  # type: ignore[arg-type]
+        line = out.next()
+        while "serving /metrics" not in line:
+            line = out.next()
+        server = line.rpartition(" at ")[2]
+        assert server.startswith("http://127.0.0.1:")
+        web = WebhooksEmitter(store=url, deliver=False)
+        try:
+            web.attach("orders", "*", Config(receiver.url))
+            web.emit("order.paid", {"order": 1})
+        finally:
+            web.shutdown(0)
+        receiver.wait_for(1)
+        deadline = time.monotonic() + 20
+        while True:
+            body = get(server, "/metrics")[2]
+            if (
+                'webhooks_emitter_deliveries_total{emitter="orders",outcome="delivered"} 1.0'
+                in body
+            ):
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.01)
+        assert get(server, "/healthz")[0] == 200
+        assert get(server, "/readyz")[0] == 200
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        with pytest.raises(ConnectionRefusedError):
+            get(server, "/healthz")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
