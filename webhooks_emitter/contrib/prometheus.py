@@ -40,7 +40,14 @@ DELIVERY_BUCKETS = (
 
 
 def _every_instance() -> list[WebhooksEmitter]:
-    return list(_hub._instances)
+    """Every live instance; a copy of the hub's WeakSet, taken again should an instance be
+    made by another thread while it is copied."""
+    for _ in range(10):
+        try:
+            return list(_hub._instances)
+        except RuntimeError:  # "set changed size during iteration"
+            continue
+    return []
 
 
 class _Histograms(_observe.Tally):
