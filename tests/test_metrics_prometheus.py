@@ -423,3 +423,18 @@ def test_in_flight_counts_a_try_on_the_wire(
         release.set()
         assert hub.flush(WAIT)
     wait_value(registry, "webhooks_emitter_in_flight", 0, emitter="billing")
+
+
+def test_a_try_on_the_wire_when_its_emitter_is_detached_still_leaves_in_flight(
+    hub: WebhooksEmitter, registry: CollectorRegistry, collect: Any
+) -> None:
+    """The try is counted under the label it started with: ending it after a detach takes
+    ``in_flight`` back to 0 and counts it in ``tries`` (hooks called as the engine does)."""
+    hub.attach("billing", "order.paid", Config("http://127.0.0.1:9/hooks"))
+    tally = collect._tally
+    scope = tally.try_started("billing", stored("billing"), 1, "http://127.0.0.1:9/hooks")
+    assert value(registry, "webhooks_emitter_in_flight", emitter="billing") == 1
+    hub.detach("billing")
+    tally.try_ended(scope, "billing", stored("billing"), 1, "2xx", 204, 0.01, None)
+    assert value(registry, "webhooks_emitter_in_flight", emitter="billing") == 0
+    assert value(registry, "webhooks_emitter_tries_total", emitter="billing", result="2xx") == 1

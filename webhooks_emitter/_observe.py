@@ -33,6 +33,7 @@ from .exceptions import WebhooksEmitterError
 __all__ = [
     "ALL_EMITTERS",
     "OBSERVERS",
+    "CountedTry",
     "GaugeValues",
     "Observer",
     "Tally",
@@ -157,6 +158,16 @@ class GaugeValues:
         )
 
 
+class CountedTry(TryScope):
+    """The scope of a try a :class:`Tally` counts: the label it is counted under."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str, headers: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(headers)
+        self.label = label
+
+
 class Tally(Observer):
     """Counts one exporter reports: tries by result, outcomes, tries in flight, events
     dropped, and the store's gauges.
@@ -224,15 +235,19 @@ class Tally(Observer):
         return emitter_id if self.per_emitter else ALL_EMITTERS
 
     # -- hooks ----------------------------------------------------------------------------
+    #
+    # A try is counted under the label it started with, carried by its scope: an emitter
+    # detached while its try was on the wire still gets its in-flight count back.
 
     def try_started(
         self, emitter_id: str, event: Any, attempt: int, url: str
     ) -> Optional[TryScope]:
-        if self.covers(emitter_id):
-            label = self.label(emitter_id)
-            with self._lock:
-                self.in_flight[label] = self.in_flight.get(label, 0) + 1
-        return None
+        if not self.covers(emitter_id):
+            return None
+        label = self.label(emitter_id)
+        with self._lock:
+            self.in_flight[label] = self.in_flight.get(label, 0) + 1
+        return self.started(label, emitter_id, event, attempt, url)
 
     def try_ended(
         self,
@@ -245,20 +260,49 @@ class Tally(Observer):
         duration: Optional[float],
         error: Optional[str],
     ) -> None:
+        if isinstance(scope, CountedTry):
+            label = scope.label
+            with self._lock:
+                if self.in_flight.get(label, 0) > 0:
+                    self.in_flight[label] -= 1
+        elif self.covers(emitter_id):  # started before this observer was added
+            label = self.label(emitter_id)
+        else:
+            return
+        with self._lock:
+            key = (label, result)
+            self.tries[key] = self.tries.get(key, 0) + 1
+        self.ended(scope, label, result, status_code, duration)
+
+    def outcome(self, emitter_id: str, event: Any, outcome: str, since_emit: float) -> None:
         if not self.covers(emitter_id):
             return
         label = self.label(emitter_id)
         with self._lock:
-            if self.in_flight.get(label, 0) > 0:
-                self.in_flight[label] -= 1
-            key = (label, result)
-            self.tries[key] = self.tries.get(key, 0) + 1
+            key = (label, outcome)
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        self.settled(label, outcome, since_emit)
 
-    def outcome(self, emitter_id: str, event: Any, outcome: str, since_emit: float) -> None:
-        if self.covers(emitter_id):
-            key = (self.label(emitter_id), outcome)
-            with self._lock:
-                self.outcomes[key] = self.outcomes.get(key, 0) + 1
+    # -- what an exporter adds (histograms, spans) ---------------------------------------------
+
+    def started(
+        self, label: str, emitter_id: str, event: Any, attempt: int, url: str
+    ) -> CountedTry:
+        """The scope of a try that starts (a span's, for traces)."""
+        return CountedTry(label)
+
+    def ended(
+        self,
+        scope: Optional[TryScope],
+        label: str,
+        result: str,
+        status_code: Optional[int],
+        duration: Optional[float],
+    ) -> None:
+        """A try counted under ``label`` ended (``scope`` None: it started before)."""
+
+    def settled(self, label: str, outcome: str, since_emit: float) -> None:
+        """An event counted under ``label`` was delivered or given up."""
 
     # -- read at collection time ----------------------------------------------------------
 

@@ -153,13 +153,13 @@ def _url_attributes(url: str) -> dict[str, Any]:
     return {"url.full": full, "server.address": host, "server.port": port}
 
 
-class _SpanScope(_observe.TryScope):
+class _SpanScope(_observe.CountedTry):
     """A try followed as a span; ``headers`` carry that span's context."""
 
     __slots__ = ("span",)
 
-    def __init__(self, span: trace.Span, headers: dict[str, str]) -> None:
-        super().__init__(headers)
+    def __init__(self, label: str, span: trace.Span, headers: dict[str, str]) -> None:
+        super().__init__(label, headers)
         self.span = span
 
 
@@ -180,12 +180,9 @@ class _Instrumentation(_observe.Tally):
         self.instruments = instruments
         self.tracer = tracer
 
-    def try_started(
-        self, emitter_id: str, event: Any, attempt: int, url: str
-    ) -> Optional[_observe.TryScope]:
-        if not self.covers(emitter_id):
-            return None
-        super().try_started(emitter_id, event, attempt, url)
+    def started(
+        self, label: str, emitter_id: str, event: Any, attempt: int, url: str
+    ) -> _observe.CountedTry:
         attributes: dict[str, Any] = {
             "http.request.method": "POST",
             **_url_attributes(url),
@@ -202,24 +199,17 @@ class _Instrumentation(_observe.Tally):
         )
         headers: dict[str, str] = {}
         _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
-        return _SpanScope(span, headers)
+        return _SpanScope(label, span, headers)
 
-    def try_ended(
+    def ended(
         self,
         scope: Optional[_observe.TryScope],
-        emitter_id: str,
-        event: Any,
-        attempt: int,
+        label: str,
         result: str,
         status_code: Optional[int],
         duration: Optional[float],
-        error: Optional[str],
     ) -> None:
-        if not self.covers(emitter_id):
-            return
-        super().try_ended(scope, emitter_id, event, attempt, result, status_code, duration, error)
-        label = self.label(emitter_id)
-        if duration is not None:
+        if duration is not None:  # None: the library refused to send it
             attributes: dict[str, Any] = {"emitter": label}
             if status_code is not None:
                 attributes["http.response.status_code"] = status_code
@@ -228,18 +218,15 @@ class _Instrumentation(_observe.Tally):
             span = scope.span
             if status_code is not None:
                 span.set_attribute("http.response.status_code", status_code)
-            if not result == "2xx":
+            if result != "2xx":
                 error_type = str(status_code) if status_code is not None else result
                 span.set_attribute("error.type", error_type)
                 span.set_status(Status(StatusCode.ERROR, error_type))
             span.end()
 
-    def outcome(self, emitter_id: str, event: Any, outcome: str, since_emit: float) -> None:
-        if not self.covers(emitter_id):
-            return
-        super().outcome(emitter_id, event, outcome, since_emit)
+    def settled(self, label: str, outcome: str, since_emit: float) -> None:
         self.instruments.delivery_duration.record(
-            since_emit, {"emitter": self.label(emitter_id), "outcome": outcome}
+            since_emit, {"emitter": label, "outcome": outcome}
         )
 
 

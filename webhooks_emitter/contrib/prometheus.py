@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -71,26 +71,20 @@ class _Histograms(_observe.Tally):
             buckets=DELIVERY_BUCKETS,
         )
 
-    def try_ended(
+    def ended(
         self,
         scope: Optional[_observe.TryScope],
-        emitter_id: str,
-        event: Any,
-        attempt: int,
+        label: str,
         result: str,
         status_code: Optional[int],
         duration: Optional[float],
-        error: Optional[str],
     ) -> None:
-        super().try_ended(scope, emitter_id, event, attempt, result, status_code, duration, error)
-        if duration is not None and self.covers(emitter_id):
+        if duration is not None:  # None: the library refused to send it
             code = "" if status_code is None else str(status_code)  # "": no answer
-            self.try_duration.labels(self.label(emitter_id), code).observe(duration)
+            self.try_duration.labels(label, code).observe(duration)
 
-    def outcome(self, emitter_id: str, event: Any, outcome: str, since_emit: float) -> None:
-        super().outcome(emitter_id, event, outcome, since_emit)
-        if self.covers(emitter_id):
-            self.delivery_duration.labels(self.label(emitter_id), outcome).observe(since_emit)
+    def settled(self, label: str, outcome: str, since_emit: float) -> None:
+        self.delivery_duration.labels(label, outcome).observe(since_emit)
 
 
 class WebhooksCollector(Collector):
