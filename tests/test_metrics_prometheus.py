@@ -438,3 +438,28 @@ def test_a_try_on_the_wire_when_its_emitter_is_detached_still_leaves_in_flight(
     tally.try_ended(scope, "billing", stored("billing"), 1, "2xx", 204, 0.01, None)
     assert value(registry, "webhooks_emitter_in_flight", emitter="billing") == 0
     assert value(registry, "webhooks_emitter_tries_total", emitter="billing", result="2xx") == 1
+
+
+def test_the_store_gauges_of_a_postgresql_store_are_its_view_for_every_process(
+    pg_store_url: str, registry: CollectorRegistry, fresh_gauges: None
+) -> None:
+    """A web process (``deliver=False``) queues two events over PostgreSQL; the worker
+    process's collector (here another instance over the same database) reports them, and
+    the pause made by the web process."""
+    web = WebhooksEmitter(store=pg_store_url, deliver=False)
+    worker = WebhooksEmitter(store=pg_store_url)
+    collector = prometheus.register(worker, registry=registry)
+    try:
+        for instance in (web, worker):
+            instance.attach("billing", "order.paid", Config("http://127.0.0.1:9/hooks"))
+        web.pause("billing")
+        web.emit("order.paid", {"n": 1})
+        web.emit("order.paid", {"n": 2})
+        assert value(registry, "webhooks_emitter_queued", emitter="billing") == 2
+        assert value(registry, "webhooks_emitter_paused", emitter="billing") == 1
+        age = value(registry, "webhooks_emitter_oldest_queued_age_seconds", emitter="billing")
+        assert age is not None and age > 0
+    finally:
+        collector.unregister()
+        worker.shutdown(1)
+        web.shutdown(0)
