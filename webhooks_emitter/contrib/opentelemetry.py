@@ -25,12 +25,18 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "webhooks_emitter.contrib.opentelemetry needs opentelemetry-api: "
+        "pip install 'webhooks_emitter[otel]'"
+    ) from exc
 
 from .. import _hub, _observe
 from .._version import __version__

@@ -18,9 +18,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Optional
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector
+try:
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import REGISTRY, Collector
+except ImportError as exc:  # the extra is not installed
+    raise ImportError(
+        "webhooks_emitter.contrib.prometheus needs prometheus_client: "
+        "pip install 'webhooks_emitter[prometheus]'"
+    ) from exc
 
 from .. import _hub, _observe
 
