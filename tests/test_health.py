@@ -133,3 +133,12 @@ def test_the_method_answers_as_the_check(hub: WebhooksEmitter, fast: Callable[..
         answer = hub.health(max_age=0, timeout=1.0)  # type: ignore[attr-defined]
     assert isinstance(answer, Health) and not answer.ok
     assert answer.problems[0].startswith("emitter 'billing': ")
+
+
+def test_a_problem_of_several_lines_becomes_one() -> None:
+    """A driver's message with line breaks is one line in the answer, and the answer keeps
+    its own copy of the list it was given."""
+    given = ["store unreachable: connection refused\n\tIs the server running?"]
+    health = Health.of(given)
+    given.append("later")
+    assert health.problems == ["store unreachable: connection refused Is the server running?"]

@@ -26,10 +26,11 @@ HOUSEKEEPING_LIMIT = 10.0
 
 
 def _as_list(problems: object) -> list[str]:
-    """A copy of ``problems`` (so the caller's list cannot change an answer)."""
+    """A copy of ``problems`` (so the caller's list cannot change an answer), each made one
+    line (a driver's error may span several: a probe's output is one line per problem)."""
     if isinstance(problems, (str, bytes)) or not hasattr(problems, "__iter__"):
         raise TypeError(f"problems must be a list of str, not {type(problems).__name__}")
-    return [str(problem) for problem in problems]
+    return [" ".join(str(problem).split()) for problem in problems]
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import math
 import time
 from typing import Any
 
-from .._health import stale_emitters
+from .._health import Health, stale_emitters
 from ..stores import StoreError
 from . import _operate
 from ._common import (
@@ -38,12 +38,13 @@ def _health(args: argparse.Namespace) -> int:
                 problems += stale_emitters(store.states(), args.max_age, time.time())
     except (StoreError, CommandFailed) as exc:
         problems.append(hide_passwords(str(exc), _operate.store_url(args)))
+    health = Health.of(problems)  # one line each
     console = Console()
     if args.json:
-        console.say(json.dumps({"ok": not problems, "problems": problems}))
+        console.say(json.dumps({"ok": health.ok, "problems": health.problems}))
     else:
-        console.say(*(problems or ["ok"]))
-    return EXIT_FAILED if problems else EXIT_OK
+        console.say(*(health.problems or ["ok"]))
+    return EXIT_OK if health.ok else EXIT_FAILED
 
 
 def _max_age(text: str) -> float:
