@@ -313,6 +313,11 @@ class Tally(Observer):
             return [ALL_EMITTERS]
         return sorted({emitter.emitter_id for _, emitter in self._emitters()})
 
+    def try_counts(self) -> dict[tuple[str, str], int]:
+        """(emitter, result) -> tries ended so, as the hooks reported them."""
+        with self._lock:
+            return dict(self.tries)
+
     def deliveries(self) -> dict[tuple[str, str], int]:
         """(emitter, outcome) -> deliveries ended so: ``delivered`` and ``given_up`` as the
         hooks reported them, ``dropped`` read from the emitters' own counters (so that

@@ -299,15 +299,11 @@ class _Instruments:
         ]
 
     def _tries(self, options: CallbackOptions) -> Iterable[Observation]:
-        observations = []
-        for tally in self._active():
-            with tally._lock:
-                counts = list(tally.tries.items())
-            observations += [
-                Observation(count, {"emitter": label, "result": result})
-                for (label, result), count in counts
-            ]
-        return observations
+        return [
+            Observation(count, {"emitter": label, "result": result})
+            for tally in self._active()
+            for (label, result), count in tally.try_counts().items()
+        ]
 
     def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
         return [

@@ -154,9 +154,7 @@ class WebhooksCollector(Collector):
         if not empty:
             for (label, outcome), count in sorted(tally.deliveries().items()):
                 deliveries.add_metric([label, outcome], count)
-            with tally._lock:
-                try_counts = sorted(tally.tries.items())
-            for (label, result), count in try_counts:
+            for (label, result), count in sorted(tally.try_counts().items()):
                 tries.add_metric([label, result], count)
             for label, count in sorted(tally.in_flight_now().items()):
                 in_flight.add_metric([label], count)
