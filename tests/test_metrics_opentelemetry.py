@@ -451,3 +451,24 @@ def test_a_try_made_by_another_process_joins_the_emitting_process_trace(
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.parent is not None and f"{span.parent.span_id:016x}" == parent_span_id
     assert (request.header("traceparent") or "").split("-")[1] == trace_id
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "https://user:secret@Hooks.Example.com/in?token=1#frag",
+            ("https://hooks.example.com/in?token=1", "hooks.example.com", 443),
+        ),
+        ("http://127.0.0.1/hooks", ("http://127.0.0.1/hooks", "127.0.0.1", 80)),
+        ("http://[::1]:8080/h", ("http://[::1]:8080/h", "::1", 8080)),
+    ],
+)
+def test_url_attributes_drop_credentials_and_name_the_default_port(
+    url: str, expected: tuple[str, str, int]
+) -> None:
+    """``url.full`` without user, password or fragment; ``server.port`` the scheme's
+    default when the URL names none."""
+    attributes = otel._url_attributes(url)
+    got = (attributes["url.full"], attributes["server.address"], attributes["server.port"])
+    assert got == expected

@@ -19,6 +19,7 @@ module.
 
 from __future__ import annotations
 
+import functools
 import threading
 import urllib.parse
 import weakref
@@ -142,20 +143,21 @@ def parent_context(trace_context: Optional[str]) -> Optional[otel_context.Contex
     return extracted
 
 
+@functools.lru_cache(maxsize=4096)
 def _url_attributes(url: str) -> dict[str, Any]:
-    """``url.full`` without credentials, ``server.address`` and ``server.port``."""
+    """``url.full`` without credentials, ``server.address`` and ``server.port`` (an
+    emitter's URL does not change: worked out once per URL; callers copy, never change)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        port = 443 if parts.scheme == "https" else 80
+        explicit = parts.port
+    except ValueError:  # Config checked the URL; never fail a try's span over it
+        explicit = None
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    if explicit is not None:
+        netloc = f"{netloc}:{explicit}"
     full = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    port = explicit if explicit is not None else (443 if parts.scheme == "https" else 80)
     return {"url.full": full, "server.address": host, "server.port": port}
 
 
