@@ -39,6 +39,7 @@ __all__ = [
     "Tally",
     "TryScope",
     "add_observer",
+    "dropped_so_far",
     "remove_observer",
     "result_of",
     "trace_capture",
@@ -139,6 +140,17 @@ ALL_EMITTERS = "*"
 STATES_TTL = 1.0
 
 
+def dropped_so_far(emitter: Any) -> int:
+    """The events an attached emitter (``_emitter.Emitter``) dropped so far in this
+    process, from its own counter: no store query, so ``emit`` and a collection pay nothing
+    for it. The engine keeps that counter on the emitter's reporter (``report.counters()``:
+    delivered, given up, dropped, retries), or, in older engines, as ``_dropped``."""
+    report = getattr(emitter, "report", None)
+    if report is not None:
+        return int(report.counters()[2])
+    return int(emitter._dropped)
+
+
 class GaugeValues:
     """The store's view of one series: queued and failed events, the age of the oldest
     queued event (0 when none) and the paused emitters (1 or 0; a count under ``"*"``)."""
@@ -207,7 +219,7 @@ class Tally(Observer):
             # What was dropped before instrumenting is not this exporter's to count.
             for _, emitter in self._emitters():
                 self._seen[id(emitter)] = emitter
-                self._last_dropped[id(emitter)] = emitter._dropped
+                self._last_dropped[id(emitter)] = dropped_so_far(emitter)
 
     # -- which emitters -------------------------------------------------------------------
 
@@ -337,7 +349,7 @@ class Tally(Observer):
         with self._lock:
             self._seen.update(current)
             for key, emitter in list(self._seen.items()):
-                value = emitter._dropped
+                value = dropped_so_far(emitter)
                 last = self._last_dropped.get(key, 0)
                 if value < last:  # a forked child starts its counters again
                     last = 0
