@@ -15,9 +15,7 @@ import contextlib
 import inspect
 import json
 import logging
-import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -27,18 +25,21 @@ from typing import Any, Callable, Optional
 
 from .._encoding import check_name
 from .._hub import WebhooksEmitter
-from .._operator import (
+from .._reports import (
     failed_json,
     format_failed,
     format_status,
     list_failed,
-    load_callable,
+    pause_emitter,
     replay_failed,
-    require_durable,
-    run_worker,
+    restart_emitter,
     status,
 )
-from ..exceptions import EmitterNotFoundError
+from .._settings import load_callable, require_durable
+from .._signals import on_stop_signals
+from .._validate import integer_arg, number_arg
+from .._worker import HTTP_HELP, parse_http, run_worker, serve_http
+from ..exceptions import EmitterNotFoundError, WebhooksEmitterError
 from ..stores import Store, StoreError, from_url
 from ._common import (
     EXIT_OK,
@@ -75,24 +76,16 @@ def _name(argument: str) -> Callable[[str], str]:
     return check
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive_int = integer_arg(minimum=1)
+_seconds = number_arg()
 
 
-def _seconds(text: str) -> float:
+def _http(text: str) -> tuple[str, int]:
+    """An argparse ``type`` for ``--http HOST:PORT``."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
+        return parse_http(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def store_url(args: argparse.Namespace) -> Optional[str]:
@@ -179,40 +172,6 @@ def _note_if_unknown(args: argparse.Namespace, store: Store, emitter_id: str) ->
 # -- worker -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT set ``stop`` instead of ending the process.
-
-    A worker must not die between attaching (which may take leases) and ``run_worker``
-    (which handles the signals while it delivers): a signal meanwhile stops it as soon as
-    it starts. A second signal does what it would have done without this (Ctrl-C twice
-    interrupts a slow shutdown).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    originals: dict[int, Any] = {}
-
-    def handle(signum: int, frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
-            return
-        original = originals[signum]
-        signal.signal(signum, original)
-        if callable(original):
-            original(signum, frame)
-        elif original == signal.SIG_DFL:
-            os.kill(os.getpid(), signum)
-
-    for number in (signal.SIGTERM, signal.SIGINT):
-        originals[number] = signal.signal(number, handle)
-    try:
-        yield
-    finally:
-        for signum, original in originals.items():
-            signal.signal(signum, original)
-
-
 def _fault(spec: str, what: str, verbose: int) -> UsageError:
     """A ``--setup`` error; with ``-v`` the traceback of the exception being handled is
     printed first (the fault is in the user's code: its line matters)."""
@@ -288,7 +247,10 @@ def _worker(args: argparse.Namespace) -> int:
     out = Console()
     stop = _StopEvent()
     _durable_url(args)
-    with _stop_on_signals(stop):
+    # A worker must not die between attaching (which may take leases) and run_worker
+    # (which handles the signals while it delivers): a signal meanwhile stops it as soon as
+    # it starts.
+    with on_stop_signals(lambda signum: stop.set()):
         function = _load_setup(args.setup, args.verbose)
         store = _open_store(args, create=True)
         try:
@@ -296,7 +258,15 @@ def _worker(args: argparse.Namespace) -> int:
         except BaseException:
             store.close()
             raise
+        server = None
         try:
+            if args.http is not None:
+                # Before anything is attached: a worker that cannot serve what its probes
+                # ask delivers nothing (exit 2, one line saying why).
+                try:
+                    server = serve_http(instance, args.http)
+                except WebhooksEmitterError as exc:
+                    raise UsageError(str(exc)) from None
             try:
                 function(instance)
             except StoreError:
@@ -307,6 +277,8 @@ def _worker(args: argparse.Namespace) -> int:
                 ) from None
             running = instance.list_emitters()
         except BaseException:
+            if server is not None:
+                server.close()
             instance.shutdown(0)
             _await_releases(time.monotonic() + args.exit_timeout)
             store.close()
@@ -327,8 +299,10 @@ def _worker(args: argparse.Namespace) -> int:
                 f"{f' ({named})' if named else ''} over {store.describe()} as "
                 f"{instance.lease.holder}; stop with SIGTERM or Ctrl-C"
             )
+            if server is not None:
+                out.say(f"worker: serving /metrics, /healthz and /readyz at {server.url}")
 
-        code = run_worker(instance, args.exit_timeout, stop=stop, ready=ready)
+        code = run_worker(instance, args.exit_timeout, stop=stop, ready=ready, http=server)
     _await_releases((stop.at or time.monotonic()) + args.exit_timeout)
     held = instance.leases_held()
     if held:
@@ -399,22 +373,17 @@ def _pause_or_restart(args: argparse.Namespace) -> int:
     configure_logging(args.verbose)
     emitter_id: str = args.emitter_id
     with _opened(args) as store:
-        # Through an instance that delivers nothing, so that these are the functions of
-        # section 10, with their rules (an id the store does not know is an error).
-        instance = WebhooksEmitter(0.0, store=store, deliver=False)
+        # On the store alone: no instance, so nothing here can start a delivery thread.
         try:
-            was_paused = store.state(emitter_id).paused
             if args.command == "pause":
-                instance.pause(emitter_id)
+                was_paused = pause_emitter(store, emitter_id)
             else:
-                instance.restart(emitter_id)
+                was_paused = restart_emitter(store, emitter_id)
         except EmitterNotFoundError:
             raise CommandFailed(
                 f"{store.describe()} knows no emitter {emitter_id!r} "
                 f"(see {PROG} status for the ids it knows)"
             ) from None
-        finally:
-            instance.shutdown(0)
         where = store.describe()
     out = Console()
     if args.command == "pause":
@@ -519,6 +488,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
         help="the most the shutdown may spend delivering after the signal (default: "
         "%(default)s)",
     )
+    worker.add_argument("--http", type=_http, metavar="HOST:PORT", help=HTTP_HELP)
 
     status_parser = command(
         "status",

@@ -1,0 +1,70 @@
+"""The one way this package handles SIGTERM and SIGINT while a command runs.
+
+``worker`` (all three), ``listen`` and the CLI's worker set-up each want the same thing: the
+first signal asks the command to stop cleanly, a second one does what it would have done
+without us (Ctrl-C twice interrupts a slow shutdown), and the program's own handlers are
+back once the command returns. Only the main thread may set handlers; elsewhere the helper
+does nothing and the caller stops by other means (a ``threading.Event``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+__all__ = ["STOP_SIGNALS", "on_stop_signals"]
+
+#: The signals that stop a command.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def on_stop_signals(
+    first: Callable[[int], None], *, repeat: str = "previous"
+) -> Iterator[bool]:
+    """While inside, the first SIGTERM or SIGINT calls ``first(signum)``.
+
+    Args:
+        first: called in the main thread, in the signal handler: keep it short (set an
+            event) or raise (to unwind the main thread).
+        repeat: what a later signal does: ``"previous"`` what the handler in place before
+            did (the default action included: SIGTERM ends the process, SIGINT raises
+            KeyboardInterrupt), ``"ignore"`` nothing (a clean-up must not be cut short).
+
+    Yields:
+        True when the handlers are in place (the main thread), False otherwise.
+    """
+    if repeat not in ("previous", "ignore"):
+        raise ValueError(f"repeat must be 'previous' or 'ignore', got {repeat!r}")
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous: dict[int, Any] = {}
+    received: list[int] = []
+
+    def handle(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            first(signum)
+            return
+        if repeat == "ignore":
+            return
+        original = previous[signum]
+        signal.signal(signum, original)
+        if callable(original):
+            original(signum, frame)
+        elif original == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    for number in STOP_SIGNALS:
+        previous[number] = signal.signal(number, handle)
+    try:
+        yield True
+    finally:
+        for number, original in previous.items():
+            if signal.getsignal(number) is handle:
+                signal.signal(number, original)
