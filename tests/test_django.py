@@ -296,7 +296,8 @@ def test_worker_status_failed_and_replay_commands(
 
 def test_command_arguments(tmp_path: Path) -> None:
     """Bad arguments are exit status 2 with a message (a memory store, a bad --setup); a
-    store that could not be opened at start-up is exit status 1, saying why."""
+    store that cannot be opened is exit status 1, saying why (webhooks_status opens it
+    itself, without creating it; the worker's start-up could not apply the settings)."""
     result = manage("webhooks_status")
     assert result.returncode == 2 and "durable store" in result.stderr, output(result)
     store = f"sqlite:///{tmp_path / 'hooks.db'}"
@@ -304,6 +305,9 @@ def test_command_arguments(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--setup" in result.stderr, output(result)
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     result = manage("webhooks_status", HOOKS_STORE=missing)
+    assert result.returncode == 1, output(result)
+    assert "dir.db" in result.stderr and "Traceback" not in result.stderr, output(result)
+    result = manage("webhooks_worker", HOOKS_STORE=missing)
     assert result.returncode == 1, output(result)
     assert "could not be applied" in result.stderr and "dir.db" in result.stderr
 
