@@ -300,7 +300,9 @@ def test_unknown_fields_are_type_errors() -> None:
     ("given", "meant"),
     [("secert", "secret"), ("bakoff_limit", "backoff_limit"), ("max_attempt", "max_attempts")],
 )
-def test_a_misspelled_field_is_a_type_error_naming_the_closest_field(given: str, meant: str) -> None:
+def test_a_misspelled_field_is_a_type_error_naming_the_closest_field(
+    given: str, meant: str
+) -> None:
     """CONTRACT section 3: ``Config(url, secert=...)`` is a TypeError that names both the
     misspelled keyword and the field meant; so is the same typo through attrs.evolve."""
     with pytest.raises(TypeError, match=rf"'{given}' \(did you mean '{meant}'\?\)"):

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ._encoding import check_name
 from ._validate import integer
 from .exceptions import EmitterNotFoundError
-from .stores import FailedEvent, Store
+from .stores import EmitterState, FailedEvent, Store
 
 __all__ = [
     "failed_json",
@@ -155,7 +155,7 @@ def pause_emitter(store: Store, emitter_id: str) -> bool:
         EmitterNotFoundError: the store does not know ``emitter_id``.
         StoreError: the store could not do it.
     """
-    was_paused = _state_of(store, emitter_id).paused
+    was_paused: bool = _state_of(store, emitter_id).paused
     store.set_paused(emitter_id, True)
     return was_paused
 
@@ -168,13 +168,13 @@ def restart_emitter(store: Store, emitter_id: str) -> bool:
         EmitterNotFoundError: the store does not know ``emitter_id``.
         StoreError: the store could not do it.
     """
-    was_paused = _state_of(store, emitter_id).paused
+    was_paused: bool = _state_of(store, emitter_id).paused
     if was_paused:
         store.set_paused(emitter_id, False)
     return was_paused
 
 
-def _state_of(store: Store, emitter_id: str) -> Any:
+def _state_of(store: Store, emitter_id: str) -> EmitterState:
     emitter_id = check_name(emitter_id, "emitter_id")
     if not store.known(emitter_id):
         raise EmitterNotFoundError(emitter_id)

@@ -107,6 +107,7 @@ class Settings:
         if not isinstance(self.store, str):
             return self.store
         try:
+            # create= only where False: the memory store takes no options.
             return from_url(self.store, **({} if create else {"create": False}))
         except (TypeError, ValueError) as exc:
             raise SettingValueError(self.store_key, str(exc)) from None

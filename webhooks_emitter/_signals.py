@@ -60,11 +60,11 @@ def on_stop_signals(
         elif original == signal.SIG_DFL:
             os.kill(os.getpid(), signum)
 
-    for number in STOP_SIGNALS:
-        previous[number] = signal.signal(number, handle)
+    for stop_signal in STOP_SIGNALS:
+        previous[stop_signal] = signal.signal(stop_signal, handle)
     try:
         yield True
     finally:
-        for number, original in previous.items():
-            if signal.getsignal(number) is handle:
-                signal.signal(number, original)
+        for signum, original in previous.items():
+            if signal.getsignal(signum) is handle:
+                signal.signal(signum, original)

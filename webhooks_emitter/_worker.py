@@ -35,10 +35,11 @@ def parse_http(value: str) -> tuple[str, int]:
         ValueError: not of that form (the message names ``--http``).
     """
     try:
-        from ._worker_http import parse_bind
+        from ._worker_http import parse_bind  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover - the module ships with the package
         raise ValueError("--http is not available in this build of webhooks_emitter") from None
-    return parse_bind(value)
+    host, port = parse_bind(value)
+    return str(host), int(port)
 
 
 def serve_http(instance: WebhooksEmitter, bind: tuple[str, int]) -> Any:
@@ -49,7 +50,7 @@ def serve_http(instance: WebhooksEmitter, bind: tuple[str, int]) -> Any:
         WebhooksEmitterError: it cannot be served (``prometheus_client`` missing, the
             address taken); the message is one line that says why.
     """
-    from ._worker_http import WorkerHTTP
+    from ._worker_http import WorkerHTTP  # type: ignore[import-not-found,unused-ignore]
 
     server = WorkerHTTP(instance, *bind)
     try:

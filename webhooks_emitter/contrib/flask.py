@@ -53,7 +53,14 @@ from flask.cli import AppGroup, ScriptInfo
 
 from .. import signing
 from .._hub import WebhooksEmitter
-from .._reports import failed_json, format_failed, format_status, list_failed, replay_failed, status
+from .._reports import (
+    failed_json,
+    format_failed,
+    format_status,
+    list_failed,
+    replay_failed,
+    status,
+)
 from .._settings import Settings, attach_all, load_callable, settings_from_mapping
 from .._worker import HTTP_HELP, parse_http, run_worker, serve_http
 from ..exceptions import WebhooksEmitterError

@@ -177,7 +177,7 @@ def make_store(settings: Settings, *, create: bool = True) -> Store:
 
     conninfo = conninfo_for(alias)
     try:
-        return PostgresStore(conninfo, **({} if create else {"create": False}))
+        return PostgresStore(conninfo, create=create)
     except Exception as exc:  # noqa: BLE001 - re-raised as it is, only its text cleaned
         raise scrub_exception(exc, conninfo) from exc.__cause__
 
