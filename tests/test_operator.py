@@ -45,7 +45,7 @@ def test_settings_make_configs() -> None:
     """Each emitter becomes a Config from its fields by name; events may be one name."""
     settings = operator.settings_from_mapping(
         {
-            "STORE": "sqlite:///var/lib/app/hooks.db",
+            "STORE": "sqlite:////var/lib/app/hooks.db",
             "DELIVER": False,
             "EXIT_TIMEOUT": 2,
             "EMITTERS": {
@@ -63,7 +63,7 @@ def test_settings_make_configs() -> None:
         },
         key_format=FLASK,
     )
-    assert settings.store == "sqlite:///var/lib/app/hooks.db"
+    assert settings.store == "sqlite:////var/lib/app/hooks.db"
     assert settings.deliver is False and settings.exit_timeout == 2.0
     billing, audit = settings.emitters
     assert billing.emitter_id == "billing"

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} send http://127.0.0.1:8080/hooks --secret s3cret \\\n"
             "      --event order.paid --data '{\"order\": 1}'             # another\n\n"
             "Deliver and operate over a durable store (SQLite on one host, PostgreSQL on many):\n"
-            f"  {PROG} worker --store sqlite:///var/lib/app/hooks.db --setup myapp.hooks:setup\n"
-            f"  {PROG} status --store sqlite:///var/lib/app/hooks.db\n\n"
+            f"  {PROG} worker --store sqlite:////var/lib/app/hooks.db --setup myapp.hooks:setup\n"
+            f"  {PROG} status --store sqlite:////var/lib/app/hooks.db\n\n"
             "Exit status: 0 success, 1 delivery, check or store operation failed, "
             "2 bad arguments."
         ),

@@ -429,7 +429,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 # -- the parsers --------------------------------------------------------------------------------
 
-_STORE_EXAMPLE = "sqlite:///var/lib/app/hooks.db"
+_STORE_EXAMPLE = "sqlite:////var/lib/app/hooks.db"
 
 
 def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:

@@ -24,7 +24,8 @@ Settings (``app.config``), checked at :meth:`Webhooks.init_app` (``ValueError`` 
 ``TypeError`` naming the key):
 
 ``WEBHOOKS_EMITTER_STORE``
-    the store's URL: ``memory:`` (default), ``sqlite:///path.db``, ``postgresql://...``.
+    the store's URL: ``memory:`` (default), ``sqlite:///relative/path.db`` (relative to
+    the working directory), ``sqlite:////absolute/path.db``, ``postgresql://...``.
 ``WEBHOOKS_EMITTER_EMITTERS``
     emitter id -> ``{"url": ..., "events": [...] ("*" for all), <Config field>: ...}``.
 ``WEBHOOKS_EMITTER_DELIVER``
@@ -35,6 +36,12 @@ Settings (``app.config``), checked at :meth:`Webhooks.init_app` (``ValueError`` 
 
 Each application gets its own :class:`~webhooks_emitter.WebhooksEmitter`, kept at
 ``app.extensions["webhooks_emitter"]``; the :class:`Webhooks` object holds nothing of any app.
+
+``flask webhooks status|failed|replay`` only read or change the store (CONTRACT section 12):
+when the ``flask`` command loads the app for one of them, ``init_app`` checks the settings
+but attaches nothing (the app's instance is an idle one on the memory store), and the
+command opens the settings' store itself, creating nothing. ``flask webhooks worker``
+delivers, whatever ``WEBHOOKS_EMITTER_DELIVER`` says.
 """
 
 from __future__ import annotations
