@@ -31,12 +31,6 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 ClientCert = Union[str, tuple[str, str]]
 
 
-def _number(
-    name: str, value: object, *, minimum: float, strict: bool, what: str = "a number of seconds"
-) -> float:
-    return number(name, value, minimum=minimum, strict=strict, what=what)
-
-
 def _url_problem(url: str) -> Optional[tuple[str, str]]:
     """What is wrong with ``url`` as ``(rule, separator)``, or None when it may be used.
 
@@ -100,7 +94,7 @@ def _to_schedule(value: object) -> Optional[tuple[float, ...]]:
     if not value:
         raise ValueError("retry_schedule must not be empty (None keeps the exponential backoff)")
     return tuple(
-        _number(f"retry_schedule[{index}]", item, minimum=0.0, strict=False)
+        number(f"retry_schedule[{index}]", item)
         for index, item in enumerate(value)
     )
 
@@ -442,7 +436,7 @@ class Config:
             ("backoff_limit", 0.0, False),
         ):
             object.__setattr__(
-                self, name, _number(name, getattr(self, name), minimum=minimum, strict=strict)
+                self, name, number(name, getattr(self, name), minimum=minimum, strict=strict)
             )
         if self.backoff_limit < self.backoff_start:
             raise ValueError(
@@ -462,8 +456,7 @@ class Config:
         ):
             value = getattr(self, name)
             if value is not None:
-                number = _number(name, value, minimum=0.0, strict=True, what=what)
-                object.__setattr__(self, name, number)
+                object.__setattr__(self, name, number(name, value, strict=True, what=what))
         if self.max_body_size is not None:
             _integer("max_body_size", self.max_body_size, minimum=1)
         for name in ("insecure", "block_private_networks", "pause_on_gone"):
