@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhooks_emitter._signals import on_stop_signals
+from webhooks_emitter import WebhooksEmitterError
+from webhooks_emitter._signals import exit_on_sigterm, on_stop_signals
 
 
 @pytest.fixture
@@ -87,3 +88,38 @@ def test_an_unknown_repeat_is_refused() -> None:
     """``repeat`` must be "previous" or "ignore": a ValueError naming it otherwise."""
     with pytest.raises(ValueError, match="repeat"), on_stop_signals(print, repeat="twice"):
         pass
+
+
+def test_exit_on_sigterm_raises_system_exit_143_where_sigterm_had_its_default() -> None:
+    """Where SIGTERM still has its default action, exit_on_sigterm makes it raise
+    SystemExit(143) in the main thread; a handler the program set is left alone."""
+    saved = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert exit_on_sigterm() is True
+        with pytest.raises(SystemExit) as caught:
+            signal.raise_signal(signal.SIGTERM)
+        assert caught.value.code == 143
+        def mine(signum: int, frame: object) -> None:
+            """The program's own handler."""
+
+        signal.signal(signal.SIGTERM, mine)
+        assert exit_on_sigterm() is False
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+def test_exit_on_sigterm_is_refused_outside_the_main_thread() -> None:
+    """Signal handlers belong to the main thread: elsewhere WebhooksEmitterError."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            exit_on_sigterm()
+        except WebhooksEmitterError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and "main thread" in str(errors[0])

@@ -5,6 +5,10 @@ first signal asks the command to stop cleanly, a second one does what it would h
 without us (Ctrl-C twice interrupts a slow shutdown), and the program's own handlers are
 back once the command returns. Only the main thread may set handlers; elsewhere the helper
 does nothing and the caller stops by other means (a ``threading.Event``).
+
+:func:`exit_on_sigterm` is ``configure(handle_sigterm=True)``'s handler, kept here so that
+every handler this package installs lives in one module (``_hub`` may import it in place of
+its own ``install_sigterm_handler``, which does the same).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-__all__ = ["STOP_SIGNALS", "on_stop_signals"]
+from .exceptions import WebhooksEmitterError
+
+__all__ = ["STOP_SIGNALS", "exit_on_sigterm", "on_stop_signals"]
 
 #: The signals that stop a command.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -68,3 +74,25 @@ def on_stop_signals(
         for signum, original in previous.items():
             if signal.getsignal(signum) is handle:
                 signal.signal(signum, original)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> bool:
+    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, where it still has
+    Python's default action, so that the program unwinds and the exit hook flushes;
+    returns whether the handler was installed (a handler the program set, or an ignored
+    SIGTERM, is left as it is). Nothing is done inside the handler but the raise: the main
+    thread may hold a lock.
+
+    Raises:
+        WebhooksEmitterError: called outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise WebhooksEmitterError("handle_sigterm must be configured from the main thread")
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _raise_exit)
+    return True
