@@ -1,5 +1,6 @@
-"""webhooks_emitter._operator: settings, the worker loop, status and dead letters, shared by
-the command line and the Flask and Django integrations (CONTRACT section 12)."""
+"""The operator modules (``_settings``, ``_worker``, ``_reports``, gathered by ``_operator``):
+settings, the worker loop, status and dead letters, shared by the command line and the Flask
+and Django integrations (CONTRACT section 12)."""
 
 from __future__ import annotations
 

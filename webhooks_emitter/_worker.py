@@ -52,10 +52,10 @@ def serve_http(instance: WebhooksEmitter, bind: tuple[str, int]) -> Any:
     """
     from ._worker_http import WorkerHTTP  # type: ignore[import-not-found,unused-ignore]
 
-    server = WorkerHTTP(instance, *bind)
     try:
+        server = WorkerHTTP(instance, *bind)
         server.start()
-    except OSError as exc:
+    except OSError as exc:  # the address is taken, or not this host's
         raise WebhooksEmitterError(f"--http {bind[0]}:{bind[1]}: {exc.strerror or exc}") from None
     return server
 
