@@ -201,6 +201,13 @@ def test_a_field_is_not_blamed_for_a_default_it_was_left_beside() -> None:
     assert [error.key for error in errors] == [f"{BILLING}['backoff_start']"]
 
 
+def test_the_repr_of_settings_shows_no_password() -> None:
+    """Settings made from a store URL with a password show it as *** in their repr."""
+    settings = operator.settings_from_mapping({"STORE": "postgresql://app:Pw3xQz@db/app"})
+    assert "Pw3xQz" not in repr(settings)
+    assert "postgresql://app:***@db/app" in repr(settings)
+
+
 def test_bad_secret_never_in_the_message() -> None:
     """A setting error about a secret names the key, never the secret."""
     with pytest.raises(ValueError) as raised:

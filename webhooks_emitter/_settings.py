@@ -30,7 +30,7 @@ from ._encoding import check_name
 from ._hub import WebhooksEmitter
 from ._validate import number, unknown_name
 from .exceptions import SettingError, SettingTypeError, SettingValueError
-from .stores import Store, check_url, from_url
+from .stores import Store, check_url, from_url, redact
 
 __all__ = [
     "DEFAULTS",
@@ -79,7 +79,10 @@ class Settings:
         store_key: the store setting's name as the application writes it, for messages.
     """
 
-    store: Union[str, Store]
+    # Shown without its password: a settings object may end up in a log line or a traceback.
+    store: Union[str, Store] = attrs.field(
+        repr=lambda store: repr(redact(store) if isinstance(store, str) else store)
+    )
     emitters: tuple[EmitterSettings, ...]
     deliver: bool
     exit_timeout: float
