@@ -8,7 +8,8 @@ per group of commands:
     ``demo``, ``send``, ``listen`` and ``verify``: try webhooks from the shell.
 ``_operate``
     ``worker``, ``status``, ``failed``, ``replay``, ``pause``, ``restart``, ``migrate`` and
-    ``purge``: deliver and operate over a durable store (SQLite or PostgreSQL).
+    ``purge``: deliver and operate over a durable store (SQLite or PostgreSQL); the worker
+    command itself is in ``_deliver``, and ``--store`` is read and opened by ``_store``.
 
 Exit status: 0 on success, 1 when a delivery, a signature check or a store operation failed
 (a store error is one line on standard error, never a traceback), 2 for bad arguments
