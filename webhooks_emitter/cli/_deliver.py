@@ -26,8 +26,6 @@ __all__ = ["run"]
 _SHOWN_IDS = 10  # emitter ids named in the worker's first line; the rest are counted
 
 
-
-
 def _fault(spec: str, what: str, verbose: int) -> UsageError:
     """A ``--setup`` error; with ``-v`` the traceback of the exception being handled is
     printed first (the fault is in the user's code: its line matters)."""
