@@ -226,7 +226,7 @@ def producer() -> Iterator[Callable[[str, str], WebhooksEmitter]]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """The URL of an SQLite file of this test (not created yet)."""
-    return f"sqlite://{tmp_path / 'hooks.db'}"
+    return f"sqlite:///{tmp_path / 'hooks.db'}"
 
 
 def call(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -353,7 +353,7 @@ def test_commands_other_than_migrate_never_create_a_store(tmp_path: Path) -> Non
     ``migrate``) and creates nothing: a mistyped path never shows as an empty store."""
     missing = tmp_path / "typo.db"
 
-    done = run_cli("status", "--store", f"sqlite://{missing}")
+    done = run_cli("status", "--store", f"sqlite:///{missing}")
 
     line = one_line_error(done, 1, "status")
     assert "does not exist" in line and "migrate" in line, line

@@ -296,6 +296,28 @@ def test_unknown_fields_are_type_errors() -> None:
         Config(URL, max_retries=3)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [("secert", "secret"), ("bakoff_limit", "backoff_limit"), ("max_attempt", "max_attempts")],
+)
+def test_a_misspelled_field_is_a_type_error_naming_the_closest_field(
+    given: str, meant: str
+) -> None:
+    """CONTRACT section 3: ``Config(url, secert=...)`` is a TypeError that names both the
+    misspelled keyword and the field meant; so is the same typo through attrs.evolve."""
+    with pytest.raises(TypeError, match=rf"'{given}' \(did you mean '{meant}'\?\)"):
+        Config(URL, **{given: 1})
+    with pytest.raises(TypeError, match=rf"did you mean '{meant}'"):
+        attrs.evolve(Config(URL), **{given: 1})
+
+
+def test_fields_that_only_make_sense_together_are_accepted_together() -> None:
+    """A backoff_limit below the default backoff_start is valid with a smaller
+    backoff_start (the fields are checked together, not one by one)."""
+    config = Config(URL, backoff_start=0.01, backoff_limit=0.05)
+    assert (config.backoff_start, config.backoff_limit) == (0.01, 0.05)
+
+
 # -- section 13 fields --------------------------------------------------------------------------
 
 

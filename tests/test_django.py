@@ -146,6 +146,48 @@ def test_check_errors(setting: Any, message: str) -> None:
     assert "webhooks_emitter.E001" in result.stderr
 
 
+def test_check_accepts_fast_backoff_settings() -> None:
+    """An emitter with {"backoff_start": 0.01, "backoff_limit": 0.05} passes the checks
+    (its fields are checked together), and an unknown key is named with the closest one."""
+    shop = {"url": "http://127.0.0.1:9/hooks", "events": ["*"], "backoff_start": 0.01,
+            "backoff_limit": 0.05}
+    result = manage("check", WEBHOOKS_EMITTER_JSON=json.dumps({"EMITTERS": {"shop": shop}}))
+    assert result.returncode == 0, output(result)
+    typo = {"url": "http://127.0.0.1:9/hooks", "event": ["*"]}
+    result = manage("check", WEBHOOKS_EMITTER_JSON=json.dumps({"EMITTERS": {"shop": typo}}))
+    assert result.returncode != 0, output(result)
+    assert "['shop']['event']: unknown key 'event' (did you mean 'events'?)" in result.stderr
+
+
+PASSWORD = "Pw5rTq8Zx"
+MALFORMED_STORES = {
+    "unclosed IPv6 bracket": f"postgresql://app:{PASSWORD}@[::1:5432/db",
+    "stray %zz": f"postgresql://app:{PASSWORD}%zz@127.0.0.1/db",
+    "libpq key/value": f"host=127.0.0.1 dbname=db user=app password={PASSWORD}",
+}
+
+
+@pytest.mark.parametrize("store", MALFORMED_STORES.values(), ids=list(MALFORMED_STORES))
+def test_a_malformed_store_is_a_check_error_and_django_still_starts(store: str) -> None:
+    """A malformed WEBHOOKS_EMITTER["STORE"] never makes django.setup() raise: `manage.py
+    check` runs and reports it as webhooks_emitter.E001 naming the key, other commands
+    start; no output shows the database password."""
+    setting = json.dumps({"STORE": store})
+    result = manage("check", WEBHOOKS_EMITTER_JSON=setting)
+    assert result.returncode != 0, output(result)
+    assert "WEBHOOKS_EMITTER['STORE']" in result.stderr, output(result)
+    assert "webhooks_emitter.E001" in result.stderr and "Traceback" not in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr, output(result)
+    code = "import webhooks_emitter; print('up', webhooks_emitter.list_emitters())"
+    result = manage("shell", "-v", "0", "-c", code, WEBHOOKS_EMITTER_JSON=setting)
+    assert result.returncode == 0, output(result)
+    assert result.stdout.strip() == "up []"
+    assert PASSWORD not in result.stdout + result.stderr, output(result)
+    result = manage("webhooks_status", WEBHOOKS_EMITTER_JSON=setting)  # Django checks first
+    assert result.returncode != 0 and "WEBHOOKS_EMITTER['STORE']" in result.stderr, output(result)
+    assert PASSWORD not in result.stdout + result.stderr, output(result)
+
+
 # -- the management commands against a running worker ---------------------------------------
 
 
@@ -296,7 +338,8 @@ def test_worker_status_failed_and_replay_commands(
 
 def test_command_arguments(tmp_path: Path) -> None:
     """Bad arguments are exit status 2 with a message (a memory store, a bad --setup); a
-    store that could not be opened at start-up is exit status 1, saying why."""
+    store that cannot be opened is exit status 1, saying why (webhooks_status opens it
+    itself, without creating it; the worker's start-up could not apply the settings)."""
     result = manage("webhooks_status")
     assert result.returncode == 2 and "durable store" in result.stderr, output(result)
     store = f"sqlite:///{tmp_path / 'hooks.db'}"
@@ -304,6 +347,9 @@ def test_command_arguments(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--setup" in result.stderr, output(result)
     missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
     result = manage("webhooks_status", HOOKS_STORE=missing)
+    assert result.returncode == 1, output(result)
+    assert "dir.db" in result.stderr and "Traceback" not in result.stderr, output(result)
+    result = manage("webhooks_worker", HOOKS_STORE=missing)
     assert result.returncode == 1, output(result)
     assert "could not be applied" in result.stderr and "dir.db" in result.stderr
 

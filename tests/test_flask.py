@@ -138,6 +138,23 @@ def test_settings_are_applied(apps: list[Flask], tmp_path: Path) -> None:
         ({"WEBHOOKS_EMITTER_DELIVER": False}, "WEBHOOKS_EMITTER_DELIVER: ", ValueError),
         ({"WEBHOOKS_EMITTER_EXIT_TIMEOUT": -1}, "WEBHOOKS_EMITTER_EXIT_TIMEOUT: ", ValueError),
         ({"WEBHOOKS_EMITTER_EMITERS": {}}, "WEBHOOKS_EMITTER_EMITERS: unknown", ValueError),
+        (
+            {"WEBHOOKS_EMITTER_EMITTERS": {"billing": {"url": UNUSED_URL, "event": ["*"]}}},
+            "WEBHOOKS_EMITTER_EMITTERS['billing']['event']: unknown key 'event' (did you "
+            "mean 'events'?)",
+            ValueError,
+        ),
+        (
+            {"WEBHOOKS_EMITTER_EMITTERS": {"billing": emitter(UNUSED_URL, secert="x")}},
+            "WEBHOOKS_EMITTER_EMITTERS['billing']['secert']: unknown key 'secert' (did you "
+            "mean 'secret'?)",
+            ValueError,
+        ),
+        (
+            {"WEBHOOKS_EMITTER_STORE": "postgresql://app:Pw9zz@[::1:5432/db"},
+            "WEBHOOKS_EMITTER_STORE: ",
+            ValueError,
+        ),
     ],
 )
 def test_bad_settings_fail_init_app(config: dict[str, Any], starts: str, kind: type) -> None:
@@ -148,7 +165,22 @@ def test_bad_settings_fail_init_app(config: dict[str, Any], starts: str, kind: t
     with pytest.raises(kind) as raised:
         Webhooks(app)
     assert str(raised.value).startswith(starts), str(raised.value)
+    assert "Pw9zz" not in str(raised.value)
     assert "webhooks_emitter" not in app.extensions
+
+
+def test_fast_backoff_settings_are_valid_together(apps: list[Flask]) -> None:
+    """{"backoff_start": 0.01, "backoff_limit": 0.05} is a valid emitter: its fields are
+    checked together, as Config checks them, not each against the defaults."""
+    app = make_app(
+        Webhooks(),
+        WEBHOOKS_EMITTER_EMITTERS={
+            "billing": {"url": UNUSED_URL, "events": ["*"], "backoff_start": 0.01,
+                        "backoff_limit": 0.05}
+        },
+    )
+    apps.append(app)
+    assert get_instance(app).list_emitters() == ["billing"]
 
 
 def test_init_app_twice_is_refused(apps: list[Flask]) -> None:

@@ -1,5 +1,6 @@
-"""webhooks_emitter._operator: settings, the worker loop, status and dead letters, shared by
-the command line and the Flask and Django integrations (CONTRACT section 12)."""
+"""The operator modules (``_settings``, ``_worker``, ``_reports``, gathered by ``_operator``):
+settings, the worker loop, status and dead letters, shared by the command line and the Flask
+and Django integrations (CONTRACT section 12)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_settings_make_configs() -> None:
     """Each emitter becomes a Config from its fields by name; events may be one name."""
     settings = operator.settings_from_mapping(
         {
-            "STORE": "sqlite:///var/lib/app/hooks.db",
+            "STORE": "sqlite:////var/lib/app/hooks.db",
             "DELIVER": False,
             "EXIT_TIMEOUT": 2,
             "EMITTERS": {
@@ -63,7 +64,7 @@ def test_settings_make_configs() -> None:
         },
         key_format=FLASK,
     )
-    assert settings.store == "sqlite:///var/lib/app/hooks.db"
+    assert settings.store == "sqlite:////var/lib/app/hooks.db"
     assert settings.deliver is False and settings.exit_timeout == 2.0
     billing, audit = settings.emitters
     assert billing.emitter_id == "billing"
@@ -147,6 +148,64 @@ def test_bad_settings_name_their_key(values: dict[str, Any], starts: str, kind: 
     assert str(raised.value).startswith(starts), str(raised.value)
     assert isinstance(raised.value, operator.SettingError)
     assert str(raised.value).startswith(raised.value.key + ": ")
+
+
+def test_an_emitters_fields_are_checked_together_as_config_checks_them() -> None:
+    """A backoff_limit below the default backoff_start is valid beside a smaller
+    backoff_start: the fields are checked together, exactly as Config checks them."""
+    settings = operator.settings_from_mapping(
+        emitters(backoff_start=0.01, backoff_limit=0.05), key_format=FLASK
+    )
+    [billing] = settings.emitters
+    assert billing.config == Config(URL, backoff_start=0.01, backoff_limit=0.05)
+    with pytest.raises(ValueError) as raised:
+        operator.settings_from_mapping(emitters(backoff_limit=0.05), key_format=FLASK)
+    assert str(raised.value).startswith(f"{BILLING}['backoff_limit']: ")
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "meant"),
+    [
+        ({"EMITTERS": {"billing": {"url": URL, "event": ["e"]}}}, f"{BILLING}['event']", "events"),
+        (emitters(secert="s3cret"), f"{BILLING}['secert']", "secret"),
+        (emitters(max_attempt=2), f"{BILLING}['max_attempt']", "max_attempts"),
+        ({"EMITERS": {}}, "WEBHOOKS_EMITTER_EMITERS", "WEBHOOKS_EMITTER_EMITTERS"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_closest_known_one(
+    values: dict[str, Any], key: str, meant: str
+) -> None:
+    """An unknown key (``event`` for ``events``, ``secert``) is a ValueError naming the key
+    as written and the closest known one."""
+    errors = operator.check_settings(values, key_format=FLASK)
+    assert [error.key for error in errors][:1] == [key], errors
+    assert f"did you mean {meant!r}?" in str(errors[0])
+    assert "s3cret" not in str(errors[0])
+
+
+def test_several_bad_fields_of_one_emitter_are_each_reported() -> None:
+    """Two fields bad on their own are both reported (Django's checks list them all)."""
+    errors = operator.check_settings(emitters(max_attempts=0, request_timeout=-1), key_format=FLASK)
+    assert sorted(error.key for error in errors) == [
+        f"{BILLING}['max_attempts']",
+        f"{BILLING}['request_timeout']",
+    ]
+
+
+def test_a_field_is_not_blamed_for_a_default_it_was_left_beside() -> None:
+    """A bad backoff_start is reported; the backoff_limit given with it is not, although
+    it would be below the default backoff_start that the check falls back on."""
+    errors = operator.check_settings(
+        emitters(backoff_start="soon", backoff_limit=0.05), key_format=FLASK
+    )
+    assert [error.key for error in errors] == [f"{BILLING}['backoff_start']"]
+
+
+def test_the_repr_of_settings_shows_no_password() -> None:
+    """Settings made from a store URL with a password show it as *** in their repr."""
+    settings = operator.settings_from_mapping({"STORE": "postgresql://app:Pw3xQz@db/app"})
+    assert "Pw3xQz" not in repr(settings)
+    assert "postgresql://app:***@db/app" in repr(settings)
 
 
 def test_bad_secret_never_in_the_message() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import math
 import os
 import re
 import types
@@ -17,6 +17,8 @@ import urllib3.exceptions
 import urllib3.util
 
 from . import signing
+from ._validate import integer as _integer
+from ._validate import number, unknown_name
 
 __all__ = ["Config", "DeliveryResult", "EmitterStats"]
 
@@ -27,25 +29,6 @@ _RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transf
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 ClientCert = Union[str, tuple[str, str]]
-
-
-def _number(
-    name: str, value: object, *, minimum: float, strict: bool, what: str = "a number of seconds"
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
-    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
-        rule = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {rule} {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _integer(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
 
 
 def _url_problem(url: str) -> Optional[tuple[str, str]]:
@@ -111,7 +94,7 @@ def _to_schedule(value: object) -> Optional[tuple[float, ...]]:
     if not value:
         raise ValueError("retry_schedule must not be empty (None keeps the exponential backoff)")
     return tuple(
-        _number(f"retry_schedule[{index}]", item, minimum=0.0, strict=False)
+        number(f"retry_schedule[{index}]", item)
         for index, item in enumerate(value)
     )
 
@@ -453,7 +436,7 @@ class Config:
             ("backoff_limit", 0.0, False),
         ):
             object.__setattr__(
-                self, name, _number(name, getattr(self, name), minimum=minimum, strict=strict)
+                self, name, number(name, getattr(self, name), minimum=minimum, strict=strict)
             )
         if self.backoff_limit < self.backoff_start:
             raise ValueError(
@@ -473,8 +456,7 @@ class Config:
         ):
             value = getattr(self, name)
             if value is not None:
-                number = _number(name, value, minimum=0.0, strict=True, what=what)
-                object.__setattr__(self, name, number)
+                object.__setattr__(self, name, number(name, value, strict=True, what=what))
         if self.max_body_size is not None:
             _integer("max_body_size", self.max_body_size, minimum=1)
         for name in ("insecure", "block_private_networks", "pause_on_gone"):
@@ -517,6 +499,25 @@ class Config:
         if isinstance(self.secret, (str, bytes)):
             return (self.secret,)
         return self.secret
+
+
+_FIELD_NAMES = frozenset(field.name for field in attrs.fields(Config))
+_attrs_init = Config.__init__
+
+
+@functools.wraps(_attrs_init)
+def _checked_init(self: Config, *args: Any, **kwargs: Any) -> None:
+    # attrs' own message ("got an unexpected keyword argument 'secert'") names the typo but
+    # not the field meant; a misspelled field must not pass for a missing feature.
+    for name in kwargs:
+        if name not in _FIELD_NAMES:
+            raise TypeError(f"Config: {unknown_name('field', name, sorted(_FIELD_NAMES))}")
+    _attrs_init(self, *args, **kwargs)
+
+
+# Assigned, not written in the class: attrs generates __init__, and type checkers read its
+# signature from the fields (a misspelled keyword is then also a type checker's error).
+setattr(Config, "__init__", _checked_init)  # noqa: B010
 
 
 @attrs.frozen

@@ -6,6 +6,9 @@ __all__ = [
     "EmitterExistsError",
     "EmitterNotFoundError",
     "InvalidSignatureError",
+    "SettingError",
+    "SettingTypeError",
+    "SettingValueError",
     "WebhooksEmitterError",
 ]
 
@@ -44,3 +47,30 @@ class InvalidSignatureError(WebhooksEmitterError, ValueError):
     The message says what was wrong (a missing or malformed header, no matching signature,
     a timestamp too old or too new) and never contains a secret.
     """
+
+
+class SettingError(WebhooksEmitterError):
+    """A framework setting (Flask's ``app.config``, Django's ``settings.WEBHOOKS_EMITTER``)
+    is not of the documented form.
+
+    The message starts with the setting's full name as the user wrote it
+    (``WEBHOOKS_EMITTER_EMITTERS['billing']['max_attempts']: ...``) and never shows a
+    secret or a password.
+
+    Attributes:
+        key: that name.
+        reason: what was wrong with it.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class SettingValueError(SettingError, ValueError):
+    """A setting has the right type but a wrong value."""
+
+
+class SettingTypeError(SettingError, TypeError):
+    """A setting has the wrong type."""

@@ -8,7 +8,8 @@ per group of commands:
     ``demo``, ``send``, ``listen`` and ``verify``: try webhooks from the shell.
 ``_operate``
     ``worker``, ``status``, ``failed``, ``replay``, ``pause``, ``restart``, ``migrate`` and
-    ``purge``: deliver and operate over a durable store (SQLite or PostgreSQL).
+    ``purge``: deliver and operate over a durable store (SQLite or PostgreSQL); the worker
+    command itself is in ``_deliver``, and ``--store`` is read and opened by ``_store``.
 
 Exit status: 0 on success, 1 when a delivery, a signature check or a store operation failed
 (a store error is one line on standard error, never a traceback), 2 for bad arguments
@@ -76,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"  {PROG} send http://127.0.0.1:8080/hooks --secret s3cret \\\n"
             "      --event order.paid --data '{\"order\": 1}'             # another\n\n"
             "Deliver and operate over a durable store (SQLite on one host, PostgreSQL on many):\n"
-            f"  {PROG} worker --store sqlite:///var/lib/app/hooks.db --setup myapp.hooks:setup\n"
-            f"  {PROG} status --store sqlite:///var/lib/app/hooks.db\n\n"
+            f"  {PROG} worker --store sqlite:////var/lib/app/hooks.db --setup myapp.hooks:setup\n"
+            f"  {PROG} status --store sqlite:////var/lib/app/hooks.db\n\n"
             "Exit status: 0 success, 1 delivery, check or store operation failed, "
             "2 bad arguments."
         ),

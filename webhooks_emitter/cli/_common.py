@@ -6,11 +6,11 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import sys
 import threading
-import urllib.parse
 from typing import NoReturn, Optional, TextIO
+
+from .._redaction import hide_passwords
 
 __all__ = [
     "EXIT_FAILED",
@@ -64,13 +64,6 @@ _OPTION_OF_FIELD = {
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
 _BODY_ESCAPES = {code: text for code, text in _ESCAPES.items() if chr(code) not in "\t\n"}
 
-# The password of any URL with one (scheme://user:password@...), up to its last "@": a
-# password that urllib cannot parse (it holds "/", "?", "#" or "@") is hidden whole too.
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)\S*@")
-# ``password=...`` in a libpq key/value connection string.
-_KEY_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
 class UsageError(Exception):
     """A bad argument found after parsing: one line on standard error, exit status 2."""
 
@@ -81,28 +74,6 @@ class CommandFailed(Exception):
 
 class Stop(Exception):
     """Raised in the main thread by SIGINT or SIGTERM to end ``listen`` cleanly."""
-
-
-def hide_passwords(text: str, *urls: Optional[str]) -> str:
-    """``text`` with every password it shows replaced by ``***``: those of ``urls`` (as
-    given, and percent-decoded), and any ``scheme://user:password@`` or ``password=...``."""
-    secrets: set[str] = set()
-    for url in urls:
-        if not url:
-            continue
-        found = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:(\S*)@", url)
-        if found:
-            greedy = found.group(1)
-            for secret in (greedy, greedy.partition("@")[0]):
-                secrets.update((secret, urllib.parse.unquote(secret)))
-        for match in _KEY_PASSWORD.finditer(url):
-            secrets.add(match.group(2).strip("'"))
-    # Longest first, so that a password's prefix never leaves the rest of it shown.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _KEY_PASSWORD.sub(r"\1***", text)
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -14,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NoReturn, Optional, Union
 
@@ -25,6 +24,8 @@ import webhooks_emitter
 from .. import signing
 from .._config import Config, DeliveryResult
 from .._hub import WebhooksEmitter
+from .._signals import on_stop_signals
+from .._validate import integer_arg
 from ..exceptions import InvalidSignatureError
 from ..testing import ReceivedRequest, Receiver, Response, fail_first
 from ._common import (
@@ -60,14 +61,7 @@ def _header_arg(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_non_negative_int = integer_arg(minimum=0)
 
 
 def _port(text: str) -> int:
@@ -347,26 +341,8 @@ def _send(args: argparse.Namespace) -> int:
 # -- listen -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """While inside, the first SIGINT or SIGTERM raises ``Stop`` in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    stopping = False
-
-    def handler(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if not stopping:  # once: a second signal must not interrupt the clean-up
-            stopping = True
-            raise Stop(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _raise_stop(signum: int) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -409,7 +385,7 @@ def _listen(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from None
     try:
-        with _stop_on_signals():
+        with on_stop_signals(_raise_stop, repeat="ignore"):
             try:
                 receiver.start()
                 if secret is None:

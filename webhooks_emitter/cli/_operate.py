@@ -1,45 +1,36 @@
 """``worker``, ``status``, ``failed``, ``replay``, ``pause``, ``restart``, ``migrate``, ``purge``:
 run and operate deliveries over a durable store, from any host that reaches it.
 
-Each command is a thin layer over :mod:`webhooks_emitter._operator`, which the ``flask
-webhooks`` and Django management commands share, so the three behave alike. What is only
-here: the ``--store`` URL (or ``$WEBHOOKS_EMITTER_STORE``), ``--setup`` as a module or a file,
-and errors as one line with the exit statuses of section 8 (a store error is 1, never a
-traceback, and never shows the URL's password).
+Each command is a thin layer over :mod:`webhooks_emitter._reports` and
+:mod:`webhooks_emitter._worker`, which the ``flask webhooks`` and Django management commands
+share, so the three behave alike. What is only here: the ``--store`` URL (or
+``$WEBHOOKS_EMITTER_STORE``, :mod:`._store`), ``--setup`` as a module or a file (the worker
+command, :mod:`._deliver`), and errors as one line with the exit statuses of section 8 (a
+store error is 1, never a traceback, and never shows the URL's password). Every command but
+``worker`` acts on the store alone: none makes an instance or starts a thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
-import logging
-import math
-import os
-import signal
-import sys
-import threading
-import time
-import traceback
-from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .._encoding import check_name
-from .._hub import WebhooksEmitter
-from .._operator import (
+from .._reports import (
     failed_json,
     format_failed,
     format_status,
     list_failed,
-    load_callable,
+    pause_emitter,
     replay_failed,
-    require_durable,
-    run_worker,
+    restart_emitter,
     status,
 )
+from .._validate import integer_arg, number_arg
+from .._worker import HTTP_HELP, parse_http
 from ..exceptions import EmitterNotFoundError
-from ..stores import Store, StoreError, from_url
+from . import _deliver
 from ._common import (
     EXIT_OK,
     FORMATTER,
@@ -50,14 +41,9 @@ from ._common import (
     configure_logging,
     shown,
 )
+from ._store import DURABLE, STORE_ENV, note, note_if_unknown, opened, store_url
 
-__all__ = ["STORE_ENV", "add_commands"]
-
-#: Where ``--store`` is read from when it is not given (keeps a password out of ``ps``).
-STORE_ENV = "WEBHOOKS_EMITTER_STORE"
-
-_DURABLE = "sqlite:///path.db or postgresql://..."
-_SHOWN_IDS = 10  # emitter ids named in the worker's first line; the rest are counted
+__all__ = ["STORE_ENV", "add_commands", "store_url"]
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -75,270 +61,16 @@ def _name(argument: str) -> Callable[[str], str]:
     return check
 
 
-def _positive_int(text: str) -> int:
+_positive_int = integer_arg(minimum=1)
+_seconds = number_arg()
+
+
+def _http(text: str) -> tuple[str, int]:
+    """An argparse ``type`` for ``--http HOST:PORT``."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
-
-
-def store_url(args: argparse.Namespace) -> Optional[str]:
-    """The store URL the command was given (``--store`` or ``$WEBHOOKS_EMITTER_STORE``)."""
-    url: Optional[str] = getattr(args, "store", None) or os.environ.get(STORE_ENV) or None
-    return url
-
-
-def _durable_url(args: argparse.Namespace) -> str:
-    """The store URL, unless there is none or it is ``memory:`` (checked before anything is
-    imported or opened).
-
-    Raises:
-        UsageError: no URL, or ``memory:``.
-    """
-    url = store_url(args)
-    if url is None:
-        raise UsageError(f"--store is required (or set ${STORE_ENV}): {_DURABLE}")
-    if url.partition(":")[0].strip().lower() == "memory":
-        raise UsageError(
-            f"--store {url!r}: {PROG} {args.command} needs a durable store ({_DURABLE}); "
-            "memory: holds only one process's events"
-        )
-    return url
-
-
-def _open_store(args: argparse.Namespace, *, create: bool) -> Store:
-    """The durable store of ``--store``.
-
-    ``create=False`` (every command but ``worker`` and ``migrate``) runs no DDL: a command
-    that only looks at or acts on a store never creates one (a mistyped path or database
-    would otherwise show as an empty store) nor changes its schema.
-
-    Raises:
-        UsageError: no URL, ``memory:``, or a URL that names no store.
-        CommandFailed: the store's driver is not installed.
-        StoreError: the store could not be opened or reached, or (``create=False``) it has
-            no schema or an older one.
-    """
-    url = _durable_url(args)
-    what = f"{PROG} {args.command}"
-    try:
-        store = from_url(url, create=create)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"--store: {exc}") from None
-    except ImportError as exc:  # psycopg 3 missing: the message says how to install it
-        raise CommandFailed(str(exc)) from None
-    try:
-        require_durable(store, what)
-        # Reach it now (PostgreSQL connects lazily), so that a wrong URL, password or
-        # schema is one line and exit status 1 before anything else is done or logged.
-        store.open()
+        return parse_http(text)
     except ValueError as exc:
-        store.close()
-        raise UsageError(str(exc)) from None
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-@contextlib.contextmanager
-def _opened(args: argparse.Namespace, *, create: bool = False) -> Iterator[Store]:
-    """``_open_store``, closed at the end."""
-    store = _open_store(args, create=create)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def _note(args: argparse.Namespace, text: str) -> None:
-    """A remark on standard error (standard output stays what scripts parse)."""
-    print(f"{PROG} {args.command}: {text}", file=sys.stderr, flush=True)
-
-
-def _note_if_unknown(args: argparse.Namespace, store: Store, emitter_id: str) -> None:
-    """Say so on standard error when the store has never heard of ``emitter_id`` (a typo
-    shows as nothing found, which is not an error for these functions)."""
-    if not store.known(emitter_id):
-        _note(args, f"note: {store.describe()} knows no emitter {emitter_id!r}")
-
-
-# -- worker -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT set ``stop`` instead of ending the process.
-
-    A worker must not die between attaching (which may take leases) and ``run_worker``
-    (which handles the signals while it delivers): a signal meanwhile stops it as soon as
-    it starts. A second signal does what it would have done without this (Ctrl-C twice
-    interrupts a slow shutdown).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    originals: dict[int, Any] = {}
-
-    def handle(signum: int, frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
-            return
-        original = originals[signum]
-        signal.signal(signum, original)
-        if callable(original):
-            original(signum, frame)
-        elif original == signal.SIG_DFL:
-            os.kill(os.getpid(), signum)
-
-    for number in (signal.SIGTERM, signal.SIGINT):
-        originals[number] = signal.signal(number, handle)
-    try:
-        yield
-    finally:
-        for signum, original in originals.items():
-            signal.signal(signum, original)
-
-
-def _fault(spec: str, what: str, verbose: int) -> UsageError:
-    """A ``--setup`` error; with ``-v`` the traceback of the exception being handled is
-    printed first (the fault is in the user's code: its line matters)."""
-    if verbose and sys.exc_info()[0] is not None:
-        traceback.print_exc()
-    hint = "" if verbose or sys.exc_info()[0] is None else " (-v shows the traceback)"
-    return UsageError(f"--setup {spec!r}: {what}{hint}")
-
-
-def _load_setup(spec: str, verbose: int) -> Callable[[WebhooksEmitter], object]:
-    """The function ``--setup`` names (see ``_operator.load_callable``), checked to take one
-    argument.
-
-    Raises:
-        UsageError: the spec is malformed, the module cannot be imported (whatever its code
-            raised), it has no such name, or that is not a function of one argument.
-    """
-    try:
-        found = load_callable(spec)
-    except (TypeError, ValueError) as exc:
-        cause = exc.__cause__
-        if cause is not None:
-            try:
-                raise cause
-            except BaseException:  # noqa: BLE001 - only to print the user's traceback
-                raise _fault(spec, str(exc).split(": ", 1)[-1], verbose) from None
-        raise UsageError(str(exc)) from None
-    try:
-        inspect.signature(found).bind(None)
-    except TypeError:
-        raise UsageError(
-            f"--setup {spec!r}: {spec.rpartition(':')[2]}{inspect.signature(found)} cannot be "
-            "called with one argument (the WebhooksEmitter to attach emitters to)"
-        ) from None
-    except ValueError:
-        pass  # no signature to check (some builtins): the call will tell
-    function: Callable[[WebhooksEmitter], object] = found
-    return function
-
-
-class _StopEvent(threading.Event):
-    """An event that remembers when it was first set (the signal that stops the worker)."""
-
-    at: Optional[float] = None
-
-    def set(self) -> None:
-        if self.at is None:
-            self.at = time.monotonic()
-        super().set()
-
-
-def _await_releases(deadline: float) -> None:
-    """Wait, until ``deadline`` at most, for the delivery threads to end.
-
-    ``shutdown`` returns once every delivery thread has counted itself out, but the last
-    one lets go of its emitter's lease *after* that (``Emitter._worker_ends``), so a process
-    that exits at once may kill it mid-release and leave the lease to expire
-    (``lease_timeout`` seconds without delivery for that emitter). Threads still in a try
-    that outlives ``deadline`` are left, as the shutdown left them.
-    """
-    for thread in threading.enumerate():
-        if (
-            thread.name.startswith("webhooks-emitter:")
-            and thread.name != "webhooks-emitter:housekeeping"
-            and thread is not threading.current_thread()
-        ):
-            thread.join(max(deadline - time.monotonic(), 0.0))
-
-
-def _worker(args: argparse.Namespace) -> int:
-    """Deliver with the emitters ``--setup`` attaches until SIGTERM or SIGINT."""
-    configure_logging(args.verbose, quiet_level=logging.WARNING)
-    out = Console()
-    stop = _StopEvent()
-    _durable_url(args)
-    with _stop_on_signals(stop):
-        function = _load_setup(args.setup, args.verbose)
-        store = _open_store(args, create=True)
-        try:
-            instance = WebhooksEmitter(args.exit_timeout, store=store, deliver=True)
-        except BaseException:
-            store.close()
-            raise
-        try:
-            try:
-                function(instance)
-            except StoreError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-                raise _fault(
-                    args.setup, f"raised {type(exc).__name__}: {exc}", args.verbose
-                ) from None
-            running = instance.list_emitters()
-        except BaseException:
-            instance.shutdown(0)
-            _await_releases(time.monotonic() + args.exit_timeout)
-            store.close()
-            raise
-        if not running:
-            _note(
-                args,
-                f"warning: --setup {args.setup!r} attached no running emitter: "
-                "there is nothing to deliver",
-            )
-        named = ", ".join(running[:_SHOWN_IDS])
-        if len(running) > _SHOWN_IDS:
-            named += f" and {len(running) - _SHOWN_IDS} more"
-
-        def ready() -> None:
-            out.say(
-                f"worker: delivering for {len(running)} emitter(s)"
-                f"{f' ({named})' if named else ''} over {store.describe()} as "
-                f"{instance.lease.holder}; stop with SIGTERM or Ctrl-C"
-            )
-
-        code = run_worker(instance, args.exit_timeout, stop=stop, ready=ready)
-    _await_releases((stop.at or time.monotonic()) + args.exit_timeout)
-    held = instance.leases_held()
-    if held:
-        # A try was still under way: its thread records the outcome and lets go of the
-        # lease if it ends before the process does; otherwise the lease expires.
-        out.say(f"worker: stopped; {held} lease(s) left to expire (a try was under way)")
-    else:
-        store.close()
-        out.say("worker: stopped; leases released")
-    return code
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- status, failed, replay -----------------------------------------------------------------------
@@ -347,7 +79,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     """Print the state of every emitter id the store knows."""
     configure_logging(args.verbose)
-    with _opened(args) as store:
+    with opened(args) as store:
         report = status(store)
     out = Console()
     if args.json:
@@ -360,10 +92,10 @@ def _status(args: argparse.Namespace) -> int:
 def _failed(args: argparse.Namespace) -> int:
     """Print the failed events of one emitter id, oldest first."""
     configure_logging(args.verbose)
-    with _opened(args) as store:
+    with opened(args) as store:
         events = list_failed(store, args.emitter_id, args.limit)
         if not events:
-            _note_if_unknown(args, store, args.emitter_id)
+            note_if_unknown(args, store, args.emitter_id)
     out = Console()
     if args.json:
         out.say(json.dumps(failed_json(events), indent=2))
@@ -376,17 +108,17 @@ def _replay(args: argparse.Namespace) -> int:
     """Queue failed events again; print how many."""
     configure_logging(args.verbose)
     wanted = list(dict.fromkeys(args.request_ids))
-    with _opened(args) as store:
+    with opened(args) as store:
         count = replay_failed(store, args.emitter_id, wanted or None)
         if count < len(wanted):
             missing = len(wanted) - count
-            _note(
+            note(
                 args,
                 f"note: {missing} of the {len(wanted)} request id(s) given are not failed "
                 f"events of {args.emitter_id!r}",
             )
         elif not count:
-            _note_if_unknown(args, store, args.emitter_id)
+            note_if_unknown(args, store, args.emitter_id)
     Console().say(str(count))
     return EXIT_OK
 
@@ -398,23 +130,18 @@ def _pause_or_restart(args: argparse.Namespace) -> int:
     """Pause or restart one emitter id for every process over the store."""
     configure_logging(args.verbose)
     emitter_id: str = args.emitter_id
-    with _opened(args) as store:
-        # Through an instance that delivers nothing, so that these are the functions of
-        # section 10, with their rules (an id the store does not know is an error).
-        instance = WebhooksEmitter(0.0, store=store, deliver=False)
+    with opened(args) as store:
+        # On the store alone: no instance, so nothing here can start a delivery thread.
         try:
-            was_paused = store.state(emitter_id).paused
             if args.command == "pause":
-                instance.pause(emitter_id)
+                was_paused = pause_emitter(store, emitter_id)
             else:
-                instance.restart(emitter_id)
+                was_paused = restart_emitter(store, emitter_id)
         except EmitterNotFoundError:
             raise CommandFailed(
                 f"{store.describe()} knows no emitter {emitter_id!r} "
                 f"(see {PROG} status for the ids it knows)"
             ) from None
-        finally:
-            instance.shutdown(0)
         where = store.describe()
     out = Console()
     if args.command == "pause":
@@ -436,7 +163,7 @@ def _pause_or_restart(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the store's schema; print its version."""
     configure_logging(args.verbose)
-    with _opened(args, create=True) as store:
+    with opened(args, create=True) as store:
         version = store.migrate()
     Console().say(str(version))
     return EXIT_OK
@@ -450,17 +177,17 @@ def _purge(args: argparse.Namespace) -> int:
             f"purge deletes every queued and failed event of {args.emitter_id!r} for good: "
             "add --yes to do it (nothing was deleted)"
         )
-    with _opened(args) as store:
+    with opened(args) as store:
         count = store.purge(args.emitter_id)
         if not count:
-            _note_if_unknown(args, store, args.emitter_id)
+            note_if_unknown(args, store, args.emitter_id)
     Console().say(str(count))
     return EXIT_OK
 
 
 # -- the parsers --------------------------------------------------------------------------------
 
-_STORE_EXAMPLE = "sqlite:///var/lib/app/hooks.db"
+_STORE_EXAMPLE = "sqlite:////var/lib/app/hooks.db"
 
 
 def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
@@ -470,7 +197,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
     store.add_argument(
         "--store",
         metavar="URL",
-        help=f"the durable store: {_DURABLE} (default: ${STORE_ENV}, which keeps a "
+        help=f"the durable store: {DURABLE} (default: ${STORE_ENV}, which keeps a "
         "password out of the process list)",
     )
     parents = [store, verbose]
@@ -483,7 +210,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
 
     worker = command(
         "worker",
-        _worker,
+        _deliver.run,
         help="deliver a durable store's events until SIGTERM or Ctrl-C",
         description=(
             "Make a WebhooksEmitter over --store, call the --setup function with it (that\n"
@@ -519,6 +246,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
         help="the most the shutdown may spend delivering after the signal (default: "
         "%(default)s)",
     )
+    worker.add_argument("--http", type=_http, metavar="HOST:PORT", help=HTTP_HELP)
 
     status_parser = command(
         "status",

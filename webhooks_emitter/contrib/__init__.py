@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Union
 
 from .. import signing
+from .._validate import number
 from ..exceptions import InvalidSignatureError
 
 __all__ = ["ReceiverCheck", "SecretSource"]
@@ -47,10 +48,7 @@ class ReceiverCheck:
                 raise ValueError(f"scheme {scheme!r} is unknown (one of: {names})") from None
         if not isinstance(scheme, signing.Scheme):
             raise TypeError(f"scheme must be a webhooks_emitter.signing scheme, not {scheme!r}")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
-            raise TypeError(f"tolerance must be a number of seconds, not {tolerance!r}")
-        if not tolerance >= 0:
-            raise ValueError(f"tolerance must be >= 0 seconds, got {tolerance!r}")
+        tolerance = number("tolerance", tolerance, finite=False)
         if not isinstance(header_identifier, str) or not header_identifier:
             raise ValueError(
                 f"header_identifier must be a non-empty str, not {header_identifier!r}"
@@ -59,7 +57,7 @@ class ReceiverCheck:
             scheme.check_secret(secret)
         self.secret = secret
         self.scheme = scheme
-        self.tolerance = float(tolerance)
+        self.tolerance = tolerance
         self.header_identifier = header_identifier
 
     def __repr__(self) -> str:

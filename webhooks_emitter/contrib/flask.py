@@ -24,7 +24,8 @@ Settings (``app.config``), checked at :meth:`Webhooks.init_app` (``ValueError`` 
 ``TypeError`` naming the key):
 
 ``WEBHOOKS_EMITTER_STORE``
-    the store's URL: ``memory:`` (default), ``sqlite:///path.db``, ``postgresql://...``.
+    the store's URL: ``memory:`` (default), ``sqlite:///relative/path.db`` (relative to
+    the working directory), ``sqlite:////absolute/path.db``, ``postgresql://...``.
 ``WEBHOOKS_EMITTER_EMITTERS``
     emitter id -> ``{"url": ..., "events": [...] ("*" for all), <Config field>: ...}``.
 ``WEBHOOKS_EMITTER_DELIVER``
@@ -35,6 +36,12 @@ Settings (``app.config``), checked at :meth:`Webhooks.init_app` (``ValueError`` 
 
 Each application gets its own :class:`~webhooks_emitter.WebhooksEmitter`, kept at
 ``app.extensions["webhooks_emitter"]``; the :class:`Webhooks` object holds nothing of any app.
+
+``flask webhooks status|failed|replay`` only read or change the store (CONTRACT section 12):
+when the ``flask`` command loads the app for one of them, ``init_app`` checks the settings
+but attaches nothing (the app's instance is an idle one on the memory store), and the
+command opens the settings' store itself, creating nothing. ``flask webhooks worker``
+delivers, whatever ``WEBHOOKS_EMITTER_DELIVER`` says.
 """
 
 from __future__ import annotations
@@ -42,28 +49,29 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import click
 from flask import Flask, Response, current_app, request
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 
 from .. import signing
 from .._hub import WebhooksEmitter
-from .._operator import (
-    Settings,
+from .._reports import (
     failed_json,
     format_failed,
     format_status,
     list_failed,
-    load_callable,
-    require_durable,
-    run_worker,
-    settings_from_mapping,
+    replay_failed,
     status,
 )
-from ..stores import StoreError
+from .._settings import Settings, attach_all, load_callable, settings_from_mapping
+from .._worker import HTTP_HELP, parse_http, run_worker, serve_http
+from ..exceptions import WebhooksEmitterError
+from ..stores import Store, StoreError
 from . import ReceiverCheck, SecretSource
 
 __all__ = ["EXTENSION", "PREFIX", "Webhooks", "cli", "get_instance", "verify_webhook"]
@@ -72,6 +80,11 @@ __all__ = ["EXTENSION", "PREFIX", "Webhooks", "cli", "get_instance", "verify_web
 EXTENSION = "webhooks_emitter"
 #: The prefix of the settings in ``app.config``.
 PREFIX = "WEBHOOKS_EMITTER_"
+#: The ``flask webhooks`` commands that only read or change the store (CONTRACT section 12).
+OPERATOR_COMMANDS = frozenset({"status", "failed", "replay"})
+# The apps whose instance init_app left idle, because the flask command line loaded them
+# for an operator command (keyed by id: an app is not hashable by its settings).
+_IDLE = "webhooks_emitter.idle"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +99,20 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         name[len(PREFIX) :]: value for name, value in config.items() if name.startswith(PREFIX)
     }
     return settings_from_mapping(values, key_format=PREFIX + "{}")
+
+
+def _loading_for_an_operator_command() -> bool:
+    """Whether the ``flask`` command line is loading the app to run ``flask webhooks
+    status|failed|replay`` (Flask loads the app before it can tell which command runs, and
+    keeps no list of the arguments: they are read from ``sys.argv``)."""
+    context = click.get_current_context(silent=True)
+    if context is None or not isinstance(context.find_object(ScriptInfo), ScriptInfo):
+        return False
+    words = [word for word in sys.argv[1:] if not word.startswith("-")]
+    return any(
+        word == cli.name and following in OPERATOR_COMMANDS
+        for word, following in zip(words, words[1:])
+    )
 
 
 def get_instance(app: Optional[Flask] = None) -> WebhooksEmitter:
@@ -138,7 +165,13 @@ class Webhooks:
                 "call init_app once per app"
             )
         settings = settings_from_config(app.config)
-        app.extensions[EXTENSION] = settings.make_instance()
+        if _loading_for_an_operator_command():
+            # `flask webhooks status` loads the app first: its instance must not deliver,
+            # take a lease or flush at exit. The command opens the store itself.
+            app.extensions[EXTENSION] = WebhooksEmitter(settings.exit_timeout)
+            app.extensions[_IDLE] = True
+        else:
+            app.extensions[EXTENSION] = settings.make_instance()
         app.cli.add_command(cli)
 
     @property
@@ -232,11 +265,40 @@ cli = AppGroup("webhooks", help="Deliver and inspect this app's webhooks (webhoo
 
 def _durable_instance(what: str) -> WebhooksEmitter:
     instance = get_instance()
-    try:
-        require_durable(instance.store, what)
-    except ValueError as exc:
-        raise click.UsageError(f"{exc} (set WEBHOOKS_EMITTER_STORE)") from None
+    settings = settings_from_config(current_app.config)
+    if not settings.durable:
+        raise click.UsageError(
+            f"{what} needs a durable store (sqlite:///path.db or postgresql://...); memory: "
+            "holds only one process's events (set WEBHOOKS_EMITTER_STORE)"
+        )
     return instance
+
+
+@contextmanager
+def _operator_store(what: str) -> Iterator[tuple[Store, Optional[WebhooksEmitter]]]:
+    """The app's store for an operator command, and the app's instance when it is live
+    (the app was made in this process, e.g. by a test: its emitters may be woken).
+
+    A live instance lends its store; otherwise the store is opened for the command alone,
+    without creating anything (a mistyped path must not show as an empty store), and closed
+    after it. Nothing here delivers, takes a lease or waits for an exit flush.
+    """
+    instance = _durable_instance(what)
+    if not current_app.extensions.get(_IDLE) and instance.store.durable:
+        yield instance.store, instance
+        return
+    settings = settings_from_config(current_app.config)
+    try:
+        store = settings.open_store(create=False)
+        store.open()
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (StoreError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield store, None
+    finally:
+        store.close()
 
 
 @cli.command("worker")
@@ -251,23 +313,46 @@ def _durable_instance(what: str) -> WebhooksEmitter:
     default=None,
     help="seconds the shutdown may spend delivering (default: WEBHOOKS_EMITTER_EXIT_TIMEOUT)",
 )
-def worker_command(setup: Optional[str], exit_timeout: Optional[float]) -> None:
+@click.option("--http", "http", metavar="HOST:PORT", default=None, help=HTTP_HELP)
+def worker_command(
+    setup: Optional[str], exit_timeout: Optional[float], http: Optional[str]
+) -> None:
     """Deliver the app's stored events until SIGTERM or SIGINT (whatever
     WEBHOOKS_EMITTER_DELIVER says: that setting is for the web processes)."""
     instance = _durable_instance("flask webhooks worker")
     settings = settings_from_config(current_app.config)
     function = None
+    bind = None
+    if http is not None:
+        try:
+            bind = parse_http(http)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--http") from None
     if setup is not None:
         try:
             function = load_callable(setup)
         except (TypeError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--setup") from None
+    server = None
     try:
         if not instance.delivers:
-            instance = settings.make_instance(deliver=True)
+            instance = WebhooksEmitter(
+                settings.exit_timeout, store=settings.open_store(), deliver=True
+            )
+        if bind is not None:
+            # Before the emitters are attached: a worker that cannot serve its probes
+            # delivers nothing (exit 2, one line saying why).
+            try:
+                server = serve_http(instance, bind)
+            except WebhooksEmitterError as exc:
+                raise click.UsageError(str(exc)) from None
+        if instance is not get_instance():
+            attach_all(instance, settings.emitters)
         if function is not None:
             function(instance)
     except StoreError as exc:
+        if server is not None:
+            server.close()
         raise click.ClickException(str(exc)) from None
     timeout = settings.exit_timeout if exit_timeout is None else exit_timeout
 
@@ -276,8 +361,10 @@ def worker_command(setup: Optional[str], exit_timeout: Optional[float]) -> None:
             f"webhooks worker: delivering for {len(instance.list_emitters())} emitter(s) "
             f"over {instance.store.describe()}; stop with SIGTERM or Ctrl-C"
         )
+        if server is not None:
+            click.echo(f"webhooks worker: serving /metrics, /healthz and /readyz at {server.url}")
 
-    code = run_worker(instance, timeout, ready=ready)
+    code = run_worker(instance, timeout, ready=ready, http=server)
     click.echo("webhooks worker: stopped")
     raise SystemExit(code)
 
@@ -286,11 +373,11 @@ def worker_command(setup: Optional[str], exit_timeout: Optional[float]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def status_command(as_json: bool) -> None:
     """Per emitter id: queued, failed, paused, age of the oldest queued event, lease."""
-    instance = _durable_instance("flask webhooks status")
-    try:
-        report = status(instance.store)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _operator_store("flask webhooks status") as (store, _):
+        try:
+            report = status(store)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report))
 
 
@@ -300,13 +387,13 @@ def status_command(as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 def failed_command(emitter_id: str, as_json: bool, limit: int) -> None:
     """List the events EMITTER_ID gave up, oldest first."""
-    instance = _durable_instance("flask webhooks failed")
-    try:
-        events = list_failed(instance.store, emitter_id, limit)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="EMITTER_ID") from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _operator_store("flask webhooks failed") as (store, _):
+        try:
+            events = list_failed(store, emitter_id, limit)
+        except (TypeError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="EMITTER_ID") from None
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(failed_json(events), indent=2) if as_json else format_failed(events))
 
 
@@ -315,12 +402,15 @@ def failed_command(emitter_id: str, as_json: bool, limit: int) -> None:
 @click.argument("request_ids", nargs=-1)
 def replay_command(emitter_id: str, request_ids: tuple[str, ...]) -> None:
     """Queue EMITTER_ID's failed events again (all, or those REQUEST_IDS); prints the count."""
-    instance = _durable_instance("flask webhooks replay")
-    try:
-        # Through the instance: an emitter of this process, if any, starts at once.
-        count = instance.replay(emitter_id, request_ids or None)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc)) from None
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    with _operator_store("flask webhooks replay") as (store, live):
+        try:
+            if live is not None:
+                # An emitter of this process, if any, starts on the replayed events at once.
+                count = live.replay(emitter_id, request_ids or None)
+            else:
+                count = replay_failed(store, emitter_id, request_ids or None)
+        except (TypeError, ValueError) as exc:
+            raise click.BadParameter(str(exc)) from None
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(str(count))

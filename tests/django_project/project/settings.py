@@ -9,6 +9,9 @@
     ``WEBHOOKS_EMITTER["STORE"]`` and ``["DELIVER"]``.
 ``WEBHOOKS_EMITTER_JSON``
     the whole ``WEBHOOKS_EMITTER`` setting as JSON, replacing the above (for the checks).
+``HOOKS_LOG`` (``1``)
+    every log record of the library, INFO and up, on standard error as
+    ``LOG <logger> <level> <message>``.
 """
 
 from __future__ import annotations
@@ -75,3 +78,12 @@ else:
         WEBHOOKS_EMITTER["STORE"] = os.environ["HOOKS_STORE"]
     if "HOOKS_DELIVER" in os.environ:
         WEBHOOKS_EMITTER["DELIVER"] = os.environ["HOOKS_DELIVER"] != "0"
+
+if os.environ.get("HOOKS_LOG") == "1":
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "LOG %(name)s %(levelname)s %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "loggers": {"webhooks_emitter": {"handlers": ["stderr"], "level": "INFO"}},
+    }

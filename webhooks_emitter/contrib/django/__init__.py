@@ -27,9 +27,12 @@
     def partner_hooks(request):
         ...
 
-Management commands: ``webhooks_worker``, ``webhooks_status``, ``webhooks_failed``,
-``webhooks_replay``. Bad settings are reported by ``manage.py check`` (errors
-``webhooks_emitter.E001`` naming the key).
+Management commands: ``webhooks_worker`` (delivers, whatever ``DELIVER`` says; ``--http
+HOST:PORT`` serves /metrics, /healthz and /readyz), and ``webhooks_status``,
+``webhooks_failed``, ``webhooks_replay``, which only read or change the store (the settings
+are not applied in their process: nothing is delivered). Bad settings, a malformed
+``STORE`` included, are reported by ``manage.py check`` (errors ``webhooks_emitter.E001``
+naming the key, never a password); ``django.setup()`` does not raise for them.
 """
 
 from __future__ import annotations

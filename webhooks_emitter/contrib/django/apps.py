@@ -16,6 +16,8 @@ class WebhooksEmitterConfig(AppConfig):  # type: ignore[misc]
     At start-up it applies ``settings.WEBHOOKS_EMITTER`` to the default instance, so that
     ``webhooks_emitter.emit`` and :func:`~webhooks_emitter.contrib.django.emit_on_commit`
     work in views; bad settings are reported by ``manage.py check`` (never raised here).
+    The operator commands (``webhooks_status``, ``webhooks_failed``, ``webhooks_replay``)
+    leave the default instance alone and only read or change the store.
     """
 
     name = "webhooks_emitter.contrib.django"
@@ -31,7 +33,10 @@ class WebhooksEmitterConfig(AppConfig):  # type: ignore[misc]
         from . import checks, conf
 
         checks.register()
-        conf.apply(webhooks_emitter.default)
+        if not conf.running_an_operator_command():
+            # webhooks_status & co. open the store themselves: applying the settings here
+            # would deliver (and flush at exit) in a process that must only read the store.
+            conf.apply(webhooks_emitter.default)
         connection_created.connect(_connection_created, dispatch_uid="webhooks_emitter")
 
 

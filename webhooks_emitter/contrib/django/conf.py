@@ -5,22 +5,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
-from ... import _operator
 from ..._hub import WebhooksEmitter
-from ..._operator import SettingError, Settings, SettingTypeError, SettingValueError
-from ...exceptions import WebhooksEmitterError
+from ..._redaction import hide_passwords, scrub_exception
+from ..._settings import Settings, attach_all, check_settings, settings_from_mapping
+from ...exceptions import (
+    SettingError,
+    SettingTypeError,
+    SettingValueError,
+)
 from ...stores import Store, StoreError
 
 __all__ = [
     "KEY_FORMAT",
+    "OPERATOR_COMMANDS",
     "SETTING",
     "apply",
+    "operator_store",
+    "running_an_operator_command",
     "conninfo_for",
     "django_alias",
     "load",
@@ -36,6 +45,8 @@ SETTING = "WEBHOOKS_EMITTER"
 KEY_FORMAT = SETTING + "[{!r}]"
 #: The scheme of a store on a database of settings.DATABASES: "django:<alias>".
 SCHEME = "django"
+#: The management commands that only read or change the store (CONTRACT section 12).
+OPERATOR_COMMANDS = frozenset({"webhooks_status", "webhooks_failed", "webhooks_replay"})
 
 # libpq's connection keywords: those of Django's connection parameters that the store's own
 # connections take (Django adds others: a cursor factory, adapters, prepare_threshold).
@@ -93,7 +104,7 @@ def problems() -> list[SettingError]:
                 f"not {type(values).__name__}",
             )
         ]
-    errors = _operator.check_settings(values, key_format=KEY_FORMAT, store_schemes=(SCHEME,))
+    errors = check_settings(values, key_format=KEY_FORMAT, store_schemes=(SCHEME,))
     alias = django_alias(values.get("STORE"))
     if alias:
         try:
@@ -152,20 +163,72 @@ def load() -> Settings:
     errors = problems()
     if errors:
         raise errors[0]
-    return _operator.settings_from_mapping(
-        raw(), key_format=KEY_FORMAT, store_schemes=(SCHEME,)
-    )
+    return settings_from_mapping(raw(), key_format=KEY_FORMAT, store_schemes=(SCHEME,))
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: Settings, *, create: bool = True) -> Store:
     """A new store for ``settings``: a PostgresStore on a Django database for
-    ``"django:<alias>"``, otherwise what the URL names."""
+    ``"django:<alias>"``, otherwise what the URL names (``create=False``: an existing
+    store only). No error raised here shows the database's password."""
     alias = django_alias(settings.store)
     if alias is None:
-        return settings.open_store()
+        return settings.open_store(create=create)
     from ...stores.postgres import PostgresStore
 
-    return PostgresStore(conninfo_for(alias))
+    conninfo = conninfo_for(alias)
+    try:
+        return PostgresStore(conninfo, create=create)
+    except Exception as exc:  # noqa: BLE001 - re-raised as it is, only its text cleaned
+        raise scrub_exception(exc, conninfo) from exc.__cause__
+
+
+def running_an_operator_command() -> bool:
+    """Whether this process runs ``manage.py webhooks_status|failed|replay`` (Django sets
+    its apps up before the command runs; the command's name is ``sys.argv[1]``)."""
+    return len(sys.argv) > 1 and sys.argv[1] in OPERATOR_COMMANDS
+
+
+@contextlib.contextmanager
+def operator_store(what: str) -> Iterator[tuple[Store, Optional[WebhooksEmitter]]]:
+    """The settings' store for an operator command, and the default instance when it is
+    live with that store (settings applied in this process, e.g. ``call_command`` in a
+    test: its emitters may be woken).
+
+    Otherwise the store is opened for the command alone, creating nothing, and closed
+    after it: nothing here delivers, takes a lease or waits for an exit flush.
+
+    Raises:
+        SettingError: the settings are bad (the first problem, naming its key).
+        ValueError: the store is the memory store.
+        StoreError: the store could not be opened.
+    """
+    import webhooks_emitter
+
+    errors = problems()
+    if errors:
+        raise errors[0]
+    settings = load()
+    if not settings.durable:
+        raise ValueError(
+            f"{what} needs a durable store (sqlite:///path.db, postgresql://... or "
+            f"django:<alias>) in settings.{SETTING}['STORE']; memory: holds only one "
+            "process's events"
+        )
+    instance = webhooks_emitter.default
+    if applied.done and instance.store.durable:
+        yield instance.store, instance
+        return
+    try:
+        store = make_store(settings, create=False)
+        store.open()
+    except (TypeError, ValueError) as exc:
+        raise SettingValueError(KEY_FORMAT.format("STORE"), str(exc)) from None
+    except ImportError as exc:
+        raise StoreError(str(exc)) from None
+    try:
+        yield store, None
+    finally:
+        store.close()
 
 
 def set_deliver(instance: WebhooksEmitter, deliver: bool) -> None:
@@ -201,13 +264,14 @@ def apply(instance: WebhooksEmitter) -> bool:
             )
             if "DELIVER" in values:
                 set_deliver(instance, settings.deliver)
-            _operator.attach_all(instance, settings.emitters)
-        except (StoreError, WebhooksEmitterError, ImportError) as exc:
-            applied.error = str(exc)
+            attach_all(instance, settings.emitters)
+        except Exception as exc:  # noqa: BLE001 - django.setup() must never raise for it
+            # Whatever the driver says, its text may quote the connection string.
+            applied.error = hide_passwords(str(exc), _store_source(settings))
             logger.error(
                 "webhooks_emitter: could not apply settings.%s: %s; no emitter attached",
                 SETTING,
-                exc,
+                applied.error,
             )
             return False
         applied.done = True
@@ -218,6 +282,17 @@ def apply(instance: WebhooksEmitter) -> bool:
             applied.store = instance.store
             applied.database = django_settings.DATABASES[applied.alias].get("NAME")
         return True
+
+
+def _store_source(settings: Settings) -> Optional[str]:
+    """The text the store was made from (a URL or a libpq string), for hiding its password."""
+    alias = django_alias(settings.store)
+    if alias is not None:
+        try:
+            return conninfo_for(alias)
+        except (TypeError, ValueError):
+            return None
+    return settings.store if isinstance(settings.store, str) else None
 
 
 def check_database(alias: str, name: Optional[str]) -> None:
@@ -250,5 +325,10 @@ def durable_default(what: str) -> WebhooksEmitter:
     instance = webhooks_emitter.default
     if applied.error is not None:
         raise StoreError(f"settings.{SETTING} could not be applied: {applied.error}")
-    _operator.require_durable(instance.store, what)
+    if not instance.store.durable:
+        raise ValueError(
+            f"{what} needs a durable store (sqlite:///path.db, postgresql://... or "
+            f"django:<alias>) in settings.{SETTING}['STORE']; memory: holds only one "
+            "process's events"
+        )
     return instance

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webhooks_emitter import _operator
+from webhooks_emitter._reports import failed_json, format_failed, list_failed
 from webhooks_emitter.contrib.django import conf
 from webhooks_emitter.stores import StoreError
 
@@ -29,17 +29,15 @@ class Command(BaseCommand):  # type: ignore[misc]
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Print the failed events; exits 2 for bad arguments or the memory store."""
+        """Print the failed events; exits 2 for bad arguments or settings, or the memory store."""
         try:
-            instance = conf.durable_default("webhooks_failed")
-            events = _operator.list_failed(
-                instance.store, options["emitter_id"], options["limit"]
-            )
+            with conf.operator_store("webhooks_failed") as (store, _):
+                events = list_failed(store, options["emitter_id"], options["limit"])
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc), returncode=2) from None
         except StoreError as exc:
             raise CommandError(str(exc)) from None
         if options["json"]:
-            self.stdout.write(json.dumps(_operator.failed_json(events), indent=2))
+            self.stdout.write(json.dumps(failed_json(events), indent=2))
         else:
-            self.stdout.write(_operator.format_failed(events))
+            self.stdout.write(format_failed(events))

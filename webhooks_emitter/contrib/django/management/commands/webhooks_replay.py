@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from webhooks_emitter._reports import replay_failed
 from webhooks_emitter.contrib.django import conf
 from webhooks_emitter.stores import StoreError
 
@@ -28,9 +29,14 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Replay; exits 2 for bad arguments or the memory store."""
+        ids = options["request_ids"] or None
         try:
-            instance = conf.durable_default("webhooks_replay")
-            count = instance.replay(options["emitter_id"], options["request_ids"] or None)
+            with conf.operator_store("webhooks_replay") as (store, live):
+                if live is not None:
+                    # An emitter of this process, if any, starts on them at once.
+                    count = live.replay(options["emitter_id"], ids)
+                else:
+                    count = replay_failed(store, options["emitter_id"], ids)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc), returncode=2) from None
         except StoreError as exc:

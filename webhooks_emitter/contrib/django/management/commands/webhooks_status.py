@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webhooks_emitter import _operator
+from webhooks_emitter._reports import format_status, status
 from webhooks_emitter.contrib.django import conf
 from webhooks_emitter.stores import StoreError
 
@@ -20,7 +20,8 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     help = (
         "Show, per emitter id of the store of settings.WEBHOOKS_EMITTER: queued and failed "
-        "events, paused, the age of the oldest queued event and the lease holder."
+        "events, paused, the age of the oldest queued event and the lease holder. Only "
+        "reads the store."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,15 +29,15 @@ class Command(BaseCommand):  # type: ignore[misc]
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Print the status; exits 2 when the store is the memory store."""
+        """Print the status; exits 2 for bad settings or the memory store."""
         try:
-            instance = conf.durable_default("webhooks_status")
-            report = _operator.status(instance.store)
-        except ValueError as exc:
+            with conf.operator_store("webhooks_status") as (store, _):
+                report = status(store)
+        except (TypeError, ValueError) as exc:
             raise CommandError(str(exc), returncode=2) from None
         except StoreError as exc:
             raise CommandError(str(exc)) from None
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
-            self.stdout.write(_operator.format_status(report))
+            self.stdout.write(format_status(report))
