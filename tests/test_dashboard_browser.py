@@ -488,7 +488,7 @@ def test_django_serves_the_pages_to_staff_users_with_csrf(
 def test_flask_serves_the_pages_when_auth_allows_with_csrf(
     browser: Any, scene: Scene, tmp_path: Path
 ) -> None:
-    """``dashboard_blueprint(webhooks, auth)`` under a prefix, over the app's own
+    """``Webhooks.dashboard_blueprint(auth=...)`` under a prefix, over the app's own
     delivering instance (its counters shown): the whole scenario, then 403 once ``auth()``
     answers False; a POST without the CSRF token is 403 too."""
     from flask import Flask
@@ -512,7 +512,7 @@ def test_flask_serves_the_pages_when_auth_allows_with_csrf(
     allowed = threading.Event()
     allowed.set()
     app.register_blueprint(
-        dashboard_blueprint(webhooks, auth=allowed.is_set), url_prefix="/ops/webhooks"
+        webhooks.dashboard_blueprint(auth=allowed.is_set), url_prefix="/ops/webhooks"
     )
     instance = get_instance(app)
     server = make_server("127.0.0.1", 0, app, threaded=True)

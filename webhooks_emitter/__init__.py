@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 from . import signing, stores
 from ._config import Config, DeliveryResult, EmitterStats
+from ._health import Health
 from ._hub import WebhooksEmitter
 from ._version import __version__
 from .exceptions import (
@@ -35,6 +36,7 @@ __all__ = [
     "EmitterNotFoundError",
     "EmitterStats",
     "FailedEvent",
+    "Health",
     "InvalidSignatureError",
     "StoreError",
     "WebhooksEmitter",
@@ -48,6 +50,7 @@ __all__ = [
     "emit",
     "failed",
     "flush",
+    "health",
     "is_started",
     "list_emitters",
     "pause",
@@ -161,3 +164,11 @@ def flush(timeout: Optional[float] = None) -> bool:
 def shutdown(timeout: float = 5.0) -> None:
     """Deliver what is queued for up to ``timeout`` seconds, then stop every emitter."""
     default.shutdown(timeout)
+
+
+def health(max_age: Optional[float] = None, timeout: float = 2.0) -> Health:
+    """Whether the default instance can deliver: its store answers within ``timeout``
+    seconds, its background thread runs, and (with ``max_age``) no running emitter attached
+    here has a queued event older than ``max_age`` seconds (see :meth:`WebhooksEmitter.health`).
+    """
+    return default.health(max_age=max_age, timeout=timeout)

@@ -1,6 +1,6 @@
 """What the dashboard shows and does, read from and done to a store, apart from any HTML.
 
-This is the dashboard's only way into the operator functions (``webhooks_emitter._operator``)
+This is the dashboard's only way into the operator functions (``webhooks_emitter._reports``)
 and the stores, so the CLI, Django and Flask mounts share one code path with the
 ``status``, ``failed``, ``replay``, ``pause``, ``restart`` and ``purge`` commands.
 """
@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional
 import attrs
 
 from .._hub import WebhooksEmitter
-from .._operator import list_failed, replay_failed, require_durable, status
+from .._reports import list_failed, replay_failed, status
+from .._settings import require_durable
 from ..exceptions import EmitterNotFoundError
 from ..stores import EmitterState, FailedEvent, Store
 

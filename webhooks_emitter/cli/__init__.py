@@ -10,6 +10,10 @@ per group of commands:
     ``worker``, ``status``, ``failed``, ``replay``, ``pause``, ``restart``, ``migrate`` and
     ``purge``: deliver and operate over a durable store (SQLite or PostgreSQL); the worker
     command itself is in ``_deliver``, and ``--store`` is read and opened by ``_store``.
+``_observe``
+    ``health``: a probe of a store's health, for containers and monitoring.
+``_dashboard``
+    ``dashboard``: the operators' web pages over a durable store.
 
 Exit status: 0 on success, 1 when a delivery, a signature check or a store operation failed
 (a store error is one line on standard error, never a traceback), 2 for bad arguments
@@ -28,7 +32,7 @@ from typing import Optional
 import webhooks_emitter
 
 from ..stores import StoreError
-from . import _dashboard, _develop, _operate
+from . import _dashboard, _develop, _observe, _operate
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -100,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _develop.add_commands(commands, verbose)
     _operate.add_commands(commands, verbose)
+    _observe.add_commands(commands, verbose)
     _dashboard.add_commands(commands, verbose)
     return parser
 

@@ -101,7 +101,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
         ),
         epilog=(
             "Example:\n"
-            f"  {PROG} dashboard --store sqlite:///var/lib/app/hooks.db\n"
+            f"  {PROG} dashboard --store sqlite:////var/lib/app/hooks.db\n"
             f"  ssh -L 8470:127.0.0.1:8470 host   # to open it from another machine\n\n"
             "It binds 127.0.0.1 unless --bind says otherwise: anyone who can reach the port\n"
             "and has the token can purge events; put it behind TLS to expose it further.\n"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from typing import Any
 
 from .._health import Health, stale_emitters
+from .._validate import number_arg
 from ..stores import StoreError
-from . import _operate
+from . import _store
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -24,7 +24,7 @@ from ._common import (
 
 __all__ = ["add_commands"]
 
-_STORE_EXAMPLE = "sqlite:///var/lib/app/hooks.db"
+_STORE_EXAMPLE = "sqlite:////var/lib/app/hooks.db"
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -33,11 +33,11 @@ def _health(args: argparse.Namespace) -> int:
     problems: list[str] = []
     try:
         # Runs no DDL: a missing or older schema is a StoreError, as is an unreachable store.
-        with _operate._opened(args) as store:
+        with _store.opened(args) as store:
             if args.max_age is not None:
                 problems += stale_emitters(store.states(), args.max_age, time.time())
     except (StoreError, CommandFailed) as exc:
-        problems.append(hide_passwords(str(exc), _operate.store_url(args)))
+        problems.append(hide_passwords(str(exc), _store.store_url(args)))
     health = Health.of(problems)  # one line each
     console = Console()
     if args.json:
@@ -47,15 +47,8 @@ def _health(args: argparse.Namespace) -> int:
     return EXIT_OK if health.ok else EXIT_FAILED
 
 
-def _max_age(text: str) -> float:
-    """An argparse ``type`` for ``--max-age``: a finite number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
+#: ``--max-age``: a finite number of seconds >= 0 (the shared validator).
+_max_age = number_arg()
 
 
 def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
@@ -86,7 +79,7 @@ def add_commands(commands: Any, verbose: argparse.ArgumentParser) -> None:
         "--store",
         metavar="URL",
         help="the durable store: sqlite:///path.db or postgresql://... (default: "
-        f"${_operate.STORE_ENV}, which keeps a password out of the process list)",
+        f"${_store.STORE_ENV}, which keeps a password out of the process list)",
     )
     parser.add_argument(
         "--max-age",

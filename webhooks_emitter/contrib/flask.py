@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import click
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from flask.cli import AppGroup, ScriptInfo
 
 from .. import signing
@@ -201,6 +201,25 @@ class Webhooks:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait for the current app's queued events; see :meth:`WebhooksEmitter.flush`."""
         return get_instance().flush(timeout)
+
+    def dashboard_blueprint(
+        self, auth: Callable[[], Any], *, name: str = "webhooks_dashboard"
+    ) -> Blueprint:
+        """The operators' dashboard over the current app's store, as a blueprint to register
+        (``app.register_blueprint(webhooks.dashboard_blueprint(auth=...), url_prefix=...)``).
+
+        Args:
+            auth: called with no argument on every request (inside the request context); a
+                false answer gets 403. There is no default that lets everyone in.
+            name: the blueprint's name.
+
+        Raises:
+            TypeError: ``auth`` is not callable.
+        """
+        # Imported here: flask_dashboard imports this module.
+        from .flask_dashboard import dashboard_blueprint
+
+        return dashboard_blueprint(self, auth, name=name)
 
 
 def verify_webhook(
