@@ -713,33 +713,159 @@ def test_an_acknowledged_append_survives_kill_9(store: SQLiteStore, db_path: Pat
 
 
 HOLD_LEASE = """
+import signal
 store = SQLiteStore(sys.argv[1], lease_timeout=float(sys.argv[2]))
 lease = Lease.new()
 assert store.acquire("e1", lease)
 print(lease.holder, flush=True)
+how = sys.stdin.readline().strip()
+if how == "exit":
+    sys.exit(0)  # a normal end, the lease still held (no release)
+if how == "term":
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)  # ended by the signal before this returns
+"""
+
+#: The most seconds from a holder's end to another process's acquire succeeding (CONTRACT
+#: section 10, "Takeover"), far below the lease_timeout the holders use.
+TAKEOVER = 2.0
+LONG_LEASE = 60.0
+
+
+def hold_lease(db_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A child that takes e1's lease (lease_timeout 60 s) and holds it until told."""
+    child = start_child(HOLD_LEASE, str(db_path), str(LONG_LEASE))
+    holder = read_line(child)
+    assert holder.endswith(f":{child.pid}")
+    return child, holder
+
+
+def end_child(child: subprocess.Popen[str], how: str) -> None:
+    """End a HOLD_LEASE child: kill -9, SIGTERM (default handler), or a normal exit."""
+    assert child.stdin is not None
+    if how == "kill-9":
+        child.kill()
+    else:
+        child.stdin.write(how + "\n")
+        child.stdin.flush()
+    child.communicate(timeout=CHILD_TIMEOUT)
+    expected = {"kill-9": -signal.SIGKILL, "term": -signal.SIGTERM, "exit": 0}[how]
+    assert child.returncode == expected
+
+
+@pytest.mark.parametrize("how", ["kill-9", "term", "exit"])
+def test_the_lease_of_an_ended_process_is_taken_over_at_once(
+    make_store: Callable[..., SQLiteStore], db_path: Path, how: str
+) -> None:
+    """A holder that ends without letting go (kill -9, SIGTERM, a normal exit) keeps its
+    lease only while it lives: the state shows no holder at once, and another process
+    takes the lease within 2 s, not after its 60 s lease_timeout."""
+    mine = make_store(lease_timeout=LONG_LEASE)
+    fill(mine, "e1", 1)
+    child, holder = hold_lease(db_path)
+    assert mine.state("e1").lease_holder == holder
+    assert [s.lease_holder for s in mine.states()] == [holder]
+    assert not mine.acquire("e1", OTHER)  # alive: refused
+    end_child(child, how)
+    ended = time.monotonic()
+    assert mine.state("e1").lease_holder is None
+    assert [s.lease_holder for s in mine.states()] == [None]
+    wait_until(lambda: mine.acquire("e1", OTHER))
+    assert time.monotonic() - ended < TAKEOVER
+    assert mine.state("e1").lease_holder == OTHER.holder
+    assert not mine.acquire("e1", LEASE)  # OTHER lives (this process): one winner
+    assert request_ids(mine.fetch("e1", OTHER, 10)) == ["req-0"]
+
+
+def test_a_holder_that_lives_keeps_its_lease_until_it_expires(
+    make_store: Callable[..., SQLiteStore], db_path: Path
+) -> None:
+    """A live holder that stopped renewing (a frozen process) loses its lease only when
+    lease_timeout passes: its lock proves it alive, not that it works."""
+    mine = make_store(lease_timeout=0.5)
+    child = start_child(HOLD_LEASE, str(db_path), "0.5")
+    holder = read_line(child)
+    try:
+        assert mine.state("e1").lease_holder == holder
+        assert not mine.acquire("e1", OTHER)
+        wait_until(lambda: mine.state("e1").lease_holder is None)  # expired
+        assert mine.acquire("e1", OTHER)
+    finally:
+        end_child(child, "kill-9")
+
+
+FORKED_HOLDER = """
+store = SQLiteStore(sys.argv[1], lease_timeout=60.0)
+lease = Lease.new()
+assert store.acquire("e1", lease)
+pid = os.fork()
+if pid == 0:
+    # The child inherits the descriptor of the lock file but none of the parent's locks.
+    print(json.dumps({"child": os.getpid()}), flush=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # so that the test's pipes close when the parent dies
+        os.dup2(null, fd)
+    time.sleep(60)
+    os._exit(0)
+print(json.dumps({"parent": os.getpid(), "holder": lease.holder}), flush=True)
 sys.stdin.readline()
 """
 
 
-def test_the_lease_of_a_killed_process_is_taken_over(
+def test_a_forked_child_does_not_keep_its_parents_lease_alive(
     make_store: Callable[..., SQLiteStore], db_path: Path
 ) -> None:
-    """A holder killed with SIGKILL keeps its lease until it expires; then another takes it."""
-    lease_timeout = 1.0
-    mine = make_store(lease_timeout=lease_timeout)
-    fill(mine, "e1", 1)
-    child = start_child(HOLD_LEASE, str(db_path), str(lease_timeout))
-    holder = read_line(child)
-    assert holder.endswith(f":{child.pid}")
-    assert mine.state("e1").lease_holder == holder
-    assert not mine.acquire("e1", OTHER)
-    child.kill()
-    killed = time.monotonic()
-    child.communicate(timeout=CHILD_TIMEOUT)
-    wait_until(lambda: mine.acquire("e1", OTHER))
-    assert time.monotonic() - killed < lease_timeout + 2.0
-    assert mine.state("e1").lease_holder == OTHER.holder
-    assert request_ids(mine.fetch("e1", OTHER, 10)) == ["req-0"]
+    """A holder that forked, then was killed: its child (alive, with the inherited
+    descriptor of the lock file) does not keep the lease alive; it is taken over at once."""
+    mine = make_store()
+    parent = start_child(FORKED_HOLDER, str(db_path))
+    lines = [json.loads(read_line(parent)) for _ in range(2)]
+    fields = {key: value for line in lines for key, value in line.items()}
+    try:
+        assert mine.state("e1").lease_holder == fields["holder"]
+        parent.kill()
+        parent.communicate(timeout=CHILD_TIMEOUT)
+        ended = time.monotonic()
+        os.kill(fields["child"], 0)  # the forked child still lives
+        wait_until(lambda: mine.acquire("e1", OTHER))
+        assert time.monotonic() - ended < TAKEOVER
+    finally:
+        try:
+            os.kill(fields["child"], signal.SIGKILL)
+        except ProcessLookupError:  # pragma: no cover - it ended on its own
+            pass
+
+
+def test_a_lease_of_an_older_release_waits_for_its_expiry(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A lease written by code of schema 2, which keeps no lock (a rolling deploy): nothing
+    proves its holder gone, so it is honoured until it expires."""
+    store.register("e1")
+    with raw(db_path) as conn:
+        conn.execute(
+            "UPDATE emitters SET lease_holder = 'old:1', lease_token = 'old-token',"
+            " lease_expires = ? WHERE id = 'e1'",
+            (time.time() + 60,),
+        )
+    assert store.state("e1").lease_holder == "old:1"
+    assert not store.acquire("e1", OTHER)
+    with raw(db_path) as conn:
+        conn.execute("UPDATE emitters SET lease_expires = 0 WHERE id = 'e1'")
+    assert store.acquire("e1", OTHER)
+
+
+def test_a_lock_file_that_cannot_be_made_refuses_the_lease(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """When the lock beside the store cannot be taken, acquire raises a StoreError naming
+    that file (taking the lease without it would let others think this process dead)."""
+    leases = Path(f"{db_path}-leases")
+    leases.mkdir()  # a directory where the lock file should be
+    with pytest.raises(StoreError, match="cannot lock") as caught:
+        store.acquire("e1", Lease.new())
+    assert str(leases) in str(caught.value)
 
 
 FORK = """
