@@ -199,7 +199,7 @@ def test_wal_and_synchronous(db_path: Path, synchronous: str, level: int) -> Non
         fill(store, "e1", 1)
         with raw(db_path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        (pair,) = store._idle  # white box: the store's one connection
+        (pair,) = store._pool._idle  # white box: the store's one connection
         assert pair[0].execute("PRAGMA synchronous").fetchone() == (level,)
     finally:
         store.close()
@@ -579,7 +579,7 @@ def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
     store._writing.release()
     writer.join(timeout=CHILD_TIMEOUT)
     assert done == [[True]]
-    for pair in store._idle:
+    for pair in store._pool._idle:
         assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (2000,)
 
 
@@ -588,7 +588,7 @@ def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
     naming the file, nothing of that message stored, and the store goes on once there is
     room."""
     fill(store, "e1", 2)
-    (pair,) = store._idle  # white box: cap the store's one connection
+    (pair,) = store._pool._idle  # white box: cap the store's one connection
     pages = pair[0].execute("PRAGMA page_count").fetchone()[0]
     pair[0].execute(f"PRAGMA max_page_count = {pages + 2}")
     big = Message("order.created", "too-big", b"x" * 20_000)
@@ -870,12 +870,12 @@ def test_a_lock_file_that_cannot_be_made_refuses_the_lease(
 
 FORK = """
 import ctypes
-from webhooks_emitter.stores import sqlite as sqlite_module
+from webhooks_emitter.stores import _sql
 
 how = sys.argv[2]
 store = SQLiteStore(sys.argv[1])
 store.append(Message("e", "parent-before", b"{}"), [Target("e1", 100)])
-parents = [pair[0] for pair in store._all]
+parents = [pair[0] for pair in store._pool.connections]
 assert parents
 pid = ctypes.CDLL(None).fork() if how == "libc" else os.fork()
 if pid == 0:
@@ -884,8 +884,8 @@ if pid == 0:
         if how == "after_fork":
             store.after_fork()
         store.append(Message("e", "child", b"{}"), [Target("e1", 100)])
-        mine = [pair[0] for pair in store._all]
-        inherited = [pair[0] for pair in sqlite_module._INHERITED if isinstance(pair, tuple)]
+        mine = [pair[0] for pair in store._pool.connections]
+        inherited = [pair[0] for pair in _sql._INHERITED if isinstance(pair, tuple)]
         assert mine and not any(conn in parents for conn in mine), "child used a parent's"
         assert all(any(conn is p for p in inherited) for conn in parents), "not kept"
         for conn in parents:
@@ -898,7 +898,7 @@ if pid == 0:
         os._exit(code)
 _, status = os.waitpid(pid, 0)
 store.append(Message("e", "parent-after", b"{}"), [Target("e1", 100)])
-assert all(pair[0] in parents for pair in store._all)
+assert all(pair[0] in parents for pair in store._pool.connections)
 events = store.fetch("e1", Lease.new(), 10)
 print(json.dumps({"status": status, "ids": [e.request_id for e in events],
                   "queued": store.state("e1").queued}))
@@ -931,16 +931,16 @@ def test_threads_share_a_small_pool(store: SQLiteStore) -> None:
         worker = threading.Thread(target=fill, args=(store, "e1", 1, n))
         worker.start()
         worker.join()
-    assert len(store._all) == 1
+    assert len(store._pool.connections) == 1
     assert store.state("e1").queued == 20
 
 
 def test_close_then_use_again(store: SQLiteStore) -> None:
     """``close`` closes the connections; the next call opens new ones."""
     fill(store, "e1", 1)
-    before = [pair[0] for pair in store._all]
+    before = [pair[0] for pair in store._pool.connections]
     store.close()
-    assert store._all == []
+    assert store._pool.connections == []
     with pytest.raises(sqlite3.ProgrammingError):
         before[0].execute("SELECT 1")
     fill(store, "e1", 1, first=1)

@@ -43,12 +43,10 @@ SQLite's close path in the child, on a file its parent still uses).
 from __future__ import annotations
 
 import datetime
-import functools
 import importlib.resources
 import math
 import os
 import pathlib
-import re
 import sqlite3
 import threading
 import time
@@ -56,7 +54,7 @@ import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _holders
+from . import _holders, _sql
 from ._base import (
     EmitterState,
     FailedEvent,
@@ -71,7 +69,7 @@ from ._base import (
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _T = TypeVar("_T")
-_Pair = tuple[sqlite3.Connection, sqlite3.Cursor, int]  # a connection, its cursor, its epoch
+_Pair = tuple[sqlite3.Connection, sqlite3.Cursor]  # a pooled connection and its cursor
 
 #: The schema this code makes and understands.
 SCHEMA_VERSION = 3
@@ -98,16 +96,12 @@ _CHECKPOINT_WRITES = 200
 #: the column is written and read, and fetch leaves it out of the events it makes.
 _TRACED = "trace_context" in StoredEvent.__slots__
 
-#: Connections inherited across a fork: kept referenced so that no finalizer closes them.
-_INHERITED: list[object] = []
-
-_QUERY_NAME = re.compile(r"^-- name: (\w+)$", re.MULTILINE)
 
 
 def _read_sql_files() -> dict[str, str]:
     folder = importlib.resources.files(__package__).joinpath("sql")
     return {
-        entry.name: entry.read_text()
+        entry.name: entry.read_text(encoding="utf-8")
         for entry in folder.iterdir()
         if entry.name.startswith("sqlite_") and entry.name.endswith(".sql")
     }
@@ -118,27 +112,20 @@ def _read_sql_files() -> dict[str, str]:
 _SQL_FILES = _read_sql_files()
 
 
-def _sql_file(name: str) -> str:
-    return _SQL_FILES[name]
-
-
-@functools.cache
-def _queries() -> dict[str, str]:
-    """The named statements of ``sql/sqlite_queries.sql`` (read once, when first needed)."""
-    parts = _QUERY_NAME.split(_sql_file("sqlite_queries.sql"))
-    queries = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        # One line, single spaces (no literal in these statements holds a space that matters).
-        queries[name] = " ".join(" ".join(lines).split()).rstrip(";").rstrip()
+def _load_queries() -> dict[str, str]:
+    """The named statements of ``sql/sqlite_queries.sql``, ``__STATE_COLUMNS__`` filled."""
+    queries = _sql.parse_queries(_SQL_FILES["sqlite_queries.sql"])
     columns = queries.pop("state_columns")
     return {name: query.replace("__STATE_COLUMNS__", columns) for name, query in queries.items()}
+
+
+_QUERIES = _load_queries()
 
 
 def schema_statements(version: int) -> list[str]:
     """The statements that make schema ``version`` from the one before, in order."""
     statements, current = [], ""
-    for line in _sql_file(f"sqlite_schema_{version}.sql").splitlines(keepends=True):
+    for line in _SQL_FILES[f"sqlite_schema_{version}.sql"].splitlines(keepends=True):
         if not current and (not line.strip() or line.lstrip().startswith("--")):
             continue
         current += line
@@ -146,19 +133,6 @@ def schema_statements(version: int) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
-
-
-def _keep_forever(obj: object) -> None:
-    """Keep ``obj`` alive until the process ends, interpreter finalization included."""
-    _INHERITED.append(obj)
-    try:
-        import ctypes
-
-        # A reference that nothing gives back: even the module teardown at exit leaves the
-        # object alive, so sqlite3 never runs its close in the child.
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
-    except (ImportError, AttributeError):  # pragma: no cover - no ctypes (PyPy): the list
-        pass
 
 
 def _positive(name: str, value: object) -> float:
@@ -252,12 +226,12 @@ class SQLiteStore(Store):
         self.timeout = _positive("timeout", timeout)
         self.create = create
         self._uri = pathlib.Path(self.path).as_uri() + "?mode=rw"
-        self._q = _queries()
-        self._pid = os.getpid()
-        self._epoch = 0
-        self._lock = threading.Lock()
-        self._all: list[_Pair] = []  # every open connection (idle or in use)
-        self._idle: list[_Pair] = []  # LIFO: the warmest connection first
+        self._q = _QUERIES
+        self._pool: _sql.Pool[_Pair] = _sql.Pool(
+            self._connect, self._close_pair, on_fork=self._forked
+        )
+        self._take = self._pool.take  # the hot path: no call in between
+        self._discard = self._pool.discard
         self._watch: Optional[sqlite3.Connection] = None  # for wait_for_change only
         self._watch_lock = threading.Lock()
         self._data_version: Optional[int] = None
@@ -280,7 +254,7 @@ class SQLiteStore(Store):
     # -- connections ---------------------------------------------------------------------------
 
     def _connect(self) -> _Pair:
-        """A new connection, set up and tracked.
+        """A new connection, set up, and its cursor (the pool's factory).
 
         Raises:
             StoreError: the file cannot be opened.
@@ -306,69 +280,33 @@ class SQLiteStore(Store):
         except BaseException:
             conn.close()
             raise
-        pair = (conn, conn.cursor(), self._epoch)
-        with self._lock:
-            self._all.append(pair)
-        return pair
+        return conn, conn.cursor()
 
-    def _take(self) -> _Pair:
-        if self._pid != os.getpid():
-            self._adopt_fork()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._connect()
+    @staticmethod
+    def _close_pair(pair: _Pair) -> None:
+        pair[0].close()
 
     def _give(self, pair: _Pair) -> None:
-        if pair[2] == self._epoch and not pair[0].in_transaction:
-            self._idle.append(pair)
-        else:  # closed meanwhile, or left inside a transaction it could not roll back
-            self._discard(pair)
+        # One left inside a transaction it could not roll back is closed, never reused.
+        self._pool.give(pair, not pair[0].in_transaction)
 
-    def _discard(self, pair: _Pair) -> None:
-        """Close a connection of this process's (never one inherited across a fork)."""
-        with self._lock:
-            if pair not in self._all:
-                return
-            self._all.remove(pair)
-        try:
-            pair[0].close()
-        except sqlite3.Error:  # pragma: no cover - closing what failed
-            pass
-
-    def _adopt_fork(self) -> None:
-        # In a forked child: the parent's connections (and locks, possibly held by threads
-        # that do not exist here) are left untouched, and new ones are made on demand.
-        for pair in self._all:
-            _keep_forever(pair)
+    def _forked(self) -> None:
+        # In a forked child (the pool noticed): the watch connection is left untouched like
+        # the pooled ones, and the locks (possibly held by threads that do not exist here)
+        # are made anew.
         if self._watch is not None:
-            _keep_forever(self._watch)
-        self._all = []
-        self._idle = []
+            _sql.keep_forever(self._watch)
         self._watch = None
         self._data_version = None
-        self._lock = threading.Lock()
         self._watch_lock = threading.Lock()
         self._wake = threading.Event()
         self._writing = threading.Lock()
-        self._epoch += 1
-        self._pid = os.getpid()
 
     def after_fork(self) -> None:
-        if self._pid != os.getpid():
-            self._adopt_fork()
+        self._pool.after_fork()
 
     def close(self) -> None:
-        if self._pid != os.getpid():
-            self._adopt_fork()
-            return
-        self._epoch += 1  # connections in use are closed when they come back
-        while True:
-            try:
-                pair = self._idle.pop()
-            except IndexError:
-                break
-            self._discard(pair)
+        self._pool.close()  # in a forked child: only sets the inherited ones aside
         with self._watch_lock:
             if self._watch is not None:
                 self._watch.close()
@@ -660,8 +598,7 @@ class SQLiteStore(Store):
 
     def _changed(self) -> Optional[bool]:
         """Whether ``data_version`` moved since the last look; None if it cannot be read."""
-        if self._pid != os.getpid():
-            self._adopt_fork()
+        self._pool.after_fork()  # a no-op unless this is a forked child
         with self._watch_lock:
             try:
                 if self._watch is None:
