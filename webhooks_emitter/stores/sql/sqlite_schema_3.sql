@@ -55,19 +55,21 @@ CREATE INDEX events_by_emitter ON events (emitter_id, state, seq);
 CREATE INDEX events_failed_by_request ON events (emitter_id, request_id)
     WHERE state = 'failed';
 
--- Code of versions 1 and 2 inserts without a seq: SQLite then takes the largest seq in the
--- table plus one, which may be the seq of an event already delivered and deleted. Such a
--- row is numbered again, above the emitter's newest, in the statement that inserted it
--- (its caller reads only the count of rows it inserted, which this does not change).
--- Code of this version always inserts above last_seq, so the WHEN is false for it.
-CREATE TRIGGER events_renumber AFTER INSERT ON events
-WHEN NEW.seq <= (SELECT last_seq FROM emitters WHERE id = NEW.emitter_id) BEGIN
-    UPDATE events SET seq = (SELECT max(seq) FROM events) + 1 WHERE seq = NEW.seq;
-END;
-
--- As in version 1, and the emitter's last_seq follows its newest event (the newest row of
--- the table, renumbered or not).
+-- One trigger, its statements in this order (SQLite does not say in which order two
+-- triggers of one event fire). Code of versions 1 and 2 inserts without a seq: SQLite then
+-- takes the largest seq in the table plus one, which may be the seq of an event already
+-- delivered and deleted. Such a row is first numbered again, above every seq and the
+-- emitter's newest ever (events_seq moves last_seq with it), in the statement that
+-- inserted it; its caller reads only the count of rows it inserted, which this does not
+-- change. Code of this version always
+-- inserts above last_seq, so the first condition is false at once for it. Then, as in
+-- version 1, the counters follow, and last_seq follows the emitter's newest event.
 CREATE TRIGGER events_in AFTER INSERT ON events BEGIN
+    UPDATE events
+    SET seq = max((SELECT max(seq) FROM events),
+                  (SELECT last_seq FROM emitters WHERE id = NEW.emitter_id)) + 1
+    WHERE NEW.seq <= (SELECT last_seq FROM emitters WHERE id = NEW.emitter_id)
+        AND seq = NEW.seq;
     UPDATE emitters
     SET queued = queued + (NEW.state = 'queued'), failed = failed + (NEW.state = 'failed'),
         last_seq = max(last_seq, NEW.seq)
