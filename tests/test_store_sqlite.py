@@ -563,24 +563,38 @@ def test_a_write_lock_held_by_another_thread(make_store: Callable[..., SQLiteSto
 
 
 def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
-    make_store: Callable[..., SQLiteStore],
+    make_store: Callable[..., SQLiteStore], db_path: Path
 ) -> None:
-    """A writer that waited for another thread goes on with what is left of its timeout,
-    and its connection gets the whole timeout back afterwards."""
-    store = make_store(timeout=2.0)
+    """A writer that waited for another thread goes on with what is left of its timeout
+    for another connection's lock (waited for in steps of at most a millisecond, not by
+    SQLite's busy handler): it fails about ``timeout`` after the call, not later."""
+    store = make_store(timeout=1.0)
     fill(store, "e1", 1)
-    done: list[list[bool]] = []
-    assert store._writing.acquire()
-    writer = threading.Thread(
-        target=lambda: done.append(store.append(message(1), [Target("e1", 100)]))
-    )
-    writer.start()
-    time.sleep(0.05)  # not a synchronisation: only makes the wait long enough to be cut
-    store._writing.release()
-    writer.join(timeout=CHILD_TIMEOUT)
-    assert done == [[True]]
-    for pair in store._pool._idle:
-        assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (2000,)
+    for pair in store._pool._idle:  # white box: SQLite's own handler never sleeps for it
+        assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (0,)
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.append(message(1), [Target("e1", 100)])
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+
+    with raw(db_path) as other:
+        other.execute("BEGIN IMMEDIATE")  # another connection holds SQLite's write lock
+        assert store._writing.acquire()
+        started = time.monotonic()
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)  # not a synchronisation: makes the in-process wait count
+        store._writing.release()
+        writer.join(timeout=CHILD_TIMEOUT)
+        elapsed = time.monotonic() - started
+        other.execute("ROLLBACK")
+    (error,) = outcome
+    assert isinstance(error, StoreError) and "locked" in str(error)
+    assert 1.0 <= elapsed < 1.0 + 0.5  # the 0.3 s in the process counted in the timeout
+    assert store.append(message(2), [Target("e1", 100)]) == [True]
 
 
 def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:

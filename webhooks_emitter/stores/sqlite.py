@@ -86,6 +86,10 @@ _CHUNK = 256
 # How _run runs its work: a read, one autocommit write, a BEGIN IMMEDIATE transaction.
 _READ, _WRITE, _TRANSACTION = 0, 1, 2
 
+#: The first and longest pause between two tries of a write that met another process's lock.
+_FIRST_PAUSE = 0.00005
+_LAST_PAUSE = 0.001
+
 #: WAL pages after which SQLite checkpoints inside a commit: a backstop (see _checkpoint).
 _CHECKPOINT_PAGES = 2000
 
@@ -133,6 +137,15 @@ def schema_statements(version: int) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds the lock (SQLITE_BUSY and its kinds)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; the message before
+    if isinstance(code, int):
+        return code & 0xFF == 5
+    text = str(exc)
+    return "database is locked" in text or "busy" in text
 
 
 def _positive(name: str, value: object) -> float:
@@ -274,6 +287,8 @@ class SQLiteStore(Store):
             # Checkpoints are made by delivering calls (see _checkpoint); SQLite's own, in
             # whichever commit finds the WAL this long, is the backstop.
             conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
+            # From now on no busy timeout: _run waits for other processes in finer steps.
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise self._error("open the file", exc) from exc
@@ -353,72 +368,83 @@ class SQLiteStore(Store):
         url = "sqlite://" + urllib.parse.quote(self.path)
         return f"run `webhooks-emitter migrate --store {url}`"
 
-    def _lock_writes(self, pair: _Pair, action: str) -> bool:
-        """Take this process's write lock, within ``timeout``.
+    def _lock_writes(self, action: str) -> float:
+        """Take this process's write lock, within ``timeout``; returns the seconds waited.
 
-        The process's writers queue on this lock, which hands over at once, rather than in
-        SQLite's busy handler, which sleeps a millisecond or more: an emit that meets the
-        delivering thread's commit waits for that commit only. SQLite's lock still orders
-        the processes. Returns whether the connection's busy timeout was cut to what is
-        left of ``timeout`` (``_unlock_writes`` restores it).
+        The process's writers queue on this lock, which hands over at once, rather than on
+        SQLite's lock: an emit that meets the delivering thread's commit waits for that
+        commit only. SQLite's lock still orders the processes (see :meth:`_run`).
 
         Raises:
             StoreError: another thread held the lock past ``timeout``.
         """
         if self._writing.acquire(False):
-            return False
+            return 0.0
         started = time.monotonic()
         if not self._writing.acquire(True, self.timeout):
             raise StoreError(
                 f"SQLite store {self.path}: cannot {action}: another thread of this process "
                 f"held the store's write lock past the {self.timeout:g} s timeout"
             )
-        waited = time.monotonic() - started
-        if waited < 0.01:
-            return False
-        try:
-            left = max(self.timeout - waited, 0.0)
-            pair[1].execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
-        except BaseException:
-            self._writing.release()
-            raise
-        return True
+        return time.monotonic() - started
 
-    def _unlock_writes(self, pair: _Pair, shortened: bool) -> None:
+    def _unlock_writes(self) -> None:
         self._writes += 1  # under the lock: see _checkpoint
-        try:
-            if shortened:
-                pair[1].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        except sqlite3.Error:
-            self._discard(pair)  # it would wait too little next time
-        finally:
-            self._writing.release()
+        self._writing.release()
 
     def _run(
-        self, action: str, work: Callable[[sqlite3.Cursor], _T], mode: int = _TRANSACTION
+        self,
+        action: str,
+        work: Callable[[sqlite3.Cursor], _T],
+        mode: int = _TRANSACTION,
+        checkpoint: bool = True,
     ) -> _T:
-        """Run ``work`` on a pooled cursor: a read, one write, or a write transaction."""
+        """Run ``work`` on a pooled cursor: a read, one write, or a write transaction; a
+        write may then make a checkpoint (not an emit's: see _checkpoint).
+
+        When another process holds SQLite's lock (SQLITE_BUSY), the work is rolled back and
+        run again after a pause of 50 us, doubling up to 1 ms, until ``timeout`` (counted
+        from the call, the wait for this process's write lock included). The connections
+        have no busy timeout of their own: SQLite's busy handler sleeps 1, 2, then 5 ms, so
+        an emit that met another process's commit of some microseconds took 1-8 ms. So
+        ``work`` must be safe to run again: one write, or writes inside the transaction.
+        """
         pair = self._take()
         cur = pair[1]
         try:
-            shortened = self._lock_writes(pair, action) if mode != _READ else None
+            waited = self._lock_writes(action) if mode != _READ else 0.0
             try:
-                if mode == _TRANSACTION:
-                    cur.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(cur)
-                    if mode == _TRANSACTION:
-                        cur.execute("COMMIT")
-                except BaseException:
-                    self._rollback(pair)
-                    raise
+                deadline = 0.0
+                pause = _FIRST_PAUSE
+                while True:
+                    try:
+                        if mode == _TRANSACTION:
+                            cur.execute("BEGIN IMMEDIATE")
+                        result = work(cur)
+                        if mode == _TRANSACTION:
+                            cur.execute("COMMIT")
+                        break
+                    except sqlite3.OperationalError as exc:
+                        self._rollback(pair)
+                        if not _busy(exc):
+                            raise
+                        now = time.monotonic()
+                        if not deadline:
+                            deadline = now + self.timeout - waited
+                        if now >= deadline:
+                            raise
+                    except BaseException:
+                        self._rollback(pair)
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, _LAST_PAUSE)
             finally:
-                if shortened is not None:
-                    self._unlock_writes(pair, shortened)
+                if mode != _READ:
+                    self._unlock_writes()
         except sqlite3.Error as exc:
             raise self._error(action, exc) from exc
         else:
-            if mode != _READ and self._writes >= _CHECKPOINT_WRITES:
+            if checkpoint and mode != _READ and self._writes >= _CHECKPOINT_WRITES:
                 self._checkpoint(pair)
             return result
         finally:
@@ -490,11 +516,17 @@ class SQLiteStore(Store):
             )
         pair = self._take()
         try:
-            shortened = self._lock_writes(pair, "open the file")
+            self._lock_writes("open the file")
             try:
-                return self._prepare_on(pair, create)
+                # Setting up a file (maybe racing other processes' first open) may wait
+                # long, and only once: SQLite's own busy handler serves here.
+                pair[1].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                try:
+                    return self._prepare_on(pair, create)
+                finally:
+                    pair[1].execute("PRAGMA busy_timeout = 0")
             finally:
-                self._unlock_writes(pair, shortened)
+                self._unlock_writes()
         except sqlite3.Error as exc:
             self._rollback(pair)
             raise self._error("open the file", exc) from exc
@@ -643,38 +675,28 @@ class SQLiteStore(Store):
             getattr(message, "trace_context", None),
         ]
         statement = self._q["append"]
-        accepted = []
-        # One target (the usual case): one autocommit statement. Several: one transaction.
-        several = len(targets) > 1
-        pair = self._take()
-        cur = pair[1]
-        try:
-            shortened = self._lock_writes(pair, "store the event")
-            try:
-                if several:
-                    cur.execute("BEGIN IMMEDIATE")
-                for target in targets:
-                    row[0] = target.emitter_id
-                    row[6] = target.max_queue_size
-                    cur.execute(statement, row)
-                    if cur.rowcount != 1:
-                        # Full, or an id never registered: then make its row and try again.
-                        cur.execute(self._q["register"], (target.emitter_id,))
-                        if cur.rowcount:
-                            cur.execute(statement, row)
-                    accepted.append(cur.rowcount == 1)
-                if several:
-                    cur.execute("COMMIT")
-            except BaseException:
-                self._rollback(pair)
-                raise
-            finally:
-                self._unlock_writes(pair, shortened)
-        except sqlite3.Error as exc:
-            raise self._error("store the event", exc) from exc
-        finally:
-            self._give(pair)
-        return accepted
+        register = self._q["register"]
+
+        def work(cur: sqlite3.Cursor) -> list[bool]:
+            accepted = []
+            for target in targets:
+                row[0] = target.emitter_id
+                row[6] = target.max_queue_size
+                cur.execute(statement, row)
+                if cur.rowcount != 1:
+                    # Full, or an id never registered: then make its row and try again.
+                    cur.execute(register, (target.emitter_id,))
+                    if cur.rowcount:
+                        cur.execute(statement, row)
+                accepted.append(cur.rowcount == 1)
+            return accepted
+
+        # One target (the usual case): one autocommit statement (or, the first time, the
+        # emitter's row then the event: run again whole if it meets another process's lock,
+        # which is safe since nothing of a statement stays when it fails). Several: one
+        # transaction.
+        mode = _TRANSACTION if len(targets) > 1 else _WRITE
+        return self._run("store the event", work, mode, checkpoint=False)
 
     # -- emitters ------------------------------------------------------------------------------
 
