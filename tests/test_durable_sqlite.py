@@ -756,12 +756,26 @@ def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
     assert arrival.received_at - killed_at < TAKEOVER
 
 
-@pytest.mark.xfail(
-    not ENGINE_WAITS_OUT_A_DEAD_TRY,
-    reason="needs the engine's next_at = start + request_timeout before begin_try",
-    strict=True,
+def needs_the_engine(strict: bool) -> pytest.MarkDecorator:
+    """Expected to fail until the engine waits out a dead try (ENGINE_WAITS_OUT_A_DEAD_TRY);
+    then the test runs for real. A process that exits normally may linger past the try's
+    request_timeout on a loaded machine (interpreter teardown), which makes the test pass
+    without the engine's part: not strict for that case."""
+    return pytest.mark.xfail(
+        not ENGINE_WAITS_OUT_A_DEAD_TRY,
+        reason="needs the engine's next_at = start + request_timeout before begin_try",
+        strict=strict,
+    )
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("kill-9", marks=needs_the_engine(strict=True)),
+        pytest.param("sigterm", marks=needs_the_engine(strict=True)),
+        pytest.param("exit", marks=needs_the_engine(strict=False)),
+    ],
 )
-@pytest.mark.parametrize("how", ["kill-9", "sigterm", "exit"])
 def test_a_holder_that_ends_mid_try_is_taken_over_after_request_timeout(
     db: Path,
     spawn: Callable[..., Child],
