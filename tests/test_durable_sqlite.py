@@ -741,19 +741,30 @@ def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
     receiver.wait_for(1)
     other = spawn(db, receiver.url, "--then", "commands", "--lease-timeout", LONG_LEASE)
     other.expect("ready")
-    store = SQLiteStore(db, lease_timeout=LONG_LEASE)
-    try:
-        assert store.state("durable").lease_holder == holder_name  # idle, and holding
-        assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
-        killed_at = time.monotonic()
-        assert store.state("durable").lease_holder is None  # what `status` shows
-    finally:
-        store.close()
+    assert status_json(db)["durable"]["lease_holder"] == holder_name  # idle, and holding
+    assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
+    killed_at = time.monotonic()
     other.send("emit 1")
     (request_id,) = other.expect("ids")["ids"]
     arrival = receiver.wait_for(2)[1]
     assert arrival.delivery_id == request_id
     assert arrival.received_at - killed_at < TAKEOVER
+    holders = {status_json(db)["durable"]["lease_holder"] for _ in range(2)}
+    assert holder_name not in holders  # `status` never names the dead process again
+
+
+def status_json(db: Path) -> dict[str, Any]:
+    """``webhooks-emitter status --store sqlite://DB --json``, run as a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "webhooks_emitter", "status", "--store", f"sqlite://{db}", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def needs_the_engine(strict: bool) -> pytest.MarkDecorator:
