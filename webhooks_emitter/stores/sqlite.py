@@ -12,32 +12,46 @@ migrations in ``sql/sqlite_schema_<version>.sql``; the statements the store runs
     schema version whose code can still use this file: a migration that only adds keeps it,
     so the previous release goes on working during a rolling deploy).
 ``emitters``
-    One row per emitter id: the ``queued`` and ``failed`` counters, the shared state
-    (paused, Retry-After hold, last try, failing since, next due) and the lease (holder,
-    token, expiry).
+    One row per emitter id: the ``queued`` and ``failed`` counters, ``last_seq`` (the seq of
+    its newest event ever), the shared state (paused, Retry-After hold, last try, failing
+    since, next due) and the lease (holder, token, expiry, and ``lease_lock``: the token
+    whose operating-system lock proves the holder alive, below).
 ``events``
-    One row per event and emitter, ``seq INTEGER PRIMARY KEY AUTOINCREMENT`` (emit order,
-    never reused, so a replayed event goes to the tail), ``state`` ``queued`` or ``failed``.
+    One row per event and emitter, ``seq INTEGER PRIMARY KEY``: numbered above every seq
+    in the table and above the emitter's ``last_seq``, so one emitter's seqs follow emit
+    order and are never reused (a replayed event goes to the tail), without the counter
+    row AUTOINCREMENT writes per insert (schema 3; the previous release's inserts are
+    numbered again by the ``events_in`` trigger). ``state`` is ``queued`` or ``failed``;
+    ``trace_context`` the W3C trace context current at emit, or NULL.
 
 Triggers keep the counters right in the very statement that writes an event, so each
-write of one event is one statement: ``append`` to one target is an ``INSERT ... WHERE
-queued < max_queue_size`` (which is how that bound holds across processes), and
+write of one event is one statement: ``append`` to one target is an ``INSERT ... SELECT
+... WHERE queued < max_queue_size`` (which is how that bound holds across processes), and
 ``begin_try``, ``finish`` and ``give_up`` are one guarded ``UPDATE`` or ``DELETE``. Writes
-that need more (several targets, a pause, a replay) are one ``BEGIN IMMEDIATE``
-transaction. No secret is ever written: the store never receives one.
+that need more (several targets, a pause, a replay, :meth:`SQLiteStore.settle`'s outcomes
+and next try) are one ``BEGIN IMMEDIATE`` transaction. No secret is ever written: the store
+never receives one.
 
-Waiting: SQLite orders the processes (its busy handler sleeps, up to ``timeout``); the
-threads of one process queue on the store's own lock first, which hands over at once. A
+Takeover: a lease holder keeps an ``fcntl`` lock on one byte of ``<path>-leases`` (see
+``_holders``) from before its token is first written until it ends; the kernel lets go of
+it when the process ends, ``kill -9`` included. ``acquire`` takes a lease whose holder's
+byte is free at once, and the state shows no holder then; ``lease_timeout`` only bounds a
+holder that lives but does not renew (a frozen process).
+
+Waiting: the threads of one process queue on the store's own lock, which hands over at
+once; other processes are waited for by :meth:`SQLiteStore._run`, in steps of 50 us to
+1 ms, not by SQLite's busy handler (which sleeps 1, 2, 5 ms...), up to ``timeout``. A
 call into SQLite lets go of Python's GIL and must get it back, so fewer calls per write
 also means fewer waits behind a delivering thread. Checkpoints (copying the WAL back into
 the file, with fsyncs) are made by calls that record deliveries, outside that lock, not
 inside an emit.
 
-Connections are pooled, not kept per thread: each call takes an idle connection (or opens
-one) and puts it back, so threads that come and go (an emitter's thread ends when it is idle)
-do not leave connections behind. A forked child notices the new pid, opens connections of
-its own and leaves the inherited ones alone: it neither uses nor closes them (closing runs
-SQLite's close path in the child, on a file its parent still uses).
+Connections are pooled (``_sql.Pool``), not kept per thread: each call takes an idle
+connection (or opens one) and puts it back, so threads that come and go (an emitter's
+thread ends when it is idle) do not leave connections behind. A forked child notices the
+new pid, opens connections of its own and leaves the inherited ones alone: it neither uses
+nor closes them (closing runs SQLite's close path in the child, on a file its parent still
+uses).
 """
 
 from __future__ import annotations
