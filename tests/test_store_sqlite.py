@@ -206,20 +206,39 @@ def test_wal_and_synchronous(db_path: Path, synchronous: str, level: int) -> Non
 
 
 def test_file_mode_is_0600(db_path: Path) -> None:
-    """The file, and the -wal and -shm files SQLite makes beside it, are 0600, whatever the
-    umask."""
+    """The file, the -wal and -shm files SQLite makes beside it and the -leases file of the
+    lease holders' locks are 0600, whatever the umask."""
     old = os.umask(0)
     try:
         store = SQLiteStore(db_path)
         fill(store, "e1", 1)
+        assert store.acquire("e1", Lease.new())
     finally:
         os.umask(old)
     try:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-leases"):
             mode = stat.S_IMODE(os.stat(f"{db_path}{suffix}").st_mode)
             assert mode == 0o600, f"{db_path}{suffix}: {oct(mode)}"
     finally:
         store.close()
+
+
+def test_the_lock_file_takes_the_store_files_permissions(db_path: Path) -> None:
+    """A store file opened to its group (0660, say for a worker of another user) gets a
+    -leases file of the same permissions, whatever the umask, so that every process that
+    may use the store may take leases."""
+    SQLiteStore(db_path).close()
+    os.chmod(db_path, 0o660)
+    old = os.umask(0o077)
+    try:
+        store = SQLiteStore(db_path)
+        try:
+            assert store.acquire("e1", Lease.new())
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(f"{db_path}-leases").st_mode) == 0o660
 
 
 def test_store_error_is_a_library_error() -> None:
@@ -810,19 +829,23 @@ def test_a_holder_that_lives_keeps_its_lease_until_it_expires(
 
 
 FORKED_HOLDER = """
+def say(**fields):
+    # One write per line: the parent's and the child's lines never mix.
+    os.write(1, (json.dumps(fields) + "\\n").encode())
+
 store = SQLiteStore(sys.argv[1], lease_timeout=60.0)
 lease = Lease.new()
 assert store.acquire("e1", lease)
 pid = os.fork()
 if pid == 0:
     # The child inherits the descriptor of the lock file but none of the parent's locks.
-    print(json.dumps({"child": os.getpid()}), flush=True)
+    say(child=os.getpid())
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # so that the test's pipes close when the parent dies
         os.dup2(null, fd)
     time.sleep(60)
     os._exit(0)
-print(json.dumps({"parent": os.getpid(), "holder": lease.holder}), flush=True)
+say(parent=os.getpid(), holder=lease.holder)
 sys.stdin.readline()
 """
 

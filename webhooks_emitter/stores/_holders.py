@@ -62,13 +62,28 @@ class LockFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        #: The permissions the file is made with (set by the store: its own file's).
+        self.mode = 0o600
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
         self._claimed: set[int] = set()  # offsets this process holds
 
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CLOEXEC
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self.mode)
+            except FileExistsError:
+                fd = os.open(self.path, flags)
+            else:
+                # Made here: the store file's permissions exactly (the umask left aside),
+                # as SQLite does for the -wal and -shm files, so that every process that
+                # may open the store may open this file.
+                try:
+                    os.fchmod(fd, self.mode)
+                except OSError:
+                    pass  # what the umask left: processes of this user can open it
+            self._fd = fd
         return self._fd
 
     def claim(self, token: str) -> None:

@@ -62,6 +62,7 @@ import math
 import os
 import pathlib
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -266,6 +267,7 @@ class SQLiteStore(Store):
         self._writing = threading.Lock()  # see _lock_writes
         self._writes = 0  # writes since the last checkpoint (see _checkpoint)
         self.schema_version = 0
+        self._mode = 0o600  # the file's permissions, for the lock file (see open)
         self.open()
 
     def __repr__(self) -> str:
@@ -498,6 +500,10 @@ class SQLiteStore(Store):
             StoreError: as for the constructor.
         """
         self.schema_version = self._prepare(self.create)
+        try:
+            self._mode = stat.S_IMODE(os.stat(self.path).st_mode) & 0o666
+        except OSError:  # pragma: no cover - just opened; the lock file gets 0600 then
+            self._mode = 0o600
 
     def migrate(self) -> int:
         """Create the schema, or upgrade an older one, even with ``create=False``.
@@ -811,7 +817,9 @@ class SQLiteStore(Store):
 
     def _holders(self) -> _holders.LockFile:
         """This process's view of the lock file beside the store (see ``_holders``)."""
-        return _holders.lock_file(self._leases_path)
+        found = _holders.lock_file(self._leases_path)
+        found.mode = self._mode
+        return found
 
     def acquire(self, emitter_id: str, lease: Lease) -> bool:
         """Take the lease if it is free, expired, ``lease``'s, or its holder's process is gone.
