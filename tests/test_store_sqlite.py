@@ -199,7 +199,7 @@ def test_wal_and_synchronous(db_path: Path, synchronous: str, level: int) -> Non
         fill(store, "e1", 1)
         with raw(db_path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        (pair,) = store._pool._idle  # white box: the store's one connection
+        (pair,) = store._file.pool._idle  # white box: the store's one connection
         assert pair[0].execute("PRAGMA synchronous").fetchone() == (level,)
     finally:
         store.close()
@@ -571,13 +571,13 @@ def test_a_write_lock_held_by_another_thread(make_store: Callable[..., SQLiteSto
     """Writers of one process queue on the store's own lock, bounded by ``timeout`` too."""
     store = make_store(timeout=0.2)
     fill(store, "e1", 1)
-    assert store._writing.acquire()  # white box: a thread in the middle of a long write
+    assert store._file.writing.acquire()  # white box: a thread in the middle of a long write
     try:
         with pytest.raises(StoreError, match="another thread of this process") as caught:
             store.append(message(1), [Target("e1", 100)])
         assert "0.2 s" in str(caught.value)
     finally:
-        store._writing.release()
+        store._file.writing.release()
     assert store.state("e1").queued == 1
 
 
@@ -589,7 +589,7 @@ def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
     SQLite's busy handler): it fails about ``timeout`` after the call, not later."""
     store = make_store(timeout=1.0)
     fill(store, "e1", 1)
-    for pair in store._pool._idle:  # white box: SQLite's own handler never sleeps for it
+    for pair in store._file.pool._idle:  # white box: SQLite's own handler never sleeps for it
         assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (0,)
     outcome: list[BaseException] = []
 
@@ -601,12 +601,12 @@ def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
 
     with raw(db_path) as other:
         other.execute("BEGIN IMMEDIATE")  # another connection holds SQLite's write lock
-        assert store._writing.acquire()
+        assert store._file.writing.acquire()
         started = time.monotonic()
         writer = threading.Thread(target=write)
         writer.start()
         time.sleep(0.3)  # not a synchronisation: makes the in-process wait count
-        store._writing.release()
+        store._file.writing.release()
         writer.join(timeout=CHILD_TIMEOUT)
         elapsed = time.monotonic() - started
         other.execute("ROLLBACK")
@@ -621,7 +621,7 @@ def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
     naming the file, nothing of that message stored, and the store goes on once there is
     room."""
     fill(store, "e1", 2)
-    (pair,) = store._pool._idle  # white box: cap the store's one connection
+    (pair,) = store._file.pool._idle  # white box: cap the store's one connection
     pages = pair[0].execute("PRAGMA page_count").fetchone()[0]
     pair[0].execute(f"PRAGMA max_page_count = {pages + 2}")
     big = Message("order.created", "too-big", b"x" * 20_000)
@@ -912,7 +912,7 @@ from webhooks_emitter.stores import _sql
 how = sys.argv[2]
 store = SQLiteStore(sys.argv[1])
 store.append(Message("e", "parent-before", b"{}"), [Target("e1", 100)])
-parents = [pair[0] for pair in store._pool.connections]
+parents = [pair[0] for pair in store._file.pool.connections]
 assert parents
 pid = ctypes.CDLL(None).fork() if how == "libc" else os.fork()
 if pid == 0:
@@ -921,7 +921,7 @@ if pid == 0:
         if how == "after_fork":
             store.after_fork()
         store.append(Message("e", "child", b"{}"), [Target("e1", 100)])
-        mine = [pair[0] for pair in store._pool.connections]
+        mine = [pair[0] for pair in store._file.pool.connections]
         inherited = [pair[0] for pair in _sql._INHERITED if isinstance(pair, tuple)]
         assert mine and not any(conn in parents for conn in mine), "child used a parent's"
         assert all(any(conn is p for p in inherited) for conn in parents), "not kept"
@@ -935,7 +935,7 @@ if pid == 0:
         os._exit(code)
 _, status = os.waitpid(pid, 0)
 store.append(Message("e", "parent-after", b"{}"), [Target("e1", 100)])
-assert all(pair[0] in parents for pair in store._pool.connections)
+assert all(pair[0] in parents for pair in store._file.pool.connections)
 events = store.fetch("e1", Lease.new(), 10)
 print(json.dumps({"status": status, "ids": [e.request_id for e in events],
                   "queued": store.state("e1").queued}))
@@ -968,16 +968,16 @@ def test_threads_share_a_small_pool(store: SQLiteStore) -> None:
         worker = threading.Thread(target=fill, args=(store, "e1", 1, n))
         worker.start()
         worker.join()
-    assert len(store._pool.connections) == 1
+    assert len(store._file.pool.connections) == 1
     assert store.state("e1").queued == 20
 
 
 def test_close_then_use_again(store: SQLiteStore) -> None:
     """``close`` closes the connections; the next call opens new ones."""
     fill(store, "e1", 1)
-    before = [pair[0] for pair in store._pool.connections]
+    before = [pair[0] for pair in store._file.pool.connections]
     store.close()
-    assert store._pool.connections == []
+    assert store._file.pool.connections == []
     with pytest.raises(sqlite3.ProgrammingError):
         before[0].execute("SELECT 1")
     fill(store, "e1", 1, first=1)

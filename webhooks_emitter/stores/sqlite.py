@@ -57,17 +57,13 @@ uses).
 from __future__ import annotations
 
 import datetime
-import importlib.resources
 import math
 import os
-import pathlib
 import sqlite3
 import stat
-import threading
 import time
-import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Optional, Union
 
 from . import _holders, _sql
 from ._base import (
@@ -80,87 +76,37 @@ from ._base import (
     StoreError,
     TargetLike,
 )
+from ._sqlite_file import (
+    COMPATIBLE_FROM,
+    READ,
+    SCHEMA_VERSION,
+    SQL_FILES,
+    TRANSACTION,
+    WRITE,
+    SQLiteFile,
+    schema_statements,
+)
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
-
-_T = TypeVar("_T")
-_Pair = tuple[sqlite3.Connection, sqlite3.Cursor]  # a pooled connection and its cursor
-
-#: The schema this code makes and understands.
-SCHEMA_VERSION = 3
-
-#: Per schema version (from 1): the oldest version whose code can use a file at that version.
-#: The statements of version N are in ``sql/sqlite_schema_N.sql``.
-COMPATIBLE_FROM = {1: 1, 2: 1, 3: 1}
+__all__ = ["COMPATIBLE_FROM", "SCHEMA_VERSION", "SQLiteStore", "schema_statements"]
 
 SYNCHRONOUS = ("normal", "full")
 
 #: Ids per statement in renew/high_water (SQLite allows 999 parameters before 3.32).
 _CHUNK = 256
 
-# How _run runs its work: a read, one autocommit write, a BEGIN IMMEDIATE transaction.
-_READ, _WRITE, _TRANSACTION = 0, 1, 2
-
-#: The first and longest pause between two tries of a write that met another process's lock.
-_FIRST_PAUSE = 0.00005
-_LAST_PAUSE = 0.001
-
-#: WAL pages after which SQLite checkpoints inside a commit: a backstop (see _checkpoint).
-_CHECKPOINT_PAGES = 2000
-
-#: Writes of this process after which a delivering call checkpoints (see _checkpoint).
-_CHECKPOINT_WRITES = 200
-
 #: Whether StoredEvent carries trace_context (the engine's part of issue 20); until it does,
 #: the column is written and read, and fetch leaves it out of the events it makes.
 _TRACED = "trace_context" in StoredEvent.__slots__
 
 
-
-def _read_sql_files() -> dict[str, str]:
-    folder = importlib.resources.files(__package__).joinpath("sql")
-    return {
-        entry.name: entry.read_text(encoding="utf-8")
-        for entry in folder.iterdir()
-        if entry.name.startswith("sqlite_") and entry.name.endswith(".sql")
-    }
-
-
-# Read when the module is imported (a few KB): a service that drops its privileges after
-# importing the library, or whose installation becomes unreadable to it, still opens stores.
-_SQL_FILES = _read_sql_files()
-
-
 def _load_queries() -> dict[str, str]:
     """The named statements of ``sql/sqlite_queries.sql``, ``__STATE_COLUMNS__`` filled."""
-    queries = _sql.parse_queries(_SQL_FILES["sqlite_queries.sql"])
+    queries = _sql.parse_queries(SQL_FILES["sqlite_queries.sql"])
     columns = queries.pop("state_columns")
     return {name: query.replace("__STATE_COLUMNS__", columns) for name, query in queries.items()}
 
 
 _QUERIES = _load_queries()
-
-
-def schema_statements(version: int) -> list[str]:
-    """The statements that make schema ``version`` from the one before, in order."""
-    statements, current = [], ""
-    for line in _SQL_FILES[f"sqlite_schema_{version}.sql"].splitlines(keepends=True):
-        if not current and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether ``exc`` says another connection holds the lock (SQLITE_BUSY and its kinds)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; the message before
-    if isinstance(code, int):
-        return code & 0xFF == 5
-    text = str(exc)
-    return "database is locked" in text or "busy" in text
 
 
 def _positive(name: str, value: object) -> float:
@@ -253,19 +199,11 @@ class SQLiteStore(Store):
         self.lease_timeout = _positive("lease_timeout", lease_timeout)
         self.timeout = _positive("timeout", timeout)
         self.create = create
-        self._uri = pathlib.Path(self.path).as_uri() + "?mode=rw"
         self._q = _QUERIES
-        self._pool: _sql.Pool[_Pair] = _sql.Pool(
-            self._connect, self._close_pair, on_fork=self._forked
+        self._file = SQLiteFile(
+            self.path, self.synchronous, self.timeout, _QUERIES, self.poll_interval
         )
-        self._take = self._pool.take  # the hot path: no call in between
-        self._discard = self._pool.discard
-        self._watch: Optional[sqlite3.Connection] = None  # for wait_for_change only
-        self._watch_lock = threading.Lock()
-        self._data_version: Optional[int] = None
-        self._wake = threading.Event()
-        self._writing = threading.Lock()  # see _lock_writes
-        self._writes = 0  # writes since the last checkpoint (see _checkpoint)
+        self._run = self._file.run  # every call goes through it: no call in between
         self.schema_version = 0
         self._mode = 0o600  # the file's permissions, for the lock file (see open)
         self.open()
@@ -280,214 +218,12 @@ class SQLiteStore(Store):
     def describe(self) -> str:
         return self.path
 
-    # -- connections ---------------------------------------------------------------------------
-
-    def _connect(self) -> _Pair:
-        """A new connection, set up, and its cursor (the pool's factory).
-
-        Raises:
-            StoreError: the file cannot be opened.
-        """
-        try:
-            conn = sqlite3.connect(
-                self._uri,
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-                uri=True,
-            )
-        except sqlite3.Error as exc:
-            raise self._error("open the file", exc) from exc
-        try:
-            conn.execute("PRAGMA synchronous = " + self.synchronous.upper())
-            # Checkpoints are made by delivering calls (see _checkpoint); SQLite's own, in
-            # whichever commit finds the WAL this long, is the backstop.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
-            # From now on no busy timeout: _run waits for other processes in finer steps.
-            conn.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._error("open the file", exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn, conn.cursor()
-
-    @staticmethod
-    def _close_pair(pair: _Pair) -> None:
-        pair[0].close()
-
-    def _give(self, pair: _Pair) -> None:
-        # One left inside a transaction it could not roll back is closed, never reused.
-        self._pool.give(pair, not pair[0].in_transaction)
-
-    def _forked(self) -> None:
-        # In a forked child (the pool noticed): the watch connection is left untouched like
-        # the pooled ones, and the locks (possibly held by threads that do not exist here)
-        # are made anew.
-        if self._watch is not None:
-            _sql.keep_forever(self._watch)
-        self._watch = None
-        self._data_version = None
-        self._watch_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._writing = threading.Lock()
-
     def after_fork(self) -> None:
-        self._pool.after_fork()
+        self._file.after_fork()
 
     def close(self) -> None:
-        self._pool.close()  # in a forked child: only sets the inherited ones aside
-        with self._watch_lock:
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
-                self._data_version = None
+        self._file.close()
         self._holders().close_if_unclaimed()
-
-    # -- errors and transactions ---------------------------------------------------------------
-
-    def _error(self, action: str, exc: BaseException) -> StoreError:
-        """A StoreError naming the file, what was being done and why it failed."""
-        if isinstance(exc, OSError):
-            cause = exc.strerror or type(exc).__name__
-            return StoreError(f"SQLite store {self.path}: cannot {action}: {cause}")
-        message = str(exc)
-        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; the message before
-        primary = code & 0xFF if isinstance(code, int) else None
-        lowered = message.lower()
-        if primary in (5, 6) or "locked" in lowered or "busy" in lowered:
-            cause = (
-                f"the database is locked: another connection held it past the "
-                f"{self.timeout:g} s timeout"
-            )
-        elif primary == 13 or "full" in lowered:
-            cause = "the disk is full (or the file reached its size limit)"
-        elif primary == 8 or "readonly" in lowered:
-            cause = "the file is read-only: check the permissions of the file and its directory"
-        elif primary == 26 or "not a database" in lowered:
-            cause = "the file is not an SQLite database (or its header is corrupt)"
-        elif primary == 11 or "malformed" in lowered:
-            cause = "the database file is corrupt"
-        elif primary == 14 or "unable to open" in lowered:
-            cause = (
-                "cannot open the file or create its -wal and -shm files beside it: check that"
-                " the directory exists and is writable"
-            )
-        elif primary == 10 or "i/o" in lowered:
-            cause = "an I/O error"
-        else:
-            cause = type(exc).__name__
-        return StoreError(f"SQLite store {self.path}: cannot {action}: {cause} ({message})")
-
-    def _migrate_hint(self) -> str:
-        url = "sqlite://" + urllib.parse.quote(self.path)
-        return f"run `webhooks-emitter migrate --store {url}`"
-
-    def _lock_writes(self, action: str) -> float:
-        """Take this process's write lock, within ``timeout``; returns the seconds waited.
-
-        The process's writers queue on this lock, which hands over at once, rather than on
-        SQLite's lock: an emit that meets the delivering thread's commit waits for that
-        commit only. SQLite's lock still orders the processes (see :meth:`_run`).
-
-        Raises:
-            StoreError: another thread held the lock past ``timeout``.
-        """
-        if self._writing.acquire(False):
-            return 0.0
-        started = time.monotonic()
-        if not self._writing.acquire(True, self.timeout):
-            raise StoreError(
-                f"SQLite store {self.path}: cannot {action}: another thread of this process "
-                f"held the store's write lock past the {self.timeout:g} s timeout"
-            )
-        return time.monotonic() - started
-
-    def _unlock_writes(self) -> None:
-        self._writes += 1  # under the lock: see _checkpoint
-        self._writing.release()
-
-    def _run(
-        self,
-        action: str,
-        work: Callable[[sqlite3.Cursor], _T],
-        mode: int = _TRANSACTION,
-        checkpoint: bool = True,
-    ) -> _T:
-        """Run ``work`` on a pooled cursor: a read, one write, or a write transaction; a
-        write may then make a checkpoint (not an emit's: see _checkpoint).
-
-        When another process holds SQLite's lock (SQLITE_BUSY), the work is rolled back and
-        run again after a pause of 50 us, doubling up to 1 ms, until ``timeout`` (counted
-        from the call, the wait for this process's write lock included). The connections
-        have no busy timeout of their own: SQLite's busy handler sleeps 1, 2, then 5 ms, so
-        an emit that met another process's commit of some microseconds took 1-8 ms. So
-        ``work`` must be safe to run again: one write, or writes inside the transaction.
-        """
-        pair = self._take()
-        cur = pair[1]
-        try:
-            waited = self._lock_writes(action) if mode != _READ else 0.0
-            try:
-                deadline = 0.0
-                pause = _FIRST_PAUSE
-                while True:
-                    try:
-                        if mode == _TRANSACTION:
-                            cur.execute("BEGIN IMMEDIATE")
-                        result = work(cur)
-                        if mode == _TRANSACTION:
-                            cur.execute("COMMIT")
-                        break
-                    except sqlite3.OperationalError as exc:
-                        self._rollback(pair)
-                        if not _busy(exc):
-                            raise
-                        now = time.monotonic()
-                        if not deadline:
-                            deadline = now + self.timeout - waited
-                        if now >= deadline:
-                            raise
-                    except BaseException:
-                        self._rollback(pair)
-                        raise
-                    time.sleep(pause)
-                    pause = min(pause * 2, _LAST_PAUSE)
-            finally:
-                if mode != _READ:
-                    self._unlock_writes()
-        except sqlite3.Error as exc:
-            raise self._error(action, exc) from exc
-        else:
-            if checkpoint and mode != _READ and self._writes >= _CHECKPOINT_WRITES:
-                self._checkpoint(pair)
-            return result
-        finally:
-            self._give(pair)
-
-    def _checkpoint(self, pair: _Pair) -> None:
-        """Copy the WAL back into the file, outside the write lock, in a delivering call.
-
-        SQLite would do it inside whichever commit finds the WAL long (two fsyncs, some
-        milliseconds), most often an emit, and with the write lock held, so the other
-        threads' emits would wait too. Calls that record tries and outcomes do it instead,
-        after every ``_CHECKPOINT_WRITES`` writes of this process, without waiting for
-        anyone (PASSIVE). SQLite's own checkpoint stays as a backstop, at a WAL of
-        ``_CHECKPOINT_PAGES``, for files that no process delivers from.
-        """
-        self._writes = 0
-        try:
-            pair[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            pass  # the write it follows succeeded; the next checkpoint will do
-
-    def _rollback(self, pair: _Pair) -> None:
-        if pair[0].in_transaction:
-            try:
-                pair[1].execute("ROLLBACK")
-            except sqlite3.Error:
-                self._discard(pair)  # never pooled half-way through a transaction
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -499,7 +235,7 @@ class SQLiteStore(Store):
         Raises:
             StoreError: as for the constructor.
         """
-        self.schema_version = self._prepare(self.create)
+        self.schema_version = self._file.prepare(self.create)
         try:
             self._mode = stat.S_IMODE(os.stat(self.path).st_mode) & 0o666
         except OSError:  # pragma: no cover - just opened; the lock file gets 0600 then
@@ -518,112 +254,8 @@ class SQLiteStore(Store):
             StoreError: the file cannot be used, or its schema is newer than this library
                 understands.
         """
-        self.schema_version = self._prepare(True)
+        self.schema_version = self._file.prepare(True)
         return self.schema_version
-
-    def _prepare(self, create: bool) -> int:
-        if create:
-            try:
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise self._error("create the file", exc) from exc
-        elif not os.path.exists(self.path):
-            raise StoreError(
-                f"SQLite store {self.path}: the file does not exist; {self._migrate_hint()} "
-                "to create it (this store was made with create=False, so it runs no DDL)"
-            )
-        pair = self._take()
-        try:
-            self._lock_writes("open the file")
-            try:
-                # Setting up a file (maybe racing other processes' first open) may wait
-                # long, and only once: SQLite's own busy handler serves here.
-                pair[1].execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-                try:
-                    return self._prepare_on(pair, create)
-                finally:
-                    pair[1].execute("PRAGMA busy_timeout = 0")
-            finally:
-                self._unlock_writes()
-        except sqlite3.Error as exc:
-            self._rollback(pair)
-            raise self._error("open the file", exc) from exc
-        finally:
-            self._give(pair)
-
-    def _prepare_on(self, pair: _Pair, create: bool) -> int:
-        cur = pair[1]
-        version, compatible = self._version(cur)
-        if version < SCHEMA_VERSION and not create:
-            what = "has no schema" if version == 0 else f"has schema version {version}"
-            raise StoreError(
-                f"SQLite store {self.path} {what}; this library needs version "
-                f"{SCHEMA_VERSION}: {self._migrate_hint()} (this store was made with "
-                "create=False, so it runs no DDL)"
-            )
-        self._check_newer(version, compatible)
-        self._wal(cur)
-        cur.execute("BEGIN IMMEDIATE")  # also proves the file is writable within timeout
-        try:
-            version, compatible = self._version(cur)  # another process may have migrated
-            self._check_newer(version, compatible)
-            for made in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in schema_statements(made):
-                    cur.execute(statement)
-                cur.executemany(
-                    self._q["set_meta"],
-                    [("schema_version", made), ("compatible_from", COMPATIBLE_FROM[made])],
-                )
-                version = made
-            cur.execute("COMMIT")
-        except BaseException:
-            self._rollback(pair)
-            raise
-        return version
-
-    def _version(self, cur: sqlite3.Cursor) -> tuple[int, int]:
-        """(schema_version, compatible_from) of the file; (0, 0) for an empty file."""
-        names = {row[0] for row in cur.execute(self._q["table_names"])}
-        if "meta" not in names:
-            if names:
-                raise StoreError(
-                    f"SQLite store {self.path}: the file holds other tables "
-                    f"({', '.join(sorted(names)[:5])}) and no webhooks_emitter schema; "
-                    "give the store a file of its own"
-                )
-            return 0, 0
-        meta = dict(cur.execute(self._q["meta"]).fetchall())
-        return int(meta.get("schema_version", 0)), int(meta.get("compatible_from", 0))
-
-    def _check_newer(self, version: int, compatible: int) -> None:
-        if version > SCHEMA_VERSION and compatible > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQLite store {self.path}: the store's schema version {version} is newer "
-                f"than this library understands ({SCHEMA_VERSION}); upgrade webhooks_emitter"
-            )
-
-    def _wal(self, cur: sqlite3.Cursor) -> None:
-        """Put the file in WAL mode (persistent; a no-op once done)."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() == "wal":
-                    return
-                # Another process reading the file at this instant keeps the old mode.
-                mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() == "wal":
-                    return
-            except sqlite3.OperationalError as exc:
-                # Changing the mode does not wait in the busy handler: another process
-                # setting up the same new file holds its write lock for a moment.
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError("database is locked")
-            time.sleep(0.005)  # a bounded retry loop on the file's lock, not a sync wait
 
     def wait_for_change(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a commit by any other connection.
@@ -636,44 +268,10 @@ class SQLiteStore(Store):
         be read it waits out ``timeout`` and answers True, so that the caller's next poll
         meets (and reports) the error, without spinning.
         """
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while True:
-            changed = self._changed()
-            if changed:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return changed is None
-            if self._wake.wait(min(left, self.poll_interval)):
-                self._wake.clear()
-                return True
-
-    def _changed(self) -> Optional[bool]:
-        """Whether ``data_version`` moved since the last look; None if it cannot be read."""
-        self._pool.after_fork()  # a no-op unless this is a forked child
-        with self._watch_lock:
-            try:
-                if self._watch is None:
-                    self._watch = sqlite3.connect(
-                        self._uri,
-                        timeout=self.timeout,
-                        isolation_level=None,
-                        check_same_thread=False,
-                        uri=True,
-                    )
-                version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
-                if self._watch is not None:
-                    self._watch.close()
-                self._watch = None
-                self._data_version = None
-                return None
-            changed = version != self._data_version
-            self._data_version = version
-            return changed
+        return self._file.wait_for_change(timeout)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._file.wake()
 
     # -- emitting ------------------------------------------------------------------------------
 
@@ -715,7 +313,7 @@ class SQLiteStore(Store):
         # emitter's row then the event: run again whole if it meets another process's lock,
         # which is safe since nothing of a statement stays when it fails). Several: one
         # transaction.
-        mode = _TRANSACTION if len(targets) > 1 else _WRITE
+        mode = TRANSACTION if len(targets) > 1 else WRITE
         return self._run("store the event", work, mode, checkpoint=False)
 
     # -- emitters ------------------------------------------------------------------------------
@@ -724,7 +322,7 @@ class SQLiteStore(Store):
         self._run(
             "register an emitter",
             lambda cur: cur.execute(self._q["register"], (emitter_id,)),
-            _WRITE,
+            WRITE,
         )
 
     def forget(self, emitter_id: str) -> int:
@@ -736,7 +334,7 @@ class SQLiteStore(Store):
             cur.execute(self._q["known"], (emitter_id,))
             return cur.fetchone() is not None
 
-        return self._run("read the emitters", work, _READ)
+        return self._run("read the emitters", work, READ)
 
     def _holder(self, row: Sequence[Any], now: float, gone: dict[str, bool]) -> Optional[str]:
         """The lease holder of a state row, or None when there is none, its lease expired, or
@@ -770,7 +368,7 @@ class SQLiteStore(Store):
             row = cur.execute(self._q["state"], (emitter_id,)).fetchone()
             return EmitterState(emitter_id) if row is None else self._state(row, time.time(), {})
 
-        return self._run("read the emitter's state", work, _READ)
+        return self._run("read the emitter's state", work, READ)
 
     def states(self) -> list[EmitterState]:
         def work(cur: sqlite3.Cursor) -> list[EmitterState]:
@@ -778,7 +376,7 @@ class SQLiteStore(Store):
             rows = cur.execute(self._q["states"]).fetchall()
             return [self._state(row, now, gone) for row in rows]
 
-        return self._run("read the emitters", work, _READ)
+        return self._run("read the emitters", work, READ)
 
     def poll(self) -> list[EmitterState]:
         def work(cur: sqlite3.Cursor) -> list[EmitterState]:
@@ -786,7 +384,7 @@ class SQLiteStore(Store):
             rows = cur.execute(self._q["poll"]).fetchall()
             return [self._state(row, now, gone) for row in rows]
 
-        return self._run("poll the emitters", work, _READ)
+        return self._run("poll the emitters", work, READ)
 
     def set_paused(self, emitter_id: str, paused: bool) -> None:
         def work(cur: sqlite3.Cursor) -> None:
@@ -803,14 +401,14 @@ class SQLiteStore(Store):
         self._run(
             "record a Retry-After hold",
             lambda cur: cur.execute(self._q["hold"], (until, emitter_id, lease.token)),
-            _WRITE,
+            WRITE,
         )
 
     def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
         self._run(
             "record when the tries began to fail",
             lambda cur: cur.execute(self._q["failing_since"], (since, emitter_id, lease.token)),
-            _WRITE,
+            WRITE,
         )
 
     # -- leases --------------------------------------------------------------------------------
@@ -852,7 +450,7 @@ class SQLiteStore(Store):
             return bool(cur.rowcount)
 
         # One statement when the row exists (the usual case: register made it).
-        if self._run("take the lease", first, _WRITE) or self._run("take the lease", missing):
+        if self._run("take the lease", first, WRITE) or self._run("take the lease", missing):
             return True
         return self._take_over(emitter_id, lease)
 
@@ -865,7 +463,7 @@ class SQLiteStore(Store):
             # a lease of older code waits for its expiry.
             return row[0] if row is not None and row[0] is not None and row[0] == row[1] else None
 
-        token = self._run("take the lease", holder, _READ)
+        token = self._run("take the lease", holder, READ)
         if token is None or token == lease.token or self._holders().alive(token):
             return False
 
@@ -876,7 +474,7 @@ class SQLiteStore(Store):
             )
             return bool(cur.rowcount)
 
-        return self._run("take the lease", take, _WRITE)
+        return self._run("take the lease", take, WRITE)
 
     def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
         ids = list(emitter_ids)
@@ -900,7 +498,7 @@ class SQLiteStore(Store):
         self._run(
             "let go of the lease",
             lambda cur: cur.execute(self._q["release"], (next_due, emitter_id, lease.token)),
-            _WRITE,
+            WRITE,
         )
 
     # -- events, under a lease -----------------------------------------------------------------
@@ -925,7 +523,7 @@ class SQLiteStore(Store):
                     break
             return events
 
-        return self._run("fetch events", work, _READ)
+        return self._run("fetch events", work, READ)
 
     @staticmethod
     def _event(emitter_id: str, row: Sequence[Any]) -> StoredEvent:
@@ -982,7 +580,7 @@ class SQLiteStore(Store):
             cur.execute(*statement)
             return bool(cur.rowcount)
 
-        return self._run(action, work, _WRITE)
+        return self._run(action, work, WRITE)
 
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
         """Record that a try starts now, and ``event.next_at`` (when a try may follow if this
@@ -1038,7 +636,7 @@ class SQLiteStore(Store):
             return done
 
         # One statement alone is its own transaction: no BEGIN/COMMIT round.
-        mode = _WRITE if len(statements) == 1 else _TRANSACTION
+        mode = WRITE if len(statements) == 1 else TRANSACTION
         done = self._run("record tries and outcomes", work, mode)
         if begin is None:
             return done, None
@@ -1058,14 +656,14 @@ class SQLiteStore(Store):
                 marks.update((row[0], row[1]) for row in cur.fetchall() if row[1] is not None)
             return marks
 
-        return self._run("read the queues", work, _READ)
+        return self._run("read the queues", work, READ)
 
     def queued_upto(self, emitter_id: str, seq: int) -> int:
         def work(cur: sqlite3.Cursor) -> int:
             count: int = cur.execute(self._q["queued_upto"], (emitter_id, seq)).fetchone()[0]
             return count
 
-        return self._run("read the queue", work, _READ)
+        return self._run("read the queue", work, READ)
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -1085,7 +683,7 @@ class SQLiteStore(Store):
                 for row in cur.execute(self._q["failed"], (emitter_id, limit)).fetchall()
             ]
 
-        return self._run("read the failed events", work, _READ)
+        return self._run("read the failed events", work, READ)
 
     def replay(self, emitter_id: str, request_ids: Optional[Collection[str]] = None) -> int:
         wanted = None if request_ids is None else sorted(set(request_ids))
@@ -1114,4 +712,4 @@ class SQLiteStore(Store):
             cur.execute(self._q["purge"], (emitter_id,))
             return cur.rowcount
 
-        return self._run("purge the emitter's events", work, _WRITE)
+        return self._run("purge the emitter's events", work, WRITE)
