@@ -39,9 +39,9 @@ byte is free at once, and the state shows no holder then; ``lease_timeout`` only
 holder that lives but does not renew (a frozen process).
 
 Waiting: the threads of one process queue on the store's own lock, which hands over at
-once; other processes are waited for by :meth:`SQLiteStore._run`, in steps of 50 us to
-1 ms, not by SQLite's busy handler (which sleeps 1, 2, 5 ms...), up to ``timeout``. A
-call into SQLite lets go of Python's GIL and must get it back, so fewer calls per write
+once; other processes are waited for by ``_sqlite_file.SQLiteFile.run``, in steps of
+50 us to 1 ms, not by SQLite's busy handler (which sleeps 1, 2, 5 ms...), up to
+``timeout``. A call into SQLite lets go of Python's GIL and must get it back, so fewer calls per write
 also means fewer waits behind a delivering thread. Checkpoints (copying the WAL back into
 the file, with fsyncs) are made by calls that record deliveries, outside that lock, not
 inside an emit.
