@@ -135,8 +135,9 @@ def _padded(ids: list[str]) -> Iterator[tuple[str, list[str]]]:
 class SQLiteStore(Store):
     """Events and their delivery state in one SQLite file, shared by every process on a host.
 
-    The file is in WAL mode and is created with mode 0600 (its ``-wal`` and ``-shm`` files
-    take the same mode). It must be on a local disk: SQLite's locks do not hold on NFS or
+    The file is in WAL mode and is created with mode 0600 (its ``-wal`` and ``-shm`` files,
+    and the ``-leases`` file of the lease holders' locks, take the same mode). It must be on
+    a local disk: SQLite's locks do not hold on NFS or
     other network file systems, and two hosts must never share one file (use
     ``PostgresStore`` for that). It should be a file of its own: a file that holds other
     tables is refused. Uses only the standard library's ``sqlite3``.
@@ -146,7 +147,9 @@ class SQLiteStore(Store):
             current directory when the store is made.
         synchronous: ``"normal"`` (a commit survives the death of the process) or ``"full"``
             (it also survives a power cut, at the cost of an fsync per commit).
-        lease_timeout: seconds an emitter's lease lasts without renewal.
+        lease_timeout: seconds an emitter's lease lasts without renewal. A holder whose
+            process ended (kill -9 included) is replaced at once; this bounds only one that
+            lives and does not renew (a frozen process).
         timeout: the most seconds a call waits for a lock (another process's, or another
             thread's write) before it raises :class:`StoreError`.
         create: create or upgrade the schema when needed. With ``False`` no DDL is ever run:
