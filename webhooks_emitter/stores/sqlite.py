@@ -41,10 +41,10 @@ holder that lives but does not renew (a frozen process).
 Waiting: the threads of one process queue on the store's own lock, which hands over at
 once; other processes are waited for by ``_sqlite_file.SQLiteFile.run``, in steps of
 50 us to 1 ms, not by SQLite's busy handler (which sleeps 1, 2, 5 ms...), up to
-``timeout``. A call into SQLite lets go of Python's GIL and must get it back, so fewer calls per write
-also means fewer waits behind a delivering thread. Checkpoints (copying the WAL back into
-the file, with fsyncs) are made by calls that record deliveries, outside that lock, not
-inside an emit.
+``timeout``. A call into SQLite lets go of Python's GIL and must get it back, so fewer
+calls per write also means fewer waits behind a delivering thread. Checkpoints (copying
+the WAL back into the file, with fsyncs) are made by calls that record deliveries, outside
+that lock, not inside an emit.
 
 Connections are pooled (``_sql.Pool``), not kept per thread: each call takes an idle
 connection (or opens one) and puts it back, so threads that come and go (an emitter's
