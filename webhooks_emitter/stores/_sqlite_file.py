@@ -172,7 +172,7 @@ class SQLiteFile:
             # Checkpoints are made by delivering calls (see _checkpoint); SQLite's own, in
             # whichever commit finds the WAL this long, is the backstop.
             conn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
-            # From now on no busy timeout: _run waits for other processes in finer steps.
+            # From now on no busy timeout: run() waits for other processes in finer steps.
             conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
@@ -236,6 +236,7 @@ class SQLiteFile:
         return StoreError(f"SQLite store {self.path}: cannot {action}: {cause} ({message})")
 
     def migrate_hint(self) -> str:
+        """What to run to create or upgrade the schema, for error messages."""
         url = "sqlite://" + urllib.parse.quote(self.path)
         return f"run `webhooks-emitter migrate --store {url}`"
 
