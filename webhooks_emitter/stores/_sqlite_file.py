@@ -245,7 +245,7 @@ class SQLiteFile:
 
         The process's writers queue on this lock, which hands over at once, rather than on
         SQLite's lock: an emit that meets the delivering thread's commit waits for that
-        commit only. SQLite's lock still orders the processes (see :meth:`_run`).
+        commit only. SQLite's lock still orders the processes (see :meth:`run`).
 
         Raises:
             StoreError: another thread held the lock past ``timeout``.
