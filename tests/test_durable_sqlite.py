@@ -726,14 +726,18 @@ LONG_LEASE = 30.0
 ENGINE_WAITS_OUT_A_DEAD_TRY = hasattr(Store, "settle")
 
 
+@pytest.mark.parametrize("emitted_by", ["the other worker", "a deliver=False process"])
 def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
     db: Path,
     spawn: Callable[..., Child],
     make_receiver: Callable[..., HookReceiver],
+    emitted_by: str,
 ) -> None:
     """kill -9 of a process that holds an emitter's lease with nothing to send: the next
-    event, emitted by another running process, arrives within 2 s of the kill, although
-    the lease_timeout is 30 s (the dead holder's lock beside the file is gone)."""
+    event, emitted by another running process (which then delivers it), or by a
+    deliver=False process (another running process sees it by polling), arrives within
+    2 s of the kill, although the lease_timeout is 30 s (the dead holder's lock beside the
+    file is gone)."""
     receiver = make_receiver()
     holder = spawn(db, receiver.url, "--emit", 1, "--lease-timeout", LONG_LEASE)
     holder_name = holder.expect("ready")["ready"]["holder"]
@@ -741,11 +745,15 @@ def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
     receiver.wait_for(1)
     other = spawn(db, receiver.url, "--then", "commands", "--lease-timeout", LONG_LEASE)
     other.expect("ready")
+    emitter = other
+    if emitted_by == "a deliver=False process":
+        emitter = spawn(db, receiver.url, "--then", "commands", "--no-deliver")
+        emitter.expect("ready")
     assert status_json(db)["durable"]["lease_holder"] == holder_name  # idle, and holding
     assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
     killed_at = time.monotonic()
-    other.send("emit 1")
-    (request_id,) = other.expect("ids")["ids"]
+    emitter.send("emit 1")
+    (request_id,) = emitter.expect("ids")["ids"]
     arrival = receiver.wait_for(2)[1]
     assert arrival.delivery_id == request_id
     assert arrival.received_at - killed_at < TAKEOVER
