@@ -25,16 +25,24 @@ What fcntl locks imply, and how this module deals with it:
   file on one host share its locks (one kernel).
 
 Nothing secret is written: the file stays empty (locks beyond its end are allowed).
+Where ``fcntl`` does not exist (Windows) nothing is claimed and every holder counts as
+alive: leases are then taken over when they expire, as before this proof existed.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import threading
+from types import ModuleType
 from typing import Optional
+
+fcntl: Optional[ModuleType]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: leases expire instead
+    fcntl = None
 
 __all__ = ["LockFile", "lock_file"]
 
@@ -93,6 +101,8 @@ class LockFile:
             OSError: the file cannot be made or opened (its directory is not writable).
         """
         offset = token_offset(token)
+        if fcntl is None:  # pragma: no cover - Windows
+            return
         with self._lock:
             if offset in self._claimed:
                 return
@@ -114,6 +124,8 @@ class LockFile:
         the lease then waits for its expiry, as without this proof.
         """
         offset = token_offset(token)
+        if fcntl is None:  # pragma: no cover - Windows
+            return True
         with self._lock:
             if offset in self._claimed:
                 return True
