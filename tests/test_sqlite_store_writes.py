@@ -152,6 +152,21 @@ def test_settle_keeps_each_calls_guard(store: SQLiteStore) -> None:
     assert [e.attempts for e in store.fetch("e1", LEASE, 10)] == [0]
 
 
+def test_settle_with_only_a_try_or_only_an_outcome_is_one_write(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A first try alone (nothing to settle yet), or a last outcome alone (nothing due
+    next): one commit each, answered as the single calls would."""
+    fill(store, "e1", 1)
+    (event,) = take(store, "e1")
+    event.attempts = 1
+    before = commits(db_path)
+    assert store.settle(LEASE, [], begin=event, now=5.0) == ([], True)
+    assert store.settle(LEASE, [("finish", event)]) == ([True], None)
+    assert commits(db_path) - before == 2
+    assert store.state("e1").queued == 0
+
+
 def test_settle_with_a_bad_kind_records_nothing(store: SQLiteStore) -> None:
     """An unknown outcome kind is a ValueError naming it, before anything is written."""
     fill(store, "e1", 2)
