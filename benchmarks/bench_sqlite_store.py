@@ -1,4 +1,4 @@
-"""SQLiteStore.append latency against a hand-written sqlite3 INSERT+COMMIT loop (the floor).
+"""SQLiteStore.append and delivery records against a hand-written INSERT+COMMIT loop (the floor).
 
 Run from the repository root::
 
@@ -12,6 +12,11 @@ busy machine slows both alike. Each call is timed with ``perf_counter_ns`` aroun
 alone; each figure is the median over the rounds of that round's percentile. The target
 (issue 10) is ``store.append`` with one target at p50 <= 40 us and p99 <= 200 us; the ratio
 to the floor shows what the store adds (counter update, acceptance check, its pooling).
+
+It also times what recording one delivery costs the store when the next event is due
+(issue 19): ``finish(N)`` then ``begin_try(N+1)``, two transactions, against
+``settle(lease, [("finish", N)], begin=N+1)``, one transaction; each timed per delivery,
+on a queue filled beforehand, with the same floor.
 The exit status is 0 unless ``--strict`` and a target is missed.
 """
 
@@ -29,7 +34,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from webhooks_emitter.stores._base import Message, Target  # noqa: E402
+from webhooks_emitter.stores._base import Lease, Message, Target  # noqa: E402
 from webhooks_emitter.stores.sqlite import SQLiteStore  # noqa: E402
 
 BODY = b'{"order":{"id":"%s","total":"129.90","currency":"EUR","items":[' + b"x" * 200 + b"]}}"
@@ -61,6 +66,40 @@ def run_store(path: str, synchronous: str, samples: int, warmup: int) -> list[in
         started = clock()
         store.append(message, target)
         elapsed = clock() - started
+        if i >= warmup:
+            timings.append(elapsed)
+    store.close()
+    return timings
+
+
+def run_deliveries(path: str, synchronous: str, samples: int, warmup: int, one: bool) -> list[int]:
+    """Time recording ``samples`` deliveries, each with the next event's try: ``settle``
+    (``one``) or ``finish`` then ``begin_try``."""
+    store = SQLiteStore(path, synchronous=synchronous)
+    target = [Target("bench", 10**9)]
+    payload = body()
+    for i in range(warmup + samples + 1):
+        store.append(Message("order.created", f"req-{i}", payload), target)
+    lease = Lease.new()
+    assert store.acquire("bench", lease)
+    events = store.fetch("bench", lease, warmup + samples + 1)
+    now = time.time()
+    events[0].attempts = 1
+    assert store.begin_try(lease, events[0], now)
+    timings = []
+    clock = time.perf_counter_ns
+    for i in range(warmup + samples):
+        done, following = events[i], events[i + 1]
+        following.attempts = 1
+        started = clock()
+        if one:
+            recorded, begun = store.settle(lease, [("finish", done)], begin=following, now=now)
+            ok = recorded == [True] and begun is True
+        else:
+            ok = store.finish(lease, done) and store.begin_try(lease, following, now)
+        elapsed = clock() - started
+        if not ok:
+            raise RuntimeError(f"delivery {i} was not recorded")
         if i >= warmup:
             timings.append(elapsed)
     store.close()
@@ -119,6 +158,8 @@ def main() -> int:
 
     store_rounds: list[list[int]] = []
     floor_rounds: list[list[int]] = []
+    two_rounds: list[list[int]] = []
+    settle_rounds: list[list[int]] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         gc.disable()  # a collection inside a timed call says nothing about either loop
         try:
@@ -131,6 +172,11 @@ def main() -> int:
                 store_rounds.append(
                     run_store(store_path, args.synchronous, args.samples, args.warmup)
                 )
+                for one, kept in ((False, two_rounds), (True, settle_rounds)):
+                    name = os.path.join(directory, f"deliver-{one}-{round_no}.db")
+                    kept.append(
+                        run_deliveries(name, args.synchronous, args.samples, args.warmup, one)
+                    )
                 gc.collect()
         finally:
             gc.enable()
@@ -153,6 +199,15 @@ def main() -> int:
     )
     ratios = f"{store_p50 / floor_p50:8.2f} {'':13} {store_p99 / floor_p99:8.2f}"
     print(f"{'ratio store / floor':30} {ratios}")
+    for name, kept in (
+        ("finish + begin_try (2 commits)", two_rounds),
+        ("settle (1 commit)", settle_rounds),
+    ):
+        p50, p99, p50s, p99s = summary(kept)
+        print(f"{name:30} {p50:8.1f} [{p50s:>11}] {p99:8.1f} [{p99s:>13}]")
+        print(f"{'  ratio / floor':30} {p50 / floor_p50:8.2f} {'':13} {p99 / floor_p99:8.2f}")
+    two_p50, settle_p50 = summary(two_rounds)[0], summary(settle_rounds)[0]
+    print(f"{'settle / two calls, p50':30} {settle_p50 / two_p50:8.2f}")
     passed = store_p50 <= TARGET_P50_US and store_p99 <= TARGET_P99_US
     verdict = "PASS" if passed else "FAIL"
     print(f"target p50 <= {TARGET_P50_US:g} us and p99 <= {TARGET_P99_US:g} us: {verdict}")

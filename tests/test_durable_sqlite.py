@@ -43,7 +43,7 @@ from webhooks_emitter import (
     StoreError,
     WebhooksEmitter,
 )
-from webhooks_emitter.stores import SQLiteStore
+from webhooks_emitter.stores import SQLiteStore, Store
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -684,25 +684,26 @@ def test_the_lease_holder_killed_is_taken_over_within_lease_timeout(
     over: Callable[..., WebhooksEmitter],
 ) -> None:
     """Two processes attach one emitter id; the one holding its lease is killed (kill -9)
-    with a try on the wire: the other takes over within lease_timeout (1 s, plus the
-    poll's slack) and delivers the rest, in order, repeating only the try under way."""
+    with a try on the wire: the other takes over (at once: the store sees the holder gone)
+    and delivers the rest, in order, repeating only the try under way, no sooner than that
+    try's start plus request_timeout (5 s) once the engine waits it out."""
     receiver = make_receiver(gated=True)
     receiver.allow(1)
-    holder = spawn(db, receiver.url, "--emit", 10, "--then", "block")
+    holder = spawn(db, receiver.url, "--emit", 10, "--then", "block", "--request-timeout", 5)
     holder_name = holder.expect("ready")["ready"]["holder"]
     ids = holder.expect("ids")["ids"]
     receiver.wait_for(2)
     store = over(db).store
     assert store.state("durable").lease_holder == holder_name
 
-    other = spawn(db, receiver.url, "--then", "flush")
+    other = spawn(db, receiver.url, "--then", "flush", "--request-timeout", 5)
     other.expect("ready")
     assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
     killed_at = time.monotonic()
     receiver.open()
     taken_over = receiver.wait_for(3)[2]
     assert taken_over.delivery_id == ids[1]  # the try under way at the death, again
-    assert taken_over.received_at - killed_at < LEASE + POLL_SLACK
+    assert taken_over.received_at - killed_at < 5 + POLL_SLACK
 
     assert other.expect("flushed")["flushed"] is True, other.describe()
     assert other.wait() == 0, other.describe()
@@ -712,6 +713,125 @@ def test_the_lease_holder_killed_is_taken_over_within_lease_timeout(
     assert {d["request_id"]: d["attempts"] for d in other.deliveries()} == {
         request_id: 2 if index == 1 else 1 for index, request_id in enumerate(ids) if index >= 1
     }
+
+
+#: CONTRACT section 10, "Takeover": another process takes over within 2 s of a holder's end.
+TAKEOVER = 2.0
+#: A lease_timeout far above the takeover, so that only the store's proof of death explains
+#: a takeover in time.
+LONG_LEASE = 30.0
+#: Whether the engine sets a try's next_at to its start plus request_timeout before
+#: begin_try, and settles outcomes in one call (the ENGINE helper's part of issues 18 and
+#: 19, which adds Store.settle): until then a takeover mid-try repeats the try at once.
+ENGINE_WAITS_OUT_A_DEAD_TRY = hasattr(Store, "settle")
+
+
+@pytest.mark.parametrize("emitted_by", ["the other worker", "a deliver=False process"])
+def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
+    db: Path,
+    spawn: Callable[..., Child],
+    make_receiver: Callable[..., HookReceiver],
+    emitted_by: str,
+) -> None:
+    """kill -9 of a process that holds an emitter's lease with nothing to send: the next
+    event, emitted by another running process (which then delivers it), or by a
+    deliver=False process (another running process sees it by polling), arrives within
+    2 s of the kill, although the lease_timeout is 30 s (the dead holder's lock beside the
+    file is gone)."""
+    receiver = make_receiver()
+    holder = spawn(db, receiver.url, "--emit", 1, "--lease-timeout", LONG_LEASE)
+    holder_name = holder.expect("ready")["ready"]["holder"]
+    holder.expect("ids")
+    receiver.wait_for(1)
+    other = spawn(db, receiver.url, "--then", "commands", "--lease-timeout", LONG_LEASE)
+    other.expect("ready")
+    emitter = other
+    if emitted_by == "a deliver=False process":
+        emitter = spawn(db, receiver.url, "--then", "commands", "--no-deliver")
+        emitter.expect("ready")
+    assert status_json(db)["durable"]["lease_holder"] == holder_name  # idle, and holding
+    assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
+    killed_at = time.monotonic()
+    emitter.send("emit 1")
+    (request_id,) = emitter.expect("ids")["ids"]
+    arrival = receiver.wait_for(2)[1]
+    assert arrival.delivery_id == request_id
+    assert arrival.received_at - killed_at < TAKEOVER
+    holders = {status_json(db)["durable"]["lease_holder"] for _ in range(2)}
+    assert holder_name not in holders  # `status` never names the dead process again
+
+
+def status_json(db: Path) -> dict[str, Any]:
+    """``webhooks-emitter status --store sqlite://DB --json``, run as a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "webhooks_emitter", "status", "--store", f"sqlite://{db}", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def needs_the_engine(strict: bool) -> pytest.MarkDecorator:
+    """Expected to fail until the engine waits out a dead try (ENGINE_WAITS_OUT_A_DEAD_TRY);
+    then the test runs for real. A process that exits normally may linger past the try's
+    request_timeout on a loaded machine (interpreter teardown), which makes the test pass
+    without the engine's part: not strict for that case."""
+    return pytest.mark.xfail(
+        not ENGINE_WAITS_OUT_A_DEAD_TRY,
+        reason="needs the engine's next_at = start + request_timeout before begin_try",
+        strict=strict,
+    )
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("kill-9", marks=needs_the_engine(strict=True)),
+        pytest.param("sigterm", marks=needs_the_engine(strict=True)),
+        pytest.param("exit", marks=needs_the_engine(strict=False)),
+    ],
+)
+def test_a_holder_that_ends_mid_try_is_taken_over_after_request_timeout(
+    db: Path,
+    spawn: Callable[..., Child],
+    make_receiver: Callable[..., HookReceiver],
+    how: str,
+) -> None:
+    """A holder ends (kill -9, SIGTERM, a normal exit past exit_timeout) with a try on the
+    wire and request_timeout=3: another process takes over and tries that event again 3 to
+    5 s after the first try started (never while the first could still be under way), then
+    the rest in order."""
+    receiver = make_receiver(gated=True)
+    options = ("--lease-timeout", LONG_LEASE, "--request-timeout", 3, "--exit-timeout", 0.5)
+    holder = spawn(db, receiver.url, "--emit", 3, "--then", "commands", *options)
+    holder_name = holder.expect("ready")["ready"]["holder"]
+    ids = holder.expect("ids")["ids"]
+    first = receiver.wait_for(1)[0]
+    store = SQLiteStore(db, lease_timeout=LONG_LEASE)
+    try:
+        assert store.state("durable").lease_holder == holder_name
+    finally:
+        store.close()
+    other = spawn(db, receiver.url, "--then", "flush", *options)
+    other.expect("ready")
+    if how == "kill-9":
+        assert holder.kill(signal.SIGKILL) == -signal.SIGKILL
+    elif how == "sigterm":
+        assert holder.kill(signal.SIGTERM) == -signal.SIGTERM
+    else:
+        holder.send("exit")
+        assert holder.wait() == 0, holder.describe()
+    receiver.open()
+    again = receiver.wait_for(2)[1]
+    assert (again.delivery_id, again.try_number) == (ids[0], 2)
+    assert 2.9 <= again.received_at - first.received_at <= 5.0
+    assert other.expect("flushed")["flushed"] is True, other.describe()
+    assert first_arrivals(receiver) == ids
+    assert_in_emit_order(receiver, ids)
 
 
 def test_a_pause_in_one_process_stops_delivery_in_another_within_a_second(

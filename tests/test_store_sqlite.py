@@ -199,27 +199,46 @@ def test_wal_and_synchronous(db_path: Path, synchronous: str, level: int) -> Non
         fill(store, "e1", 1)
         with raw(db_path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        (pair,) = store._idle  # white box: the store's one connection
+        (pair,) = store._file.pool._idle  # white box: the store's one connection
         assert pair[0].execute("PRAGMA synchronous").fetchone() == (level,)
     finally:
         store.close()
 
 
 def test_file_mode_is_0600(db_path: Path) -> None:
-    """The file, and the -wal and -shm files SQLite makes beside it, are 0600, whatever the
-    umask."""
+    """The file, the -wal and -shm files SQLite makes beside it and the -leases file of the
+    lease holders' locks are 0600, whatever the umask."""
     old = os.umask(0)
     try:
         store = SQLiteStore(db_path)
         fill(store, "e1", 1)
+        assert store.acquire("e1", Lease.new())
     finally:
         os.umask(old)
     try:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-leases"):
             mode = stat.S_IMODE(os.stat(f"{db_path}{suffix}").st_mode)
             assert mode == 0o600, f"{db_path}{suffix}: {oct(mode)}"
     finally:
         store.close()
+
+
+def test_the_lock_file_takes_the_store_files_permissions(db_path: Path) -> None:
+    """A store file opened to its group (0660, say for a worker of another user) gets a
+    -leases file of the same permissions, whatever the umask, so that every process that
+    may use the store may take leases."""
+    SQLiteStore(db_path).close()
+    os.chmod(db_path, 0o660)
+    old = os.umask(0o077)
+    try:
+        store = SQLiteStore(db_path)
+        try:
+            assert store.acquire("e1", Lease.new())
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(f"{db_path}-leases").st_mode) == 0o660
 
 
 def test_store_error_is_a_library_error() -> None:
@@ -552,35 +571,49 @@ def test_a_write_lock_held_by_another_thread(make_store: Callable[..., SQLiteSto
     """Writers of one process queue on the store's own lock, bounded by ``timeout`` too."""
     store = make_store(timeout=0.2)
     fill(store, "e1", 1)
-    assert store._writing.acquire()  # white box: a thread in the middle of a long write
+    assert store._file.writing.acquire()  # white box: a thread in the middle of a long write
     try:
         with pytest.raises(StoreError, match="another thread of this process") as caught:
             store.append(message(1), [Target("e1", 100)])
         assert "0.2 s" in str(caught.value)
     finally:
-        store._writing.release()
+        store._file.writing.release()
     assert store.state("e1").queued == 1
 
 
 def test_a_long_wait_for_the_write_lock_keeps_the_timeout(
-    make_store: Callable[..., SQLiteStore],
+    make_store: Callable[..., SQLiteStore], db_path: Path
 ) -> None:
-    """A writer that waited for another thread goes on with what is left of its timeout,
-    and its connection gets the whole timeout back afterwards."""
-    store = make_store(timeout=2.0)
+    """A writer that waited for another thread goes on with what is left of its timeout
+    for another connection's lock (waited for in steps of at most a millisecond, not by
+    SQLite's busy handler): it fails about ``timeout`` after the call, not later."""
+    store = make_store(timeout=1.0)
     fill(store, "e1", 1)
-    done: list[list[bool]] = []
-    assert store._writing.acquire()
-    writer = threading.Thread(
-        target=lambda: done.append(store.append(message(1), [Target("e1", 100)]))
-    )
-    writer.start()
-    time.sleep(0.05)  # not a synchronisation: only makes the wait long enough to be cut
-    store._writing.release()
-    writer.join(timeout=CHILD_TIMEOUT)
-    assert done == [[True]]
-    for pair in store._idle:
-        assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (2000,)
+    for pair in store._file.pool._idle:  # white box: SQLite's own handler never sleeps for it
+        assert pair[0].execute("PRAGMA busy_timeout").fetchone() == (0,)
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.append(message(1), [Target("e1", 100)])
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+
+    with raw(db_path) as other:
+        other.execute("BEGIN IMMEDIATE")  # another connection holds SQLite's write lock
+        assert store._file.writing.acquire()
+        started = time.monotonic()
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)  # not a synchronisation: makes the in-process wait count
+        store._file.writing.release()
+        writer.join(timeout=CHILD_TIMEOUT)
+        elapsed = time.monotonic() - started
+        other.execute("ROLLBACK")
+    (error,) = outcome
+    assert isinstance(error, StoreError) and "locked" in str(error)
+    assert 1.0 <= elapsed < 1.0 + 0.5  # the 0.3 s in the process counted in the timeout
+    assert store.append(message(2), [Target("e1", 100)]) == [True]
 
 
 def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
@@ -588,7 +621,7 @@ def test_a_full_database(store: SQLiteStore, db_path: Path) -> None:
     naming the file, nothing of that message stored, and the store goes on once there is
     room."""
     fill(store, "e1", 2)
-    (pair,) = store._idle  # white box: cap the store's one connection
+    (pair,) = store._file.pool._idle  # white box: cap the store's one connection
     pages = pair[0].execute("PRAGMA page_count").fetchone()[0]
     pair[0].execute(f"PRAGMA max_page_count = {pages + 2}")
     big = Message("order.created", "too-big", b"x" * 20_000)
@@ -713,43 +746,173 @@ def test_an_acknowledged_append_survives_kill_9(store: SQLiteStore, db_path: Pat
 
 
 HOLD_LEASE = """
+import signal
 store = SQLiteStore(sys.argv[1], lease_timeout=float(sys.argv[2]))
 lease = Lease.new()
 assert store.acquire("e1", lease)
 print(lease.holder, flush=True)
+how = sys.stdin.readline().strip()
+if how == "exit":
+    sys.exit(0)  # a normal end, the lease still held (no release)
+if how == "term":
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)  # ended by the signal before this returns
+"""
+
+#: The most seconds from a holder's end to another process's acquire succeeding (CONTRACT
+#: section 10, "Takeover"), far below the lease_timeout the holders use.
+TAKEOVER = 2.0
+LONG_LEASE = 60.0
+
+
+def hold_lease(db_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A child that takes e1's lease (lease_timeout 60 s) and holds it until told."""
+    child = start_child(HOLD_LEASE, str(db_path), str(LONG_LEASE))
+    holder = read_line(child)
+    assert holder.endswith(f":{child.pid}")
+    return child, holder
+
+
+def end_child(child: subprocess.Popen[str], how: str) -> None:
+    """End a HOLD_LEASE child: kill -9, SIGTERM (default handler), or a normal exit."""
+    assert child.stdin is not None
+    if how == "kill-9":
+        child.kill()
+    else:
+        child.stdin.write(how + "\n")
+        child.stdin.flush()
+    child.communicate(timeout=CHILD_TIMEOUT)
+    expected = {"kill-9": -signal.SIGKILL, "term": -signal.SIGTERM, "exit": 0}[how]
+    assert child.returncode == expected
+
+
+@pytest.mark.parametrize("how", ["kill-9", "term", "exit"])
+def test_the_lease_of_an_ended_process_is_taken_over_at_once(
+    make_store: Callable[..., SQLiteStore], db_path: Path, how: str
+) -> None:
+    """A holder that ends without letting go (kill -9, SIGTERM, a normal exit) keeps its
+    lease only while it lives: the state shows no holder at once, and another process
+    takes the lease within 2 s, not after its 60 s lease_timeout."""
+    mine = make_store(lease_timeout=LONG_LEASE)
+    fill(mine, "e1", 1)
+    child, holder = hold_lease(db_path)
+    assert mine.state("e1").lease_holder == holder
+    assert [s.lease_holder for s in mine.states()] == [holder]
+    assert not mine.acquire("e1", OTHER)  # alive: refused
+    end_child(child, how)
+    ended = time.monotonic()
+    assert mine.state("e1").lease_holder is None
+    assert [s.lease_holder for s in mine.states()] == [None]
+    wait_until(lambda: mine.acquire("e1", OTHER))
+    assert time.monotonic() - ended < TAKEOVER
+    assert mine.state("e1").lease_holder == OTHER.holder
+    assert not mine.acquire("e1", LEASE)  # OTHER lives (this process): one winner
+    assert request_ids(mine.fetch("e1", OTHER, 10)) == ["req-0"]
+
+
+def test_a_holder_that_lives_keeps_its_lease_until_it_expires(
+    make_store: Callable[..., SQLiteStore], db_path: Path
+) -> None:
+    """A live holder that stopped renewing (a frozen process) loses its lease only when
+    lease_timeout passes: its lock proves it alive, not that it works."""
+    mine = make_store(lease_timeout=0.5)
+    child = start_child(HOLD_LEASE, str(db_path), "0.5")
+    holder = read_line(child)
+    try:
+        assert mine.state("e1").lease_holder == holder
+        assert not mine.acquire("e1", OTHER)
+        wait_until(lambda: mine.state("e1").lease_holder is None)  # expired
+        assert mine.acquire("e1", OTHER)
+    finally:
+        end_child(child, "kill-9")
+
+
+FORKED_HOLDER = """
+def say(**fields):
+    # One write per line: the parent's and the child's lines never mix.
+    os.write(1, (json.dumps(fields) + "\\n").encode())
+
+store = SQLiteStore(sys.argv[1], lease_timeout=60.0)
+lease = Lease.new()
+assert store.acquire("e1", lease)
+pid = os.fork()
+if pid == 0:
+    # The child inherits the descriptor of the lock file but none of the parent's locks.
+    say(child=os.getpid())
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # so that the test's pipes close when the parent dies
+        os.dup2(null, fd)
+    time.sleep(60)
+    os._exit(0)
+say(parent=os.getpid(), holder=lease.holder)
 sys.stdin.readline()
 """
 
 
-def test_the_lease_of_a_killed_process_is_taken_over(
+def test_a_forked_child_does_not_keep_its_parents_lease_alive(
     make_store: Callable[..., SQLiteStore], db_path: Path
 ) -> None:
-    """A holder killed with SIGKILL keeps its lease until it expires; then another takes it."""
-    lease_timeout = 1.0
-    mine = make_store(lease_timeout=lease_timeout)
-    fill(mine, "e1", 1)
-    child = start_child(HOLD_LEASE, str(db_path), str(lease_timeout))
-    holder = read_line(child)
-    assert holder.endswith(f":{child.pid}")
-    assert mine.state("e1").lease_holder == holder
-    assert not mine.acquire("e1", OTHER)
-    child.kill()
-    killed = time.monotonic()
-    child.communicate(timeout=CHILD_TIMEOUT)
-    wait_until(lambda: mine.acquire("e1", OTHER))
-    assert time.monotonic() - killed < lease_timeout + 2.0
-    assert mine.state("e1").lease_holder == OTHER.holder
-    assert request_ids(mine.fetch("e1", OTHER, 10)) == ["req-0"]
+    """A holder that forked, then was killed: its child (alive, with the inherited
+    descriptor of the lock file) does not keep the lease alive; it is taken over at once."""
+    mine = make_store()
+    parent = start_child(FORKED_HOLDER, str(db_path))
+    lines = [json.loads(read_line(parent)) for _ in range(2)]
+    fields = {key: value for line in lines for key, value in line.items()}
+    try:
+        assert mine.state("e1").lease_holder == fields["holder"]
+        parent.kill()
+        parent.communicate(timeout=CHILD_TIMEOUT)
+        ended = time.monotonic()
+        os.kill(fields["child"], 0)  # the forked child still lives
+        wait_until(lambda: mine.acquire("e1", OTHER))
+        assert time.monotonic() - ended < TAKEOVER
+    finally:
+        try:
+            os.kill(fields["child"], signal.SIGKILL)
+        except ProcessLookupError:  # pragma: no cover - it ended on its own
+            pass
+
+
+def test_a_lease_of_an_older_release_waits_for_its_expiry(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A lease written by code of schema 2, which keeps no lock (a rolling deploy): nothing
+    proves its holder gone, so it is honoured until it expires."""
+    store.register("e1")
+    with raw(db_path) as conn:
+        conn.execute(
+            "UPDATE emitters SET lease_holder = 'old:1', lease_token = 'old-token',"
+            " lease_expires = ? WHERE id = 'e1'",
+            (time.time() + 60,),
+        )
+    assert store.state("e1").lease_holder == "old:1"
+    assert not store.acquire("e1", OTHER)
+    with raw(db_path) as conn:
+        conn.execute("UPDATE emitters SET lease_expires = 0 WHERE id = 'e1'")
+    assert store.acquire("e1", OTHER)
+
+
+def test_a_lock_file_that_cannot_be_made_refuses_the_lease(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """When the lock beside the store cannot be taken, acquire raises a StoreError naming
+    that file (taking the lease without it would let others think this process dead)."""
+    leases = Path(f"{db_path}-leases")
+    leases.mkdir()  # a directory where the lock file should be
+    with pytest.raises(StoreError, match="cannot lock") as caught:
+        store.acquire("e1", Lease.new())
+    assert str(leases) in str(caught.value)
 
 
 FORK = """
 import ctypes
-from webhooks_emitter.stores import sqlite as sqlite_module
+from webhooks_emitter.stores import _sql
 
 how = sys.argv[2]
 store = SQLiteStore(sys.argv[1])
 store.append(Message("e", "parent-before", b"{}"), [Target("e1", 100)])
-parents = [pair[0] for pair in store._all]
+parents = [pair[0] for pair in store._file.pool.connections]
 assert parents
 pid = ctypes.CDLL(None).fork() if how == "libc" else os.fork()
 if pid == 0:
@@ -758,8 +921,8 @@ if pid == 0:
         if how == "after_fork":
             store.after_fork()
         store.append(Message("e", "child", b"{}"), [Target("e1", 100)])
-        mine = [pair[0] for pair in store._all]
-        inherited = [pair[0] for pair in sqlite_module._INHERITED if isinstance(pair, tuple)]
+        mine = [pair[0] for pair in store._file.pool.connections]
+        inherited = [pair[0] for pair in _sql._INHERITED if isinstance(pair, tuple)]
         assert mine and not any(conn in parents for conn in mine), "child used a parent's"
         assert all(any(conn is p for p in inherited) for conn in parents), "not kept"
         for conn in parents:
@@ -772,7 +935,7 @@ if pid == 0:
         os._exit(code)
 _, status = os.waitpid(pid, 0)
 store.append(Message("e", "parent-after", b"{}"), [Target("e1", 100)])
-assert all(pair[0] in parents for pair in store._all)
+assert all(pair[0] in parents for pair in store._file.pool.connections)
 events = store.fetch("e1", Lease.new(), 10)
 print(json.dumps({"status": status, "ids": [e.request_id for e in events],
                   "queued": store.state("e1").queued}))
@@ -805,16 +968,16 @@ def test_threads_share_a_small_pool(store: SQLiteStore) -> None:
         worker = threading.Thread(target=fill, args=(store, "e1", 1, n))
         worker.start()
         worker.join()
-    assert len(store._all) == 1
+    assert len(store._file.pool.connections) == 1
     assert store.state("e1").queued == 20
 
 
 def test_close_then_use_again(store: SQLiteStore) -> None:
     """``close`` closes the connections; the next call opens new ones."""
     fill(store, "e1", 1)
-    before = [pair[0] for pair in store._all]
+    before = [pair[0] for pair in store._file.pool.connections]
     store.close()
-    assert store._all == []
+    assert store._file.pool.connections == []
     with pytest.raises(sqlite3.ProgrammingError):
         before[0].execute("SELECT 1")
     fill(store, "e1", 1, first=1)

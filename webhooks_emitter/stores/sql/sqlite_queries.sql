@@ -14,11 +14,14 @@ INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?);
 
 -- name: append
 -- One event for one emitter, if it has room: (emitter_id, event, request_id, body,
--- ordering_key, emitted_at, max_queue_size). The events_in trigger counts it. An id
--- without its emitters row (never registered) takes nothing: append registers it first.
-INSERT INTO events (emitter_id, event, request_id, body, ordering_key, emitted_at)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6
-WHERE (SELECT queued FROM emitters WHERE id = ?1) < ?7;
+-- ordering_key, emitted_at, max_queue_size, trace_context). Numbered above the emitter's
+-- newest seq ever and above every seq in the table (a rightmost seek of the primary key);
+-- the events_in trigger counts it and moves last_seq. An id without its emitters row
+-- (never registered) takes nothing: append registers it first.
+INSERT INTO events (seq, emitter_id, event, request_id, body, ordering_key, emitted_at,
+    trace_context)
+SELECT max(last_seq, IFNULL((SELECT max(seq) FROM events), 0)) + 1, ?1, ?2, ?3, ?4, ?5, ?6, ?8
+FROM emitters WHERE id = ?1 AND queued < ?7;
 
 -- name: register
 INSERT OR IGNORE INTO emitters (id) VALUES (?);
@@ -30,7 +33,8 @@ SELECT 1 FROM emitters WHERE id = ?;
 id, queued, failed, paused, hold_until, last_try_at, failing_since, next_due,
 lease_holder, lease_expires,
 (SELECT emitted_at FROM events WHERE emitter_id = emitters.id AND state = 'queued'
- ORDER BY seq LIMIT 1)
+ ORDER BY seq LIMIT 1),
+lease_token, lease_lock
 
 -- name: state
 SELECT __STATE_COLUMNS__ FROM emitters WHERE id = ?;
@@ -59,13 +63,23 @@ UPDATE emitters SET hold_until = ? WHERE id = ? AND lease_token = ?;
 UPDATE emitters SET failing_since = ? WHERE id = ? AND lease_token = ?;
 
 -- name: acquire
--- Free, expired, or already this token's: (holder, token, expires, id, token, now).
-UPDATE emitters SET lease_holder = ?, lease_token = ?, lease_expires = ?
-WHERE id = ? AND (lease_token IS NULL OR lease_token = ? OR lease_expires < ?);
+-- Free, expired, or already this token's: (holder, token, expires, id, now). The token
+-- is also the lease_lock: this process holds its operating-system lock (_holders.py).
+UPDATE emitters SET lease_holder = ?1, lease_token = ?2, lease_lock = ?2, lease_expires = ?3
+WHERE id = ?4 AND (lease_token IS NULL OR lease_token = ?2 OR lease_expires < ?5);
 
 -- name: acquire_new
-INSERT OR IGNORE INTO emitters (id, lease_holder, lease_token, lease_expires)
-VALUES (?, ?, ?, ?);
+INSERT OR IGNORE INTO emitters (id, lease_holder, lease_token, lease_lock, lease_expires)
+VALUES (?1, ?2, ?3, ?3, ?4);
+
+-- name: lease_of
+SELECT lease_token, lease_lock FROM emitters WHERE id = ?;
+
+-- name: take_over
+-- The holder's process is gone (its lock was free): take the lease from that very token,
+-- so that of two processes that saw it gone one wins: (holder, token, expires, id, gone).
+UPDATE emitters SET lease_holder = ?1, lease_token = ?2, lease_lock = ?2, lease_expires = ?3
+WHERE id = ?4 AND lease_token = ?5 AND lease_lock = ?5;
 
 -- name: renew
 -- An expired lease nobody took is still this token's: renewing it is taking it back.
@@ -75,20 +89,22 @@ UPDATE emitters SET lease_expires = ? WHERE lease_token = ? AND id IN (__IDS__);
 SELECT id FROM emitters WHERE lease_token = ? AND id IN (__IDS__);
 
 -- name: release
-UPDATE emitters SET lease_holder = NULL, lease_token = NULL, lease_expires = NULL,
-    next_due = ?
+UPDATE emitters SET lease_holder = NULL, lease_token = NULL, lease_lock = NULL,
+    lease_expires = NULL, next_due = ?
 WHERE id = ? AND lease_token = ?;
 
 -- name: fetch
 SELECT seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
-    status_code, error
+    status_code, error, trace_context
 FROM events WHERE emitter_id = ? AND state = 'queued' ORDER BY seq LIMIT ?;
 
 -- name: begin_try
 -- A try starts only under a live lease of this token, while the emitter is not paused
--- and the event still queued: (attempts, now, seq, emitter_id, emitter_id, token, now).
+-- and the event still queued: (attempts, now, next_at, seq, emitter_id, emitter_id, token,
+-- now). next_at is when a try may follow if this one never ends (the try's start plus the
+-- request timeout, set by the engine): a holder that takes over after a death waits for it.
 -- The events_tried trigger sets the emitter's last_try_at.
-UPDATE events SET attempts = ?, tried_at = ?
+UPDATE events SET attempts = ?, tried_at = ?, next_at = ?
 WHERE seq = ? AND emitter_id = ? AND state = 'queued'
     AND EXISTS (SELECT 1 FROM emitters WHERE id = ? AND lease_token = ?
                 AND lease_expires >= ? AND NOT paused);
@@ -130,11 +146,14 @@ SELECT seq FROM events WHERE emitter_id = ? AND state = 'failed' ORDER BY seq;
 SELECT seq FROM events WHERE emitter_id = ? AND state = 'failed' AND request_id = ?;
 
 -- name: requeue
--- Called in seq order, so AUTOINCREMENT gives the copies new seqs at the tail, in emit
--- order; the tries, status and error start again.
-INSERT INTO events (emitter_id, event, request_id, body, ordering_key, emitted_at)
-SELECT emitter_id, event, request_id, body, ordering_key, emitted_at FROM events
-WHERE seq = ?;
+-- Called in seq order, so the copies get new seqs at the tail (numbered as append does),
+-- in emit order; the tries, status and error start again.
+INSERT INTO events (seq, emitter_id, event, request_id, body, ordering_key, emitted_at,
+    trace_context)
+SELECT max((SELECT last_seq FROM emitters WHERE id = old.emitter_id),
+           (SELECT max(seq) FROM events)) + 1,
+    emitter_id, event, request_id, body, ordering_key, emitted_at, trace_context
+FROM events AS old WHERE seq = ?;
 
 -- name: delete
 DELETE FROM events WHERE seq = ?;

@@ -1,0 +1,180 @@
+"""What both SQL stores share (``webhooks_emitter/stores/_sql.py``): the fork-safe pool of
+connections and the loader of named queries, on real sqlite3 connections and real forks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from webhooks_emitter.stores import _sql
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Made:
+    """A factory of real sqlite3 connections that records what it made and closed."""
+
+    def __init__(self) -> None:
+        self.made: list[sqlite3.Connection] = []
+        self.closed: list[sqlite3.Connection] = []
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        self.made.append(conn)
+        return conn
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        self.closed.append(conn)
+        conn.close()
+
+
+def test_named_queries_become_one_line_statements() -> None:
+    """Sections named by ``-- name:`` become one-line statements, comment lines and the
+    final semicolon dropped; text before the first section is ignored."""
+    text = textwrap.dedent(
+        """\
+        -- A preamble that names nothing.
+        CREATE TABLE ignored (x);
+
+        -- name: first
+        -- What it does.
+        SELECT a,
+               b
+        FROM t   WHERE a = ?;
+
+        -- name: second
+        UPDATE t SET b = ?1 WHERE a = ?2;
+        """
+    )
+    assert _sql.parse_queries(text) == {
+        "first": "SELECT a, b FROM t WHERE a = ?",
+        "second": "UPDATE t SET b = ?1 WHERE a = ?2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n", "'a' is named twice"),
+        ("-- name: a\n-- nothing but a comment\n", "'a' is empty"),
+    ],
+)
+def test_a_name_given_twice_or_an_empty_query_is_refused(text: str, error: str) -> None:
+    """A duplicate name or an empty section is a ValueError naming the query."""
+    with pytest.raises(ValueError, match=error):
+        _sql.parse_queries(text)
+
+
+def test_queries_load_from_a_file_of_the_package() -> None:
+    """``load_queries`` reads a package's file: the SQLite store's statements are there."""
+    queries = _sql.load_queries("webhooks_emitter.stores", "sql/sqlite_queries.sql")
+    assert queries["register"] == "INSERT OR IGNORE INTO emitters (id) VALUES (?)"
+    assert {"append", "fetch", "begin_try", "take_over"} <= set(queries)
+
+
+def test_the_warmest_connection_is_handed_out_first() -> None:
+    """Idle connections are reused last-in first-out; a new one is made only when none is
+    idle."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close)
+    first, second = pool.take(), pool.take()
+    pool.give(first)
+    pool.give(second)
+    assert pool.take() is second
+    assert pool.take() is first
+    assert len(made.made) == 2 and pool.connections == made.made
+
+
+def test_a_connection_given_back_unusable_is_closed() -> None:
+    """``give(conn, reusable=False)`` closes it and forgets it."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close)
+    conn = pool.take()
+    pool.give(conn, reusable=False)
+    assert made.closed == [conn] and pool.connections == []
+    assert pool.take() is not conn
+
+
+def test_close_closes_idle_connections_at_once_and_busy_ones_when_given_back() -> None:
+    """``close`` closes the idle connections; one in use then is closed when it comes back;
+    the pool goes on making new ones."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close)
+    idle, busy = pool.take(), pool.take()
+    pool.give(idle)
+    pool.close()
+    assert made.closed == [idle]
+    busy.execute("SELECT 1")  # still usable by the thread that holds it
+    pool.give(busy)
+    assert made.closed == [idle, busy] and pool.connections == []
+    fresh = pool.take()
+    assert fresh not in (idle, busy)
+
+
+FORK = """
+import json, os, sqlite3, sys
+from webhooks_emitter.stores import _sql
+
+path = sys.argv[1]
+closed, forks = [], []
+pool = _sql.Pool(
+    lambda: sqlite3.connect(path, check_same_thread=False),
+    lambda conn: (closed.append(id(conn)), conn.close()),
+    on_fork=lambda: forks.append(os.getpid()),
+)
+parent = pool.take()
+parent.execute("CREATE TABLE t (x)")
+pool.give(parent)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        mine = pool.take()
+        assert mine is not parent, "the child used its parent's connection"
+        pool.give(parent)  # given back in the child: never reused, never closed
+        pool.give(mine)
+        pool.close()
+        pool.after_fork()  # a no-op now
+        assert forks == [os.getpid()], forks
+        assert closed == [id(mine)], closed  # its own only, when closed
+        assert pool.take() is not parent
+        code = 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+conn = pool.take()
+conn.execute("INSERT INTO t VALUES (1)")
+print(json.dumps({"status": status, "same": conn is parent, "closed": closed, "forks": forks}))
+"""
+
+
+def test_a_forked_child_makes_its_own_connections_and_closes_none_inherited(
+    tmp_path: Path,
+) -> None:
+    """In a forked child the pool sets the parent's connections aside (unused, unclosed),
+    calls ``on_fork`` once, and makes its own; the parent's go on working."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [sys.executable, "-c", FORK, str(tmp_path / "fork.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {
+        "status": 0,
+        "same": True,
+        "closed": [],
+        "forks": [],
+    }, completed.stderr
