@@ -157,7 +157,7 @@ class SQLiteStore(Store):
             ``webhooks-emitter migrate --store URL``.
 
     Attributes:
-        path: the file, absolute (also what :meth:`describe` answers).
+        path: the file, absolute (also what ``describe()`` answers).
         synchronous, lease_timeout, timeout, create: as given.
         schema_version: the file's schema version, as :meth:`open` or :meth:`migrate`
             found or made it.
