@@ -764,7 +764,7 @@ def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
 def status_json(db: Path) -> dict[str, Any]:
     """``webhooks-emitter status --store sqlite://DB --json``, run as a process of its own."""
     done = subprocess.run(
-        [sys.executable, "-m", "webhooks_emitter", "status", "--store", f"sqlite://{db}", "--json"],
+        [sys.executable, "-m", "webhooks_emitter", "status", "--store", f"sqlite:///{db}", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -1149,7 +1149,7 @@ def test_a_non_sqlite_file_is_refused_when_the_store_is_made(tmp_path: Path) -> 
     content = b"these are my notes, not a database\n" * 200
     path.write_bytes(content)
     makers: list[Callable[[], object]] = [
-        lambda: WebhooksEmitter(store=f"sqlite://{path}"),
+        lambda: WebhooksEmitter(store=f"sqlite:///{path}"),
         lambda: SQLiteStore(path),
     ]
     for make in makers:

@@ -38,7 +38,7 @@ def main() -> None:
     report = {}
     for path in sys.argv[2:]:
         report[path] = {
-            "url": outcome(functools.partial(WebhooksEmitter, store="sqlite://" + path)),
+            "url": outcome(functools.partial(WebhooksEmitter, store="sqlite:///" + path)),
             "store": outcome(functools.partial(SQLiteStore, path)),
         }
     print(json.dumps(report), flush=True)
