@@ -171,7 +171,7 @@ EXPECTED_COLUMNS = {
     "schema_version": {"singleton", "version", "compatible_from", "upgraded_at"},
     "events": {
         "seq", "emitter_id", "event", "request_id", "body", "ordering_key", "attempts",
-        "next_at", "emitted_at", "status_code", "error", "failed_at",
+        "next_at", "emitted_at", "status_code", "error", "failed_at", "trace_context",
     },
     "emitters": {
         "emitter_id", "paused", "hold_until", "last_try_at", "failing_since", "next_due",
@@ -588,6 +588,7 @@ def test_wait_for_change_wakes_on_another_connections_commit(
     """An event committed through another connection wakes the listener within 0.5 s of
     the commit; before the commit it does not."""
     assert store.wait_for_change(0) is True  # listening now; earlier changes unheard
+    assert store.wait_for_change(5.0) is True  # the recheck that follows a (re)connect
     assert store.wait_for_change(0) is False
     with psycopg.connect(pg_store_url) as conn:
         store.append(message(1), [Target("e1", 10)], connection=conn)

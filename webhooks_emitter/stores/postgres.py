@@ -104,19 +104,15 @@ Fork
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
-import importlib
 import importlib.resources
 import logging
 import math
 import os
 import re
-import select
-import socket
+import secrets
 import threading
 import time
-import urllib.parse
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
@@ -131,6 +127,17 @@ from ._base import (
     StoreError,
     TargetLike,
 )
+from ._pg_caller import is_driver_error, write_through
+from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
+from ._pg_pool import (
+    _INHERITED,
+    _PASSWORD_KV,
+    Pool,
+    SessionLock,
+    first_line,
+    parse_problem,
+    redact,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -140,25 +147,27 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 logger = logging.getLogger(__name__)
 
 #: The version of the tables this library writes.
-SCHEMA_VERSION = 1
-#: The oldest schema version a library must know to use the tables this one writes.
+SCHEMA_VERSION = 2
+#: The oldest schema version a library must know to use the tables this one writes: version
+#: 2 only adds a nullable column, which the previous release neither reads nor writes.
 COMPATIBLE_FROM = 1
+
+#: Whether this release's StoredEvent carries a trace context (the engine adds it).
+_TRACE = "trace_context" in getattr(StoredEvent, "__slots__", ())
 
 #: poll() counts an emitter's queued (and failed) events up to this many.
 POLL_COUNT_LIMIT = 1000
 
-#: Connections a forked child inherited: kept referenced so that they are never closed
-#: (nor finalized) in the child, which would end the parent's sessions.
-_INHERITED: list[Any] = []
-
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-_PASSWORD_KV = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
 
 _T = TypeVar("_T")
 Row = tuple[Any, ...]
 if TYPE_CHECKING:
-    Conn = psycopg.Connection[Row]
+    from ._pg_pool import Conn
+
+#: The outcomes ``settle`` records, and the query of each.
+_OUTCOMES = {"retry_later": "retry_later", "finish": "finish", "give_up": "give_up"}
 
 
 def _load_psycopg() -> None:
@@ -190,179 +199,24 @@ def _queries(schema: str) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2]):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";").rstrip()
-    columns = queries.pop("state_columns")
+    # Fragments, spliced into the queries that use them.
+    holder_gone = queries.pop("holder_gone")
+    append_rows = queries.pop("append_rows")
+    columns = queries.pop("state_columns").replace("__HOLDER_GONE__", holder_gone)
     for name, query in queries.items():
         limit = f"LIMIT {POLL_COUNT_LIMIT}" if name == "poll" else ""
         state_columns = columns.replace("__COUNT_LIMIT__", limit)
-        queries[name] = query.replace("__STATE_COLUMNS__", state_columns)
-    return queries
-
-
-def redact(conninfo: str) -> str:
-    """``conninfo`` (a URL or ``key=value`` string) with any password replaced by ``***``."""
-    if "://" not in conninfo:
-        return _PASSWORD_KV.sub(r"\1***", conninfo)
-    try:
-        parts = urllib.parse.urlsplit(conninfo)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-        query = "&".join(
-            f"{key}=***" if key.lower() in ("password", "sslpassword") else f"{key}={value}"
-            for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        queries[name] = (
+            query.replace("__STATE_COLUMNS__", state_columns)
+            .replace("__HOLDER_GONE__", holder_gone)
+            .replace("__APPEND_ROWS__", append_rows)
         )
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return "<an unparsable conninfo>"
-
-
-def _readable(fds: list[int], timeout: float) -> set[int]:
-    """The descriptors among ``fds`` with something to read within ``timeout`` seconds.
-
-    poll() where there is one: select() fails on descriptors above 1023, which a busy
-    application's sockets reach.
-    """
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return {fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)}
-    readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
-    return set(readable)
+    return queries
 
 
 def _advisory_key(schema: str) -> int:
     digest = hashlib.sha256(f"webhooks_emitter:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def _from_module(obj: Any, *prefixes: str) -> bool:
-    """Whether ``obj``'s class, or one of its bases, comes from a module under ``prefixes``."""
-    for cls in type(obj).__mro__:
-        module = getattr(cls, "__module__", "") or ""
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return True
-    return False
-
-
-class _Pool:
-    """A few connections, shared by threads; broken ones are dropped and replaced."""
-
-    def __init__(self, connect: Callable[[float], Conn], size: int) -> None:
-        self._connect = connect
-        self._size = size
-        self._cond = threading.Condition(threading.Lock())
-        self._idle: list[Conn] = []
-        self._all: list[Conn] = []  # every open connection (idle or lent)
-        self._opening = 0  # connects under way
-        self.pid = os.getpid()
-
-    def get(self, deadline: float) -> Conn:
-        """A connection, waiting until ``deadline`` (monotonic) for one; raises TimeoutError."""
-        while True:
-            conn: Optional[Conn]
-            with self._cond:
-                while True:
-                    if self._idle:
-                        conn = self._idle.pop()
-                        break
-                    if len(self._all) + self._opening < self._size:
-                        self._opening += 1
-                        conn = None
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"all {self._size} connections of the store stayed busy"
-                        )
-                    self._cond.wait(remaining)
-            if conn is None:
-                try:
-                    conn = self._connect(deadline)
-                except BaseException:
-                    with self._cond:
-                        self._opening -= 1
-                        self._cond.notify()
-                    raise
-                with self._cond:
-                    self._opening -= 1
-                    self._all.append(conn)
-                return conn
-            if self._usable(conn):
-                return conn
-            self.discard(conn)
-
-    @staticmethod
-    def _usable(conn: Conn) -> bool:
-        """Whether an idle connection still looks alive, without a round trip."""
-        if conn.closed or conn.broken:
-            return False
-        try:
-            readable = _readable([conn.fileno()], 0.0)
-        except (OSError, ValueError):
-            return False
-        # An idle connection has nothing to read unless the server closed it (a restart, an
-        # idle timeout, pg_terminate_backend) or sent something we did not ask for.
-        return not readable
-
-    def put(self, conn: Conn) -> None:
-        """Give back a connection after a call; a broken one is closed instead."""
-        if (
-            conn.closed
-            or conn.broken
-            or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-            or os.getpid() != self.pid
-        ):
-            self.discard(conn)
-            return
-        with self._cond:
-            if conn in self._all:
-                self._idle.append(conn)
-                self._cond.notify()
-                return
-        conn.close()  # the pool was closed while it was lent
-
-    def discard(self, conn: Conn) -> None:
-        """Close and forget a connection (one that failed, or looked dead)."""
-        with self._cond:
-            if conn in self._all:
-                self._all.remove(conn)
-            if conn in self._idle:
-                self._idle.remove(conn)
-            self._cond.notify()
-        if os.getpid() != self.pid:
-            _INHERITED.append(conn)  # a forked child's: never closed, never finalized
-            return
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - it is broken already
-            pass
-
-    def close(self) -> None:
-        """Close the idle connections; lent ones are closed when given back."""
-        with self._cond:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                self._all.remove(conn)
-            lent, self._all = self._all, []
-        if os.getpid() != self.pid:
-            _INHERITED.extend(idle + lent)
-            return
-        for conn in idle:
-            conn.close()
-        # Lent connections: put() sees them gone from _all and closes them.
-
-    def abandon(self) -> None:
-        """In a forked child: forget every connection, never closing one."""
-        # No lock: the child has one thread, and the parent may have held the lock at fork.
-        _INHERITED.extend(self._all)
-        self._all = []
-        self._idle = []
 
 
 class PostgresStore(Store):
@@ -424,9 +278,12 @@ class PostgresStore(Store):
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
+            # libpq's message quotes the input (a URL whole, password included): only its
+            # own words are kept, and the conninfo is not shown at all.
             raise ValueError(
-                f"conninfo {redact(conninfo)!r} is not a libpq connection string: "
-                f"{self._scrub(_first_line(exc), None)}"
+                "conninfo is not a valid libpq connection string or postgresql:// URL "
+                f"({parse_problem(str(exc))}); it is not repeated here, as it may hold a "
+                "password"
             ) from None
         self._conninfo = conninfo
         self._password = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
@@ -434,7 +291,7 @@ class PostgresStore(Store):
         self.schema = schema
         self.create = create
         self.pool_size = pool_size
-        self.channel = f"{schema}.changed"[:63]
+        self.channel = channel_of(schema)
         self._sql = _queries(schema)
         self._connect_options: dict[str, Any] = {}
         if "application_name" not in params and "PGAPPNAME" not in os.environ:
@@ -446,13 +303,15 @@ class PostgresStore(Store):
         """State that belongs to one process (made again in a forked child)."""
         self._pid = os.getpid()
         self._open_lock = threading.Lock()
-        self._pool = _Pool(self._connect, self.pool_size)
-        self._listen_lock = threading.Lock()
-        self._listener: Optional[Conn] = None
-        self._listen_failing = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._pool = Pool(self._connect, self.pool_size)
+        self._listener = Listener(
+            self._connect, self.channel, self.describe, self._scrub, self.open
+        )
+        # The lock that vouches for this process's leases: a random key per process (a
+        # forked child draws its own), held by a session of its own once a lease is taken.
+        self._session = SessionLock(self._connect, secrets.randbits(62) + 1)
+        self._token_suffix = f"/{self._session.key}"
+        self._last_notify = -NOTIFY_EVERY
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self._conninfo)!r}, schema={self.schema!r})"
@@ -469,7 +328,16 @@ class PostgresStore(Store):
         return _PASSWORD_KV.sub(r"\1***", text)
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{self.describe()}: {what}: {self._scrub(_first_line(exc))}")
+        return StoreError(f"{self.describe()}: {what}: {self._scrub(first_line(exc))}")
+
+    def _token(self, lease: Lease) -> str:
+        """The token as stored: the lease's, and the key of the lock that vouches for it.
+
+        ``acquire`` reads the key back from the token to ask whether the holder's session
+        still holds that lock. Tokens of the previous release have no ``/``: their holders
+        hold no such lock, and their leases are taken over only once they expire.
+        """
+        return lease.token + self._token_suffix
 
     def _connect(self, deadline: float) -> Conn:
         remaining = deadline - time.monotonic()
@@ -531,7 +399,7 @@ class PostgresStore(Store):
                         logger.info(
                             "%s: connection lost (%s); trying again on a new one",
                             self.describe(),
-                            self._scrub(_first_line(exc)),
+                            self._scrub(first_line(exc)),
                             extra={"store": self.describe()},
                         )
                         continue
@@ -652,128 +520,33 @@ class PostgresStore(Store):
             self.after_fork()
             return
         self._pool.close()
-        # A thread may be waiting for a notification, holding the listener: wake it first.
-        self.wake()
-        if self._listen_lock.acquire(timeout=self.timeout):
-            try:
-                self._drop_listener()
-            finally:
-                self._listen_lock.release()
+        self._session.close()  # this process's leases may be taken at once
+        # A thread may be waiting for a notification, holding the listener: it is woken.
+        self._listener.close(self.timeout)
 
     def after_fork(self) -> None:
         """In a forked child: forget (never close) the parent's connections; open new ones."""
         self._pool.abandon()
-        if self._listener is not None:
-            _INHERITED.append(self._listener)
-        for sock in (self._wake_r, self._wake_w):
-            sock.close()  # this process's copy only; the parent's stays open
+        self._session.abandon()
+        self._listener.abandon()
         self._setup_process()
 
     # -- notifications ------------------------------------------------------------------------
 
-    def _drop_listener(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - broken already
-                pass
-
     def wait_for_change(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a notification of a change (another process's
-        commit of an event, a pause, a replay) or a :meth:`wake`.
+        commit of an event, a pause, a replay) or a :meth:`wake` (see ``_pg_notify``).
 
-        Returns True on one, and also right after (re)connecting the listening connection
-        (what happened meanwhile was not heard); False when the time is up. Never raises:
-        when the server cannot be reached it waits ``timeout`` (or a wake) and says "maybe"
-        (True), and the poll that follows reports the error.
+        Returns True on one, right after (re)connecting the listening connection (what
+        happened meanwhile was not heard), and once more shortly after a notification (a
+        later commit may have skipped its own); False when the time is up. Never raises.
         """
         self._check_pid()
-        deadline = time.monotonic() + max(0.0, timeout)
-        if not self._listen_lock.acquire(timeout=max(0.0, timeout)):
-            return False
-        try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._drop_listener()
-                if not self._listen(deadline):
-                    self._wait_for_wake(deadline)
-                    return True
-                return True
-            return self._wait_on(self._listener, deadline)
-        except (psycopg.Error, OSError, ValueError) as exc:
-            logger.warning(
-                "%s: the listening connection was lost (%s); reconnecting",
-                self.describe(),
-                self._scrub(_first_line(exc)),
-                extra={"store": self.describe()},
-            )
-            self._drop_listener()
-            if not self._listen(deadline):
-                self._wait_for_wake(deadline)
-            return True
-        finally:
-            self._listen_lock.release()
-
-    def _wait_on(self, conn: Conn, deadline: float) -> bool:
-        """Wait on the listening connection until a notification, a wake or ``deadline``."""
-        wake = self._wake_r.fileno()
-        while True:
-            if list(conn.notifies(timeout=0.0)):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            readable = _readable([conn.fileno(), wake], remaining)
-            if wake in readable:
-                self._drain_wake()
-                return True
-            if not readable:
-                return False
-
-    def _listen(self, deadline: float) -> bool:
-        """Open the listening connection; False (logged once per outage) when it fails."""
-        try:
-            self.open()
-            conn = self._connect(max(deadline, time.monotonic() + 0.5))
-            conn.execute(f'LISTEN "{self.channel}"')
-        except (psycopg.Error, OSError, TimeoutError, StoreError) as exc:
-            if not self._listen_failing:
-                self._listen_failing = True
-                logger.warning(
-                    "%s: cannot listen for changes (%s); polling until it can",
-                    self.describe(),
-                    self._scrub(_first_line(exc)),
-                    extra={"store": self.describe()},
-                )
-            return False
-        if self._listen_failing:
-            self._listen_failing = False
-            logger.info("%s: listening for changes again", self.describe())
-        self._listener = conn
-        return True
-
-    def _wait_for_wake(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            if _readable([self._wake_r.fileno()], remaining):
-                self._drain_wake()
-                return True
-        return False
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        return self._listener.wait(timeout)
 
     def wake(self) -> None:
         """Cut a :meth:`wait_for_change` short (it returns True)."""
-        try:
-            self._wake_w.send(b"\0")
-        except OSError as exc:  # full (a wake is pending anyway) or closed
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
-                raise
+        self._listener.wake()
 
     # -- emitting ---------------------------------------------------------------------------
 
@@ -801,42 +574,36 @@ class PostgresStore(Store):
             "body": message.body,
             "ordering_key": message.ordering_key,
             "emitted_at": time.time(),
+            "trace_context": getattr(message, "trace_context", None),
             "channel": self.channel,
         }
         if connection is None:
+            # Notified at most every NOTIFY_EVERY seconds per process (see _pg_notify).
+            # Measured from the notifying commit's end, so that an emit that skips its
+            # notification starts within NOTIFY_EVERY of a notification it follows.
+            notify = time.monotonic() - self._last_notify >= NOTIFY_EVERY
             row = self._query(
-                "append", params, what="storing the event failed", repeatable=False
+                "append_notify" if notify else "append", params,
+                what="storing the event failed", repeatable=False,
             )[0]
+            if notify:
+                self._last_notify = time.monotonic()
         else:
             self.open()  # the tables exist before anything is written through it
-            row = self._append_through(connection, params)
+            try:
+                # One notification per caller's transaction: the server merges them.
+                found = write_through(connection, self._sql["append_notify"], params)
+            except Exception as exc:
+                if is_driver_error(exc):
+                    raise self._error(
+                        "storing the event through the connection failed", exc
+                    ) from exc
+                raise
+            if found is None:  # pragma: no cover - the query always answers one row
+                raise StoreError(f"{self.describe()}: storing the event returned nothing")
+            row = found
         stored = set(row[0] or ())
         return [target.emitter_id in stored for target in targets]
-
-    def _append_through(self, connection: Any, params: dict[str, Any]) -> Row:
-        write, run, in_transaction = _caller_runner(connection)
-        savepoint = "webhooks_emitter_append"
-        begin, done, undo = (
-            (f"SAVEPOINT {savepoint}", f"RELEASE SAVEPOINT {savepoint}",
-             f"ROLLBACK TO SAVEPOINT {savepoint}")
-            if in_transaction
-            else ("BEGIN", "COMMIT", "ROLLBACK")
-        )
-        try:
-            row = write(begin, self._sql["append"], params, done)
-        except Exception as exc:
-            try:
-                run(undo, None)
-                if in_transaction:
-                    run(done, None)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            if _is_driver_error(exc):
-                raise self._error("storing the event through the connection failed", exc) from exc
-            raise
-        if row is None:  # pragma: no cover - the query always returns a row
-            raise StoreError(f"{self.describe()}: storing the event returned nothing")
-        return row
 
     # -- emitters ----------------------------------------------------------------------------
 
@@ -874,22 +641,26 @@ class PostgresStore(Store):
 
     def set_hold(self, emitter_id: str, lease: Lease, until: float) -> None:
         self._query(
-            "set_hold", {"emitter_id": emitter_id, "token": lease.token, "until": float(until)}
+            "set_hold",
+            {"emitter_id": emitter_id, "token": self._token(lease), "until": float(until)},
         )
 
     def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
         self._query(
             "set_failing_since",
-            {"emitter_id": emitter_id, "token": lease.token,
+            {"emitter_id": emitter_id, "token": self._token(lease),
              "since": None if since is None else float(since)},
         )
 
     # -- leases ------------------------------------------------------------------------------
 
     def acquire(self, emitter_id: str, lease: Lease) -> bool:
+        """Take the lease if it is free, expired, released, ours, or its holder's database
+        session has ended (the holder's process is gone: see :class:`SessionLock`)."""
+        self._hold_session()
         rows = self._query(
             "acquire",
-            {"emitter_id": emitter_id, "holder": lease.holder, "token": lease.token,
+            {"emitter_id": emitter_id, "holder": lease.holder, "token": self._token(lease),
              "ttl": self.lease_timeout},
         )
         return bool(rows)
@@ -897,16 +668,31 @@ class PostgresStore(Store):
     def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
         if not emitter_ids:
             return set()
+        # A session that ended while this process lives (a server restart) is opened
+        # again, so that the leases still ours are vouched for again.
+        self._hold_session()
         rows = self._query(
             "renew",
-            {"emitter_ids": list(emitter_ids), "token": lease.token, "ttl": self.lease_timeout},
+            {"emitter_ids": list(emitter_ids), "token": self._token(lease),
+             "ttl": self.lease_timeout},
         )
         return {row[0] for row in rows}
+
+    def _hold_session(self) -> None:
+        """Make sure this process's lock session lives and holds its key (StoreError if the
+        server cannot be reached)."""
+        self._check_pid()
+        self.open()
+        try:
+            self._session.ensure(time.monotonic() + self.timeout)
+        except (TimeoutError, psycopg.Error, OSError) as exc:
+            raise self._error("opening the session that holds the leases failed", exc) from exc
 
     def release(self, emitter_id: str, lease: Lease, next_due: float = 0.0) -> None:
         self._query(
             "release",
-            {"emitter_id": emitter_id, "token": lease.token, "next_due": float(next_due)},
+            {"emitter_id": emitter_id, "token": self._token(lease),
+             "next_due": float(next_due)},
         )
 
     # -- events, under a lease ----------------------------------------------------------------
@@ -918,45 +704,114 @@ class PostgresStore(Store):
             return []
         rows = self._query(
             "fetch",
-            {"emitter_id": emitter_id, "token": lease.token, "skip": list(skip),
+            {"emitter_id": emitter_id, "token": self._token(lease), "skip": list(skip),
              "limit": limit},
         )
-        return [
-            StoredEvent(
+        events = []
+        for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+             status_code, error, trace_context) in rows:
+            stored = StoredEvent(
                 seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
                 next_at, emitted_at, status_code, error,
             )
-            for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
-                 status_code, error) in rows
-        ]
+            if _TRACE:
+                stored.trace_context = trace_context  # type: ignore[attr-defined]
+            events.append(stored)
+        return events
 
-    def _event_params(self, lease: Lease, event: StoredEvent) -> dict[str, Any]:
-        return {
+    def _params(self, kind: str, lease: Lease, event: StoredEvent, now: float = 0.0
+                ) -> dict[str, Any]:
+        """The parameters of query ``kind`` (begin_try or an outcome) for ``event``."""
+        params: dict[str, Any] = {
             "seq": event.seq,
             "emitter_id": event.emitter_id,
-            "token": lease.token,
+            "token": self._token(lease),
             "attempts": event.attempts,
         }
+        if kind == "begin_try":
+            # next_at: set by the engine to the try's start plus request_timeout, so that a
+            # new holder after this process's death waits for this try to end.
+            params.update(now=float(now), next_at=float(event.next_at))
+        elif kind == "retry_later":
+            params.update(
+                next_at=float(event.next_at), status_code=event.status_code, error=event.error
+            )
+        elif kind == "give_up":
+            params.update(
+                status_code=event.status_code, error=event.error, failed_at=time.time()
+            )
+        return params
 
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
-        params = self._event_params(lease, event)
-        params["now"] = float(now)
-        return bool(self._query("begin_try", params))
+        return bool(self._query("begin_try", self._params("begin_try", lease, event, now)))
 
     def retry_later(self, lease: Lease, event: StoredEvent) -> bool:
-        params = self._event_params(lease, event)
-        params.update(
-            next_at=float(event.next_at), status_code=event.status_code, error=event.error
-        )
-        return bool(self._query("retry_later", params))
+        return bool(self._query("retry_later", self._params("retry_later", lease, event)))
 
     def finish(self, lease: Lease, event: StoredEvent) -> bool:
-        return bool(self._query("finish", self._event_params(lease, event)))
+        return bool(self._query("finish", self._params("finish", lease, event)))
 
     def give_up(self, lease: Lease, event: StoredEvent) -> bool:
-        params = self._event_params(lease, event)
-        params.update(status_code=event.status_code, error=event.error, failed_at=time.time())
-        return bool(self._query("give_up", params))
+        return bool(self._query("give_up", self._params("give_up", lease, event)))
+
+    def settle(
+        self,
+        lease: Lease,
+        outcomes: Sequence[tuple[str, StoredEvent]],
+        begin: Optional[StoredEvent] = None,
+        now: float = 0.0,
+    ) -> tuple[list[bool], Optional[bool]]:
+        """Record tries' outcomes, and the start of the next try, in ONE transaction.
+
+        ``outcomes`` holds ``(kind, event)`` pairs, kind ``"retry_later"``, ``"finish"`` or
+        ``"give_up"``, each recorded as the call of that name would (same guards: the lease
+        token). ``begin``, if given, is an event whose try starts now, recorded as
+        :meth:`begin_try` would (lease live and ours, not paused, still queued).
+
+        One round trip (psycopg's pipeline mode) and one commit, where the single calls
+        cost one of each per event. The transaction commits with ``synchronous_commit =
+        off``: a delivering process does not wait for the WAL flush of delivery state. A
+        server crash (not a process's death: the commit is then in the server's memory)
+        may lose the last such commits, in WAL order, never a later one without the
+        earlier: a delivered event may then be tried again (at least once), and no event
+        overtakes another. Emits stay fully durable.
+
+        Returns:
+            Per outcome, whether it was recorded; for ``begin``, whether its try may be sent
+            (None without ``begin``).
+
+        Raises:
+            ValueError: an unknown kind. StoreError: the store could not be written (then
+                nothing of it was).
+        """
+        statements = []
+        for kind, event in outcomes:
+            if kind not in _OUTCOMES:
+                raise ValueError(
+                    f"settle: outcome kind must be one of {sorted(_OUTCOMES)}, got {kind!r}"
+                )
+            statements.append((self._sql[_OUTCOMES[kind]], self._params(kind, lease, event)))
+        if begin is not None:
+            statements.append((self._sql["begin_try"],
+                               self._params("begin_try", lease, begin, now)))
+        if not statements:
+            return [], None
+        self.open()
+
+        def op(conn: Conn) -> list[bool]:
+            with conn.pipeline():
+                with conn.transaction():
+                    # Delivery state only: see the docstring for what a crash may cost.
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                    cursors = [conn.execute(sql, params, prepare=True)
+                               for sql, params in statements]
+            return [bool(cursor.fetchall()) for cursor in cursors]
+
+        # Repeatable: each write sets values (or deletes), so running it again is harmless.
+        done = self._run("recording the tries failed", op)
+        if begin is None:
+            return done, None
+        return done[:-1], done[-1]
 
     # -- flush -------------------------------------------------------------------------------
 
@@ -1051,136 +906,3 @@ def _state(row: Row) -> EmitterState:
         oldest_queued_at=None if oldest is None else float(oldest),
         lease_holder=holder,
     )
-
-
-def _is_driver_error(exc: BaseException) -> bool:
-    return _from_module(exc, "psycopg", "psycopg2", "sqlalchemy")
-
-
-Runner = Callable[[str, Optional[dict[str, Any]]], Optional[Row]]
-#: write(begin, sql, params, done): the three statements of a write, in as few round trips
-#: as the driver allows; answers the row of ``sql``.
-Writer = Callable[[str, str, dict[str, Any], str], Optional[Row]]
-
-
-def _one_at_a_time(run: Runner) -> Writer:
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        run(begin, None)
-        row = run(sql, params)
-        run(done, None)
-        return row
-
-    return write
-
-
-def _caller_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    """How to write through a caller's connection and run one statement on it, and whether
-    it is in a transaction (else it is in autocommit mode, outside one: the write gets a
-    transaction of its own).
-
-    Detects the connection's kind by the module of its class, importing a driver only when
-    the object comes from it.
-    """
-    if _from_module(connection, "sqlalchemy"):
-        return _sqlalchemy_runner(connection)
-    if _from_module(connection, "psycopg2"):
-        return _psycopg2_runner(connection)
-    if _from_module(connection, "psycopg"):
-        return _psycopg_runner(connection)
-    raise TypeError(
-        "connection= takes a psycopg 3 or psycopg2 connection, or a SQLAlchemy Connection "
-        f"or Session, not {type(connection).__module__}.{type(connection).__name__}"
-    )
-
-
-def _psycopg_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    if not isinstance(connection, psycopg.Connection):
-        raise TypeError(
-            f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}"
-            " (an AsyncConnection cannot be used from emit)"
-        )
-    if connection.closed:
-        raise ValueError("connection= is closed")
-    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    from psycopg.rows import tuple_row
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        # A plain cursor whatever the connection's cursor_factory and row_factory.
-        with psycopg.Cursor(connection, row_factory=tuple_row) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-
-    def pipelined(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # One round trip: the three statements go out together. If the write fails, the
-        # rest of the pipeline is skipped and the error raised when it syncs.
-        cursors = [psycopg.Cursor(connection, row_factory=tuple_row) for _ in range(3)]
-        try:
-            with connection.pipeline():
-                cursors[0].execute(begin)
-                cursors[1].execute(sql, params)
-                cursors[2].execute(done)
-            return cursors[1].fetchone()
-        finally:
-            for cursor in cursors:
-                cursor.close()
-
-    write = pipelined if psycopg.Pipeline.is_supported() else _one_at_a_time(run)
-    return write, run, not (connection.autocommit and idle)
-
-
-def _psycopg2_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    extensions = importlib.import_module("psycopg2.extensions")
-    if not isinstance(connection, extensions.connection):
-        raise TypeError(
-            f"connection= takes a psycopg2 connection, not {type(connection).__name__}"
-        )
-    if connection.closed:
-        raise ValueError("connection= is closed")
-    idle = connection.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
-    plain_cursor = extensions.cursor
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        with connection.cursor(cursor_factory=plain_cursor) as cursor:
-            cursor.execute(sql, params)
-            return tuple(cursor.fetchone()) if cursor.description else None
-
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # psycopg2 sends one string (simple query protocol): the savepoint and the write in
-        # one round trip, answering the last statement's row.
-        row = run(f"{begin}; {sql}", params)
-        run(done, None)
-        return row
-
-    return write, run, not (connection.autocommit and idle)
-
-
-def _sqlalchemy_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    # Imported by name: SQLAlchemy is the caller's dependency, not this library's.
-    orm = importlib.import_module("sqlalchemy.orm")
-    engine = importlib.import_module("sqlalchemy.engine")
-    if isinstance(connection, orm.scoped_session):
-        connection = connection()
-    if isinstance(connection, orm.Session):
-        # The connection of the session's transaction (begun if need be); no flush.
-        connection = connection.connection()
-    if not isinstance(connection, engine.Connection):
-        raise TypeError(
-            "connection= takes a SQLAlchemy Connection or Session, not "
-            f"{type(connection).__name__} (async ones cannot be used from emit)"
-        )
-    if connection.dialect.name != "postgresql":
-        raise ValueError(
-            f"connection= is a {connection.dialect.name} connection; PostgresStore needs "
-            "one to its PostgreSQL database"
-        )
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        # exec_driver_sql joins SQLAlchemy's transaction (beginning it if need be), so the
-        # caller's commit() or rollback() decides.
-        result = connection.exec_driver_sql(sql, params) if params else (
-            connection.exec_driver_sql(sql)
-        )
-        row = result.fetchone() if result.returns_rows else None
-        return None if row is None else tuple(row)
-
-    return _one_at_a_time(run), run, True
