@@ -275,16 +275,20 @@ class PostgresStore(Store):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         _load_psycopg()
+        problem = None
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
             # libpq's message quotes the input (a URL whole, password included): only its
             # own words are kept, and the conninfo is not shown at all.
+            problem = parse_problem(str(exc))
+        if problem is not None:
+            # Raised outside the except block, so that the driver's error (which holds the
+            # password) is not even kept as this one's __context__.
             raise ValueError(
                 "conninfo is not a valid libpq connection string or postgresql:// URL "
-                f"({parse_problem(str(exc))}); it is not repeated here, as it may hold a "
-                "password"
-            ) from None
+                f"({problem}); it is not repeated here, as it may hold a password"
+            )
         self._conninfo = conninfo
         self._password = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
         self._server = _server_name(params)
