@@ -25,6 +25,8 @@ UNPARSABLE = {
     "an unclosed IPv6 bracket": (f"postgresql://app:{PASSWORD}@[::1:5432/db", "IPv6"),
     "a stray %zz in the password": (f"postgresql://app:{PASSWORD}%zz@127.0.0.1:5432/db",
                                     "percent-encoded"),
+    "a password holding a quote": (f'postgresql://app:x"{PASSWORD}%zz@127.0.0.1:5432/db',
+                                   "percent-encoded"),
     "a URL query without =": (f"postgresql://app:{PASSWORD}@h:5432/db?password={PASSWORD}&x",
                               "separator"),
     "a key/value string with an unclosed quote": (

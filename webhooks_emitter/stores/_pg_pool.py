@@ -28,9 +28,9 @@ logger = logging.getLogger("webhooks_emitter.stores.postgres")
 _INHERITED: list[Any] = []
 
 _PASSWORD_KV = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
-#: A fragment a libpq parse error quotes from its input ("...: \"<the raw URL>\""), which
-#: may hold the password.
-_QUOTED = re.compile(r'"[^"]*"?')
+#: What libpq's parse errors quote of their own (the character they looked for), unlike
+#: the input they quote after it, which may hold the password.
+_OWN_QUOTES = re.compile(r'"[=\]]"')
 
 
 def _idle_status() -> Any:
@@ -65,9 +65,14 @@ def parse_problem(message: str) -> str:
     dropped, whatever it holds, so only libpq's own words remain.
     """
     first = next((line.strip() for line in message.splitlines() if line.strip()), "")
-    words = _QUOTED.sub("", first)
-    words = re.sub(r"\s+", " ", words).strip(" :")
-    # "... in URI" / "in connection info string" keep their sense without the quote.
+    # '"="' and '"]"' are libpq's own (what it looked for). Any other quote starts input,
+    # and everything after it is dropped: the input may itself hold quotes, so where its
+    # quoting ends cannot be told.
+    kept = _OWN_QUOTES.sub(lambda own: "\0" + own.group()[1] + "\0", first)
+    cut = kept.find('"')
+    if cut >= 0:
+        kept = kept[:cut].rstrip(" :") + " (...)"
+    words = re.sub(r"\s+", " ", kept.replace("\0", '"')).strip(" :")
     return words or "it cannot be parsed"
 
 
