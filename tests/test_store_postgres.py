@@ -17,15 +17,20 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import psycopg
 import pytest
 from postgres_server import PostgresServer, Server, conninfo_to_url
 from store_contract import LEASE, OTHER, DurableStoreContract, closing_factory, fill, message, take
 
-from webhooks_emitter.stores._base import Lease, StoreError, Target
-from webhooks_emitter.stores.postgres import POLL_COUNT_LIMIT, SCHEMA_VERSION, PostgresStore
+from webhooks_emitter.stores._base import Lease, Message, StoredEvent, StoreError, Target
+from webhooks_emitter.stores.postgres import (
+    POLL_COUNT_LIMIT,
+    SCHEMA_VERSION,
+    PostgresStore,
+    _load_sql,
+)
 
 SECRET = "s3cret-Pa55word"
 
@@ -869,3 +874,76 @@ def test_connections_above_descriptor_1023_are_kept(store: PostgresStore) -> Non
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- schema 2: the trace context, and a rolling deploy from version 1 -------------------------
+
+
+class TracedMessage(Message):
+    """A message with a trace context, as the engine's Message carries one."""
+
+    __slots__ = ("trace_context",)
+
+    def __init__(self, n: int, trace_context: Optional[str]) -> None:
+        super().__init__("order.created", f"req-{n}", b'{"n":%d}' % n)
+        self.trace_context = trace_context
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_trace_context_is_kept_with_the_event(
+    store: PostgresStore, pg_store_url: str
+) -> None:
+    """A message's trace context is stored with its event (own transaction and a caller's
+    connection alike), None when it has none, and fetched back where StoredEvent has the
+    field."""
+    store.append(TracedMessage(0, TRACEPARENT), [Target("e1", 10)])
+    store.append(TracedMessage(1, None), [Target("e1", 10)])
+    with psycopg.connect(pg_store_url) as conn:
+        store.append(TracedMessage(2, TRACEPARENT), [Target("e1", 10)], connection=conn)
+    store.append(message(3), [Target("e1", 10)])  # a Message without the attribute
+    assert sql(pg_store_url, "SELECT request_id, trace_context FROM webhooks_emitter.events "
+               "ORDER BY seq") == [("req-0", TRACEPARENT), ("req-1", None),
+                                   ("req-2", TRACEPARENT), ("req-3", None)]
+    fetched = take(store, "e1")
+    assert [e.request_id for e in fetched] == ["req-0", "req-1", "req-2", "req-3"]
+    if "trace_context" in StoredEvent.__slots__:  # the engine's StoredEvent (issue 20)
+        assert [e.trace_context for e in fetched] == [TRACEPARENT, None, TRACEPARENT, None]
+
+
+def make_version_1(url: str) -> None:
+    """The tables as the previous release made them (schema version 1)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA webhooks_emitter")
+        conn.execute(_load_sql("postgres_schema_1.sql", "webhooks_emitter"))
+        conn.execute("INSERT INTO webhooks_emitter.schema_version (version, compatible_from) "
+                     "VALUES (1, 1)")
+
+
+#: What the previous release runs to emit and to fetch (its queries, unchanged).
+OLD_APPEND = ("SELECT webhooks_emitter.append_event(ARRAY['e1'], ARRAY[10::bigint], "
+              "'order.created', %s, '{}'::bytea, NULL, 0, 'webhooks_emitter.changed')")
+OLD_FETCH = ("SELECT seq, event, request_id, body, ordering_key, attempts, next_at, "
+             "emitted_at, status_code, error FROM webhooks_emitter.events "
+             "WHERE emitter_id = 'e1' AND failed_at IS NULL ORDER BY emitter_id, seq")
+
+
+def test_version_1_is_upgraded_in_place_and_the_previous_release_keeps_working(
+    make_store: Callable[..., PostgresStore], pg_store_url: str
+) -> None:
+    """Tables of schema version 1 holding an event: this release upgrades them to version
+    2 (compatible from 1) keeping the event, and the previous release's emit and fetch
+    still work on the upgraded tables (a rolling deploy); both releases' events are
+    fetched by this one."""
+    make_version_1(pg_store_url)
+    sql(pg_store_url, OLD_APPEND, ("old-0",))
+    store = make_store()
+    store.open()
+    assert sql(pg_store_url, "SELECT version, compatible_from FROM "
+               "webhooks_emitter.schema_version") == [(SCHEMA_VERSION, 1)]
+    assert SCHEMA_VERSION == 2
+    sql(pg_store_url, OLD_APPEND, ("old-1",))
+    store.append(TracedMessage(2, TRACEPARENT), [Target("e1", 10)])
+    assert [row[2] for row in sql(pg_store_url, OLD_FETCH)] == ["old-0", "old-1", "req-2"]
+    assert [e.request_id for e in take(store, "e1")] == ["old-0", "old-1", "req-2"]
