@@ -492,6 +492,46 @@ def test_emit_respects_max_queue_size_in_a_transaction(
     assert accepted == [True, True, False]
 
 
+@pytest.mark.parametrize("through", ["own transaction", "caller's connection"])
+def test_a_burst_never_fills_an_emitter_past_max_queue_size(
+    store: PostgresStore, pg_store_url: str, through: str
+) -> None:
+    """Forty emits in a row to an emitter of max_queue_size 10 (most of them skip the room
+    check while the queue is known to be below half full): exactly the first ten are
+    stored, the others refused."""
+    store.open()
+    with psycopg.connect(pg_store_url) as conn:
+        connection = conn if through == "caller's connection" else None
+        accepted = [store.append(message(n), [Target("e1", 10)], connection=connection)[0]
+                    for n in range(40)]
+        conn.commit()
+    assert accepted == [True] * 10 + [False] * 30
+    assert store.state("e1").queued == 10
+
+
+def test_a_dropped_prepared_statement_is_prepared_again(
+    caller: Caller, store: PostgresStore
+) -> None:
+    """The caller's session loses the store's prepared statements (a pooler's DISCARD
+    ALL, DEALLOCATE ALL): the next emit prepares them again, in the same transaction,
+    which stays usable; and a second store that finds them prepared by the first (after
+    an emit that failed, say) uses them."""
+    # max_queue_size 2: every emit runs the room check, so all three use one statement.
+    store.open()
+    assert store.append(message(0), [Target("a", 2)], connection=caller.conn) == [True]
+    caller.commit()
+    _execute(caller.conn, "DEALLOCATE ALL")
+    assert store.append(message(1), [Target("b", 2)], connection=caller.conn) == [True]
+    other = PostgresStore(store._conninfo)
+    try:
+        assert other.append(message(2), [Target("c", 2)], connection=caller.conn) == [True]
+    finally:
+        other.close()
+    assert _execute(caller.conn, "SELECT 41 + 1") == [(42,)]
+    caller.commit()
+    assert [store.state(e).queued for e in "abc"] == [1, 1, 1]
+
+
 def test_overlapping_transactions_do_not_wait(store: PostgresStore, pg_store_url: str) -> None:
     """Two open transactions emit to the same emitter without waiting for each other (a
     lock wait would trip the 2 s statement_timeout); the one that commits first is fetched

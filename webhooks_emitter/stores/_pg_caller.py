@@ -5,18 +5,20 @@ open transaction, in a savepoint, so that a failure rolls back to the savepoint 
 that transaction usable; the store's timeout is not applied to it. A connection in
 autocommit mode outside a transaction gets a transaction of its own instead.
 
-Round trips, the cost that matters here (the write itself is one index insert):
+Cost. An application's own outbox row costs one INSERT, one round trip; an emit should cost
+about the same. So the savepoint, the insert, the notification and the release go to the
+server as ONE simple-protocol string (``SAVEPOINT s; EXECUTE ...; NOTIFY ...; RELEASE
+SAVEPOINT s``), which psycopg 3 (its ``ClientCursor``), psycopg2 and SQLAlchemy's DBAPI
+connection all send in one message: one round trip. The insert is a server-side prepared
+statement of the caller's session (``PREPARE``, sent once per session in the same string
+as its first use), so it is neither parsed nor planned again; prepared statements outlive
+rollbacks, and one that a pooler's ``DISCARD ALL`` dropped is prepared again (the call
+is tried once more). Extended-protocol pipelining (psycopg 3's pipeline mode) was measured
+slower here: five waits on the socket per emit against one.
 
-psycopg 3
-    One: ``SAVEPOINT``, the insert and ``RELEASE`` go out together in pipeline mode, the
-    insert as a prepared statement of the connection (planned once per session), unless the
-    caller turned preparing off (``prepare_threshold=None``, for PgBouncer's transaction
-    mode).
-psycopg2, and SQLAlchemy over either driver
-    Two: ``SAVEPOINT`` and the insert in one string (the simple query protocol answers the
-    last statement's rows), then ``RELEASE``. Through SQLAlchemy the statements go to its
-    DBAPI connection (the driver's own), inside the transaction SQLAlchemy began, so the
-    caller's ``commit()`` or ``rollback()`` decides.
+A write that must answer rows (the room check, several targets) costs two round trips: the
+simple protocol answers only the last statement's rows with psycopg2, so the release goes
+separately. The store uses it when a queue may be near full (see ``PostgresStore.append``).
 
 The kind of connection is told by the module of its class, so that no driver is imported
 unless the object comes from it.
@@ -24,19 +26,27 @@ unless the object comes from it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import re
+import threading
 from typing import Any, Callable, Optional
 
 from ._pg_pool import from_module
 
 Row = tuple[Any, ...]
-#: run(sql, params): one statement on the caller's connection; the first row, if any.
-Runner = Callable[[str, Optional[dict[str, Any]]], Optional[Row]]
-#: write(begin, sql, params, done): the three statements of a write, in as few round trips
-#: as the driver allows; answers the row of ``sql``.
-Writer = Callable[[str, str, dict[str, Any], str], Optional[Row]]
+#: run(sql, params): one simple-protocol string; the last statement's rows, if any.
+Runner = Callable[[str, Optional[dict[str, Any]]], Optional[list[Row]]]
 
 SAVEPOINT = "webhooks_emitter_append"
+#: SQLSTATE of "prepared statement does not exist" (a pooler's DISCARD ALL, DEALLOCATE).
+_NO_SUCH_STATEMENT = "26000"
+#: SQLSTATE of "prepared statement already exists" (prepared by a call that then failed).
+_ALREADY_PREPARED = "42P05"
+#: Sessions remembered as having the store's statements prepared; beyond, forgotten.
+_MAX_SESSIONS = 1000
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def is_driver_error(exc: BaseException) -> bool:
@@ -44,95 +54,198 @@ def is_driver_error(exc: BaseException) -> bool:
     return from_module(exc, "psycopg", "psycopg2", "sqlalchemy")
 
 
-def write_through(connection: Any, sql: str, params: dict[str, Any]) -> Optional[Row]:
-    """Run ``sql`` (one statement answering one row) inside the caller's transaction, in a
-    savepoint; on failure, roll back to the savepoint and raise the driver's error.
+class _Statement:
+    """One query as a prepared statement of callers' sessions."""
 
-    Raises:
-        TypeError: ``connection`` is of no supported kind.
-        ValueError: it is closed, or not a PostgreSQL connection.
+    def __init__(self, schema: str, kind: str, sql: str) -> None:
+        names: list[str] = []
+
+        def position(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        body = _PLACEHOLDER.sub(position, sql)
+        # Named after the schema and the text: another schema, or another release's text,
+        # is another statement.
+        digest = hashlib.sha256(f"{schema}\0{body}".encode()).hexdigest()[:16]
+        self.name = f"webhooks_emitter_{kind}_{digest}"
+        self.prepare = f"PREPARE {self.name} AS {body}"
+        arguments = ", ".join(f"%({name})s" for name in names)
+        self.execute = f"EXECUTE {self.name}({arguments})"
+
+
+class CallerWriter:
+    """Writes one store's events through callers' connections (see the module docstring).
+
+    Args:
+        schema: the store's schema (names its prepared statements).
+        queries: the store's named queries (``%(name)s`` placeholders, types cast).
+        channel: the notification channel.
     """
-    write, run, in_transaction = _runner(connection)
-    begin, done, undo = (
-        (f"SAVEPOINT {SAVEPOINT}", f"RELEASE SAVEPOINT {SAVEPOINT}",
-         f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-        if in_transaction
-        else ("BEGIN", "COMMIT", "ROLLBACK")
-    )
-    try:
-        return write(begin, sql, params, done)
-    except Exception:
-        try:
-            run(undo, None)
-            if in_transaction:
-                run(done, None)
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
-        raise
+
+    def __init__(self, schema: str, queries: dict[str, str], channel: str) -> None:
+        self._schema = schema
+        self._queries = queries
+        self._notify = f'NOTIFY "{channel}"'
+        self._statements: dict[str, _Statement] = {}
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[int, int], set[str]] = {}
+
+    def write(self, connection: Any, kind: str, params: dict[str, Any],
+              rows: bool) -> Optional[list[Row]]:
+        """Run query ``kind`` with ``params`` in the caller's transaction, in a savepoint,
+        and notify the store's channel (delivered at the caller's commit).
+
+        ``rows``: answer the query's rows (two round trips); else one round trip, None.
+        On failure the savepoint is rolled back and the driver's error raised.
+
+        Raises:
+            TypeError: ``connection`` is of no supported kind.
+            ValueError: it is closed, or not a PostgreSQL connection.
+        """
+        run, in_transaction, session = _runner(connection)
+        statement = self._statement(kind)
+        begin, done, undo = (
+            (f"SAVEPOINT {SAVEPOINT}", f"RELEASE SAVEPOINT {SAVEPOINT}",
+             f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+            if in_transaction
+            else ("BEGIN", "COMMIT", "ROLLBACK")
+        )
+        for attempt in (1, 2, 3):
+            prepared = self._prepared(session, statement.name)
+            head = [begin] if prepared else [begin, statement.prepare]
+            try:
+                if rows:
+                    found = run("; ".join([*head, statement.execute]), params)
+                    run(f"{self._notify}; {done}", None)
+                else:
+                    run("; ".join([*head, statement.execute, self._notify, done]), params)
+                    found = None
+            except Exception as exc:
+                try:
+                    run(undo, None)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                state = _sqlstate(exc)
+                if state == _NO_SUCH_STATEMENT and attempt < 3:
+                    self._forget(session, statement.name)  # dropped: prepared again
+                    continue
+                if state == _ALREADY_PREPARED and attempt < 3:
+                    self._remember(session, statement.name)  # an earlier call's
+                    continue
+                raise
+            if not prepared:
+                self._remember(session, statement.name)
+            return (found or []) if rows else None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _statement(self, kind: str) -> _Statement:
+        statement = self._statements.get(kind)
+        if statement is None:
+            statement = _Statement(self._schema, kind, self._queries[kind])
+            self._statements[kind] = statement
+        return statement
+
+    def _prepared(self, session: tuple[int, int], name: str) -> bool:
+        with self._lock:
+            return name in self._sessions.get(session, ())
+
+    def _remember(self, session: tuple[int, int], name: str) -> None:
+        with self._lock:
+            if len(self._sessions) >= _MAX_SESSIONS and session not in self._sessions:
+                self._sessions.clear()  # closed connections' entries, mostly
+            self._sessions.setdefault(session, set()).add(name)
+
+    def _forget(self, session: tuple[int, int], name: str) -> None:
+        with self._lock:
+            self._sessions.get(session, set()).discard(name)
 
 
-def _one_at_a_time(run: Runner) -> Writer:
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        run(begin, None)
-        row = run(sql, params)
-        run(done, None)
-        return row
-
-    return write
+def _sqlstate(exc: BaseException) -> Optional[str]:
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
-def _runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    """How to write through a caller's connection and run one statement on it, and whether
-    it is in a transaction (else it is in autocommit mode, outside one: the write gets a
-    transaction of its own)."""
-    if from_module(connection, "sqlalchemy"):
-        return _sqlalchemy_runner(connection)
-    if from_module(connection, "psycopg2"):
-        return _psycopg2_runner(connection)
-    if from_module(connection, "psycopg"):
+#: The driver of each connection class seen (its module, told once per class).
+_KINDS: dict[type, str] = {}
+
+
+def _kind(connection: Any) -> str:
+    cls = type(connection)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        for kind in ("sqlalchemy", "psycopg2", "psycopg", ""):
+            if kind and from_module(connection, kind):
+                break
+        _KINDS[cls] = kind
+    return kind
+
+
+def _runner(connection: Any) -> tuple[Runner, bool, tuple[int, int]]:
+    """How to run a simple-protocol string on a caller's connection, whether it is in a
+    transaction (else it is in autocommit mode, outside one: the write gets a transaction
+    of its own), and the session's key (the object and its server process)."""
+    kind = _kind(connection)
+    if kind == "psycopg":
         return _psycopg_runner(connection)
+    if kind == "psycopg2":
+        return _psycopg2_runner(connection)
+    if kind == "sqlalchemy":
+        return _runner(_sqlalchemy_dbapi(connection))
     raise TypeError(
         "connection= takes a psycopg 3 or psycopg2 connection, or a SQLAlchemy Connection "
         f"or Session, not {type(connection).__module__}.{type(connection).__name__}"
     )
 
 
-def _psycopg_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    import psycopg
-    from psycopg.rows import tuple_row
+#: psycopg's names this module uses, loaded at the first psycopg connection.
+_PSYCOPG: dict[str, Any] = {}
 
-    if not isinstance(connection, psycopg.Connection):
+
+def _psycopg_names() -> dict[str, Any]:
+    if not _PSYCOPG:
+        import psycopg  # imported already: a connection of psycopg's was given
+        from psycopg.rows import tuple_row
+
+        _PSYCOPG.update(
+            Connection=psycopg.Connection,
+            ClientCursor=psycopg.ClientCursor,
+            tuple_row=tuple_row,
+            IDLE=psycopg.pq.TransactionStatus.IDLE,
+        )
+    return _PSYCOPG
+
+
+def _psycopg_runner(connection: Any) -> tuple[Runner, bool, tuple[int, int]]:
+    names = _psycopg_names()
+    if not isinstance(connection, names["Connection"]):
         raise TypeError(
             f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}"
             " (an AsyncConnection cannot be used from emit)"
         )
     if connection.closed:
         raise ValueError("connection= is closed")
-    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    # Prepared (planned once per session) unless the caller turned preparing off.
-    prepare = None if connection.prepare_threshold is None else True
+    pgconn = connection.pgconn
+    idle = pgconn.transaction_status == names["IDLE"]
+    client_cursor, tuple_row = names["ClientCursor"], names["tuple_row"]
 
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        # A plain cursor whatever the connection's cursor_factory and row_factory.
-        with psycopg.Cursor(connection, row_factory=tuple_row) as cursor:
+    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[list[Row]]:
+        # Client-side binding: the simple protocol, which takes several statements in one
+        # message. A plain cursor whatever the connection's factories.
+        with client_cursor(connection, row_factory=tuple_row) as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
+            found = None
+            while True:  # the last statement's rows, as psycopg2 answers
+                if cursor.description is not None:
+                    found = cursor.fetchall()
+                if not cursor.nextset():
+                    return found
 
-    def pipelined(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # One round trip: the three statements go out together. If the write fails, the
-        # rest of the pipeline is skipped and the error raised when it syncs.
-        with psycopg.Cursor(connection, row_factory=tuple_row) as cursor:
-            with connection.pipeline():
-                connection.execute(begin)
-                cursor.execute(sql, params, prepare=prepare)
-                connection.execute(done)
-            return cursor.fetchone()
-
-    write = pipelined if psycopg.Pipeline.is_supported() else _one_at_a_time(run)
-    return write, run, not (connection.autocommit and idle)
+    key = (id(connection), pgconn.backend_pid)
+    return run, not (connection.autocommit and idle), key
 
 
-def _psycopg2_runner(connection: Any) -> tuple[Writer, Runner, bool]:
+def _psycopg2_runner(connection: Any) -> tuple[Runner, bool, tuple[int, int]]:
     extensions = importlib.import_module("psycopg2.extensions")
     if not isinstance(connection, extensions.connection):
         raise TypeError(
@@ -143,22 +256,21 @@ def _psycopg2_runner(connection: Any) -> tuple[Writer, Runner, bool]:
     idle = connection.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
     plain_cursor = extensions.cursor
 
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
+    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[list[Row]]:
+        # psycopg2 binds on the client and sends one string; it answers the last
+        # statement's rows.
         with connection.cursor(cursor_factory=plain_cursor) as cursor:
             cursor.execute(sql, params)
-            return tuple(cursor.fetchone()) if cursor.description else None
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else None
 
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # psycopg2 sends one string (simple query protocol): the savepoint and the write in
-        # one round trip, answering the last statement's row.
-        row = run(f"{begin}; {sql}", params)
-        run(done, None)
-        return row
-
-    return write, run, not (connection.autocommit and idle)
+    key = (id(connection), connection.get_backend_pid())
+    return run, not (connection.autocommit and idle), key
 
 
-def _sqlalchemy_runner(connection: Any) -> tuple[Writer, Runner, bool]:
+def _sqlalchemy_dbapi(connection: Any) -> Any:
+    """The DBAPI connection (the driver's own) under a SQLAlchemy Connection or Session,
+    in the transaction SQLAlchemy began (begun if need be), so that the caller's
+    ``commit()`` or ``rollback()`` decides."""
     # Imported by name: SQLAlchemy is the caller's dependency, not this library's.
     orm = importlib.import_module("sqlalchemy.orm")
     engine = importlib.import_module("sqlalchemy.engine")
@@ -177,21 +289,12 @@ def _sqlalchemy_runner(connection: Any) -> tuple[Writer, Runner, bool]:
             f"connection= is a {connection.dialect.name} connection; PostgresStore needs "
             "one to its PostgreSQL database"
         )
-    # SQLAlchemy begins its transaction lazily: make sure it has one, then write through
-    # its DBAPI connection (the driver's, in that transaction), as the driver allows.
     if not connection.in_transaction():
         connection.begin()
     dbapi = connection.connection.dbapi_connection
-    if from_module(dbapi, "psycopg2"):
-        return _psycopg2_runner(dbapi)
-    if from_module(dbapi, "psycopg"):
-        return _psycopg_runner(dbapi)
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        result = connection.exec_driver_sql(sql, params) if params else (
-            connection.exec_driver_sql(sql)
+    if not from_module(dbapi, "psycopg", "psycopg2"):
+        raise TypeError(
+            "connection= is a SQLAlchemy connection whose driver is "
+            f"{type(dbapi).__module__}; PostgresStore writes through psycopg (3) or psycopg2"
         )
-        row = result.fetchone() if result.returns_rows else None
-        return None if row is None else tuple(row)
-
-    return _one_at_a_time(run), run, True
+    return dbapi

@@ -127,7 +127,7 @@ from ._base import (
     StoreError,
     TargetLike,
 )
-from ._pg_caller import is_driver_error, write_through
+from ._pg_caller import CallerWriter, is_driver_error
 from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
 from ._pg_pool import (
     _INHERITED,
@@ -157,6 +157,10 @@ _TRACE = "trace_context" in getattr(StoredEvent, "__slots__", ())
 
 #: poll() counts an emitter's queued (and failed) events up to this many.
 POLL_COUNT_LIMIT = 1000
+
+#: Seconds for which a room check that found a queue below half of max_queue_size lets
+#: this process's next emits to that emitter skip it (see PostgresStore.append).
+ROOM_FOR = 0.1
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -202,6 +206,7 @@ def _queries(schema: str) -> dict[str, str]:
     # Fragments, spliced into the queries that use them.
     holder_gone = queries.pop("holder_gone")
     append_rows = queries.pop("append_rows")
+    append_one_row = queries.pop("append_one_row")
     columns = queries.pop("state_columns").replace("__HOLDER_GONE__", holder_gone)
     for name, query in queries.items():
         limit = f"LIMIT {POLL_COUNT_LIMIT}" if name == "poll" else ""
@@ -210,6 +215,7 @@ def _queries(schema: str) -> dict[str, str]:
             query.replace("__STATE_COLUMNS__", state_columns)
             .replace("__HOLDER_GONE__", holder_gone)
             .replace("__APPEND_ROWS__", append_rows)
+            .replace("__APPEND_ONE_ROW__", append_one_row)
         )
     return queries
 
@@ -297,6 +303,7 @@ class PostgresStore(Store):
         self.pool_size = pool_size
         self.channel = channel_of(schema)
         self._sql = _queries(schema)
+        self._caller = CallerWriter(schema, self._sql, self.channel)
         self._connect_options: dict[str, Any] = {}
         if "application_name" not in params and "PGAPPNAME" not in os.environ:
             self._connect_options["application_name"] = "webhooks_emitter"
@@ -316,6 +323,9 @@ class PostgresStore(Store):
         self._session = SessionLock(self._connect, secrets.randbits(62) + 1)
         self._token_suffix = f"/{self._session.key}"
         self._last_notify = -NOTIFY_EVERY
+        # Per emitter: (monotonic until, max_size, emits left) that may skip the room check.
+        self._room: dict[str, tuple[float, int, int]] = {}
+        self._room_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self._conninfo)!r}, schema={self.schema!r})"
@@ -563,6 +573,15 @@ class PostgresStore(Store):
         or ``Session`` on this database), the event is written inside the caller's open
         transaction, in a savepoint: delivered once it commits, never after a rollback.
 
+        The room check (``max_queue_size``) costs about a third of an emit. Its query
+        answers the queue's depth (an upper bound), and while the depth plus the emits made
+        since stays below half of ``max_queue_size``, this process's next emits to that
+        emitter skip it for up to :data:`ROOM_FOR` seconds: an insert alone, as an
+        application's own outbox row. An emitter is thus never filled past
+        ``max_queue_size`` by one process; other processes' emits within those
+        ``ROOM_FOR`` seconds may overshoot it, as two emits racing for its last place
+        already may.
+
         Raises:
             StoreError: the event could not be stored (nothing of it was, and a caller's
                 transaction is still usable).
@@ -570,9 +589,7 @@ class PostgresStore(Store):
         """
         if not targets:
             return []
-        params = {
-            "emitter_ids": [target.emitter_id for target in targets],
-            "max_sizes": [target.max_queue_size for target in targets],
+        params: dict[str, Any] = {
             "event": message.event,
             "request_id": message.request_id,
             "body": message.body,
@@ -581,33 +598,75 @@ class PostgresStore(Store):
             "trace_context": getattr(message, "trace_context", None),
             "channel": self.channel,
         }
+        one = len(targets) == 1
+        fast = False
+        if one:
+            target = targets[0]
+            params.update(emitter_id=target.emitter_id, max_size=target.max_queue_size)
+            fast = self._room_known(target.emitter_id, target.max_queue_size)
+            name = "append_one_fast" if fast else "append_one_checked"
+        else:
+            params.update(emitter_ids=[target.emitter_id for target in targets],
+                          max_sizes=[target.max_queue_size for target in targets])
+            name = "append"
         if connection is None:
             # Notified at most every NOTIFY_EVERY seconds per process (see _pg_notify).
             # Measured from the notifying commit's end, so that an emit that skips its
             # notification starts within NOTIFY_EVERY of a notification it follows.
             notify = time.monotonic() - self._last_notify >= NOTIFY_EVERY
-            row = self._query(
-                "append_notify" if notify else "append", params,
+            rows = self._query(
+                name + "_notify" if notify else name, params,
                 what="storing the event failed", repeatable=False,
-            )[0]
+            )
             if notify:
                 self._last_notify = time.monotonic()
         else:
             self.open()  # the tables exist before anything is written through it
             try:
-                # One notification per caller's transaction: the server merges them.
-                found = write_through(connection, self._sql["append_notify"], params)
+                # A notification per caller's transaction: the server merges them.
+                # (The string it sends holds a NOTIFY: the plain query is enough.)
+                rows = self._caller.write(connection, name, params, rows=not fast) or []
             except Exception as exc:
                 if is_driver_error(exc):
                     raise self._error(
                         "storing the event through the connection failed", exc
                     ) from exc
                 raise
-            if found is None:  # pragma: no cover - the query always answers one row
-                raise StoreError(f"{self.describe()}: storing the event returned nothing")
-            row = found
-        stored = set(row[0] or ())
-        return [target.emitter_id in stored for target in targets]
+        if fast:
+            return [True]
+        if not rows:  # pragma: no cover - the query always answers one row
+            raise StoreError(f"{self.describe()}: storing the event returned nothing")
+        if one:
+            stored, depth = rows[0][0], rows[0][1]
+            self._room_seen(target.emitter_id, target.max_queue_size, int(depth) + stored)
+            return [bool(stored)]
+        found = set(rows[0][0] or ())
+        return [target.emitter_id in found for target in targets]
+
+    def _room_known(self, emitter_id: str, max_size: int) -> bool:
+        """Whether an emit to ``emitter_id`` may skip the room check (see :meth:`append`);
+        counts it if so."""
+        with self._room_lock:
+            known = self._room.get(emitter_id)
+            if known is None:
+                return False
+            until, size, allowance = known
+            if allowance <= 0 or size != max_size or time.monotonic() >= until:
+                del self._room[emitter_id]
+                return False
+            self._room[emitter_id] = (until, size, allowance - 1)
+            return True
+
+    def _room_seen(self, emitter_id: str, max_size: int, depth: int) -> None:
+        """A room check found ``depth`` events (at most) queued for ``emitter_id``."""
+        allowance = max_size // 2 - depth
+        with self._room_lock:
+            if allowance > 0:
+                if len(self._room) >= 10_000:
+                    self._room.clear()  # detached emitters' entries, mostly
+                self._room[emitter_id] = (time.monotonic() + ROOM_FOR, max_size, allowance)
+            else:
+                self._room.pop(emitter_id, None)
 
     # -- emitters ----------------------------------------------------------------------------
 
