@@ -358,18 +358,27 @@ def main() -> None:
     parser.add_argument("--notify", default="2,4", help="process counts of part 1c")
     parser.add_argument("--notify-seconds", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--settle", type=int, default=4000, help="events of part 4 (each way)")
+    parser.add_argument("--durable", action="store_true",
+                        help="a server that flushes its WAL at each commit (fsync and "
+                             "synchronous_commit on), as in production; the default is the "
+                             "tests' server, which never waits for the disk")
     args = parser.parse_args()
-    server = postgres_server.start_server()
+    durable = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+    server = postgres_server.start_server(durable if args.durable else None)
     try:
         admin = server.conninfo
         with psycopg.connect(admin, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()
             naptime = conn.execute("SHOW autovacuum_naptime").fetchone()
+            fsync = conn.execute("SHOW fsync").fetchone()
+            synchronous = conn.execute("SHOW synchronous_commit").fetchone()
         print(f"PostgreSQL {version[0] if version else '?'}, autovacuum_naptime "
               f"{naptime[0] if naptime else '?'}, {os.cpu_count()} CPUs, "
-              f"fsync off (test server)\n")
+              f"fsync {fsync[0] if fsync else '?'}, synchronous_commit "
+              f"{synchronous[0] if synchronous else '?'}\n")
         url = postgres_server.create_database(admin)
-        bench_emit(url, args.ops)
+        if args.ops:
+            bench_emit(url, args.ops)
         if args.notify:
             url = postgres_server.create_database(admin)
             bench_notify(url, [int(n) for n in args.notify.split(",")], args.notify_seconds)

@@ -54,7 +54,7 @@ def is_driver_error(exc: BaseException) -> bool:
     return from_module(exc, "psycopg", "psycopg2", "sqlalchemy")
 
 
-class _Statement:
+class Statement:
     """One query as a prepared statement of callers' sessions."""
 
     def __init__(self, schema: str, kind: str, sql: str) -> None:
@@ -71,8 +71,13 @@ class _Statement:
         digest = hashlib.sha256(f"{schema}\0{body}".encode()).hexdigest()[:16]
         self.name = f"webhooks_emitter_{kind}_{digest}"
         self.prepare = f"PREPARE {self.name} AS {body}"
-        arguments = ", ".join(f"%({name})s" for name in names)
-        self.execute = f"EXECUTE {self.name}({arguments})"
+        self.names = names
+        self.execute = self.call("")
+
+    def call(self, prefix: str) -> str:
+        """``EXECUTE`` of the statement, its arguments named ``prefix`` + their name."""
+        arguments = ", ".join(f"%({prefix}{name})s" for name in self.names)
+        return f"EXECUTE {self.name}({arguments})"
 
 
 class CallerWriter:
@@ -88,7 +93,7 @@ class CallerWriter:
         self._schema = schema
         self._queries = queries
         self._notify = f'NOTIFY "{channel}"'
-        self._statements: dict[str, _Statement] = {}
+        self._statements: dict[str, Statement] = {}
         self._lock = threading.Lock()
         self._sessions: dict[tuple[int, int], set[str]] = {}
 
@@ -105,7 +110,7 @@ class CallerWriter:
             ValueError: it is closed, or not a PostgreSQL connection.
         """
         run, in_transaction, session = _runner(connection)
-        statement = self._statement(kind)
+        statement = self.statement(kind)
         begin, done, undo = (
             (f"SAVEPOINT {SAVEPOINT}", f"RELEASE SAVEPOINT {SAVEPOINT}",
              f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
@@ -140,10 +145,11 @@ class CallerWriter:
             return (found or []) if rows else None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _statement(self, kind: str) -> _Statement:
+    def statement(self, kind: str) -> Statement:
+        """Query ``kind`` as a prepared statement (made once per store)."""
         statement = self._statements.get(kind)
         if statement is None:
-            statement = _Statement(self._schema, kind, self._queries[kind])
+            statement = Statement(self._schema, kind, self._queries[kind])
             self._statements[kind] = statement
         return statement
 

@@ -293,3 +293,18 @@ class SessionLock:
         if self._conn is not None:
             _INHERITED.append(self._conn)
         self._conn = None
+
+
+def server_name(params: dict[str, Any]) -> str:
+    """``user@host:port/dbname`` from conninfo parameters and the PG* variables, no password."""
+    env = os.environ
+    host = str(params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "localhost")
+    port = str(params.get("port") or env.get("PGPORT") or "5432")
+    user = str(params.get("user") or env.get("PGUSER") or "")
+    dbname = str(params.get("dbname") or env.get("PGDATABASE") or user or "")
+    hosts = host.split(",")
+    ports = port.split(",")
+    where = ",".join(
+        f"{h}:{ports[i] if i < len(ports) else ports[-1]}" for i, h in enumerate(hosts)
+    )
+    return f"{user + '@' if user else ''}{where}/{dbname}"

@@ -6,47 +6,40 @@ Design
 Tables (schema ``schema``, SQL in ``sql/postgres_*.sql``): ``events`` (one row per event
 and emitter: queued, or failed when given up; delivered rows are deleted), ``emitters``
 (one row per emitter id: paused, hold, last try, first failure, next due, and its lease),
-``schema_version``. No secret is ever stored.
+``schema_version``. No secret is ever stored. The store is split by job:
 
-Schema
-    Created on first use (``open``, or the first call) in one transaction under
-    ``pg_advisory_xact_lock``, so processes starting at once on a fresh database queue up and
-    all but the first find it done. An older schema is upgraded the same way; a newer one
-    that this library cannot use (its ``compatible_from`` is above :data:`SCHEMA_VERSION`)
-    is refused. ``create=False`` never runs DDL: a missing or old schema is a
-    :class:`StoreError` telling to run ``webhooks-emitter migrate``.
+``postgres.py``
+    the store's calls, each one named query of ``sql/postgres_queries.sql``;
+``_pg_schema.py``
+    the schema: versions, creation and upgrades, the named queries;
+``_pg_pool.py``
+    the store's own connections (the pool, the session that vouches for its leases) and
+    what keeps passwords out of messages;
+``_pg_notify.py``
+    LISTEN and the wake-up of a waiting worker;
+``_pg_caller.py``
+    writes through a caller's connection (``emit(..., connection=conn)``).
 
 Connections
     A small pool of the store's own connections (``pool_size``), in autocommit mode: every
-    call is one SQL statement, hence one round trip and atomic. Each connection has
-    ``statement_timeout`` and ``lock_timeout`` set to ``timeout``; the wait for a free
-    connection and the connect are bounded by it too. A connection is checked before use
-    without a round trip (a socket with something to read while idle was closed by the
-    server: a restart, an idle timeout) and replaced. A read, or a write that can be
-    repeated, whose connection breaks is tried once more on a fresh one; ``append`` is not,
-    since its commit may have happened: the caller gets a :class:`StoreError` (at least
-    once: the event may be stored). Nothing is lost: each event is committed before
-    ``append`` returns.
+    call is one SQL statement (``settle``: one string), hence one round trip and atomic.
+    Each connection has ``statement_timeout`` and ``lock_timeout`` set to ``timeout``; the
+    wait for a free connection and the connect are bounded by it too. A connection is
+    checked before use without a round trip (a socket with something to read while idle
+    was closed by the server) and replaced. A read, or a write that can be repeated, whose
+    connection breaks is tried once more on a fresh one; ``append`` is not, since its
+    commit may have happened: the caller gets a :class:`StoreError` (at least once: the
+    event may be stored). Each event is committed before ``append`` returns.
 
 Emit
-    ``append`` calls the SQL function ``append_event`` (in the schema): for each target with
-    room it inserts the event, then ``pg_notify``. PL/pgSQL keeps the plans of its
-    statements for the session, so drivers that never prepare (psycopg2) do not plan at
-    each emit. The room check (``max_queue_size``) locks nothing, so no emit waits for
-    another transaction; two emits racing for an emitter's last place may both get it. It
-    costs two index probes while a queue is surely short (its ``seq`` range is below
-    ``max_queue_size``) and a count of at most ``max_queue_size`` index entries when it may
-    be full.
-
-Transactional emit (``append(..., connection=conn)``)
-    The event is written through the caller's connection (psycopg 3, psycopg2, a SQLAlchemy
-    ``Connection`` or ``Session``), inside ``SAVEPOINT``/``RELEASE``, so a failure rolls back
-    to the savepoint and leaves the caller's transaction usable; the store's timeout is not
-    applied to it. ``pg_notify`` in the same transaction is delivered at its commit, and
-    never after a rollback. A connection in autocommit mode outside a transaction gets a
-    transaction of its own (the event is committed at once, like any statement there).
-    Round trips: one with psycopg 3 (the three statements in a pipeline), two with
-    psycopg2, three through SQLAlchemy.
+    One prepared statement, one round trip: the insert, with the room check
+    (``max_queue_size``) inside it. The check locks nothing, so no emit waits for another
+    transaction; two emits racing for an emitter's last place may both get it. It costs two
+    index probes while a queue is surely short (its ``seq`` range is below
+    ``max_queue_size``), a count of at most ``max_queue_size`` index entries when it may be
+    full, and is skipped for ``_pg_room.ROOM_FOR`` seconds after it found a queue below half
+    full (see :meth:`PostgresStore.append` and ``_pg_room.py``). Through a caller's connection: see
+    ``_pg_caller.py``. Notifications: see ``_pg_notify.py``.
 
 Order
     ``seq`` comes from a sequence. Transactions that overlap may commit out of ``seq`` order
@@ -58,19 +51,34 @@ Leases
     A lease is a row state, not a lock: ``lease_token`` and ``lease_expires`` on the
     emitter's row, compared with the server's clock (``clock_timestamp()``), so hosts need
     not agree on the time. ``acquire`` is one conditional upsert (``... WHERE the lease is
-    free, expired, released or ours``). ``SELECT ... FOR UPDATE SKIP LOCKED`` was not used:
-    a row lock only lasts as long as its transaction, and holding a transaction open while
-    a request is on the wire is what a lease must avoid; the lease must also outlive a
-    commit, a reconnect and a server restart. The conditional update is safe under READ
-    COMMITTED: the second of two racing updates re-checks the condition on the row the
-    first wrote and changes nothing. ``SKIP LOCKED`` shines when a worker picks *any*
-    free job; here the engine asks for a given emitter. ``begin_try`` checks the token, the
-    expiry and the pause in the same statement that counts the try; ``retry_later``,
-    ``finish`` and ``give_up`` need the token only (a try that ended after its lease
-    expired is still recorded unless another process has taken the lease). ``release``
-    ends the lease (``lease_expires`` NULL) but keeps the token, for the same reason.
-    ``renew`` extends a lease whose token is still ours, expired or not, but not a
-    released one (a late renewal must not take back what was let go).
+    free, expired, released, ours, or its holder is gone``). ``SELECT ... FOR UPDATE SKIP
+    LOCKED`` was not used: a row lock only lasts as long as its transaction, and holding a
+    transaction open while a request is on the wire is what a lease must avoid; the lease
+    must also outlive a commit, a reconnect and a server restart. The conditional update is
+    safe under READ COMMITTED: the second of two racing updates re-checks the condition on
+    the row the first wrote and changes nothing. ``begin_try`` checks the token, the expiry
+    and the pause in the same statement that counts the try (and stores when the try will
+    surely have ended); ``retry_later``, ``finish`` and ``give_up`` need the token only (a
+    try that ended after its lease expired is still recorded unless another process has
+    taken the lease). ``release`` ends the lease (``lease_expires`` NULL) but keeps the
+    token, for the same reason. ``renew`` extends a lease whose token is still ours,
+    expired or not, but not a released one (a late renewal must not take back what was let
+    go).
+
+Takeover
+    The holder's database session says whether it lives: each process's store keeps a
+    session-level advisory lock on a connection of its own (:class:`SessionLock`) and
+    writes its key into the tokens of its leases. When the process ends, however it ends,
+    the server ends that session and drops the lock, and ``acquire`` (and ``state``,
+    ``states``, ``poll``: no holder shown) sees it at once with
+    ``pg_try_advisory_xact_lock``. ``lease_timeout`` stays for what the server cannot see:
+    a frozen process, a host gone, a network cut. A try under way at the holder's end is
+    not tried again before its start plus ``request_timeout``: ``begin_try`` stored that
+    time as the event's ``next_at``.
+
+One commit per delivery
+    ``settle`` records tries' outcomes and the next try's start in one transaction, with
+    ``synchronous_commit = off`` (delivery state only; see its docstring).
 
 Bloat
     Delivered rows are deleted, so the table holds the backlog plus dead rows not yet
@@ -81,31 +89,27 @@ Bloat
     a minute by default) and is reused after; ``benchmarks/bench_postgres_store.py``
     measures it.
 
-Polling and notifications
+Polling
     ``poll`` finds the emitters with queued events by a loose index scan of the partial
     index ``events_queued`` (one index descent per busy emitter, nothing per idle one) and
     the paused ones through a partial index; counting a busy emitter's events reads its
-    index entries, which grows with its backlog. ``wait_for_change`` listens on a channel
-    named after the schema on a dedicated connection, woken by ``pg_notify`` from
-    ``append``, ``replay`` and ``set_paused``, and by :meth:`wake` through a socket pair; it
-    reconnects after a restart (and then answers "maybe changed").
+    index entries, which grows with its backlog.
 
 Requirements
-    PostgreSQL 10 or later; psycopg 3.2 or later. ``LISTEN`` and the store's prepared
-    statements need a session of their own: connect directly, or through a pooler in
-    session mode (not PgBouncer's transaction mode).
+    PostgreSQL 10 or later; psycopg 3.2 or later. ``LISTEN``, the lease session and the
+    prepared statements need sessions of their own: connect directly, or through a pooler
+    in session mode (not PgBouncer's transaction mode). A delivering process holds
+    ``pool_size`` + 2 connections (the pool, the listener, the lease session).
 
 Fork
     A forked child must neither use nor close the connections it inherited (a close would
     end the parent's session): ``after_fork`` (also run by itself when a call sees a new
-    pid) keeps them referenced in :data:`_INHERITED` forever and opens new ones.
+    pid) keeps them referenced in ``_pg_pool._INHERITED`` forever and opens new ones; the
+    child draws its own lease-session key, so the parent's leases stay the parent's.
 """
-
 from __future__ import annotations
 
 import datetime
-import hashlib
-import importlib.resources
 import logging
 import math
 import os
@@ -113,6 +117,7 @@ import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
@@ -130,40 +135,37 @@ from ._base import (
 from ._pg_caller import CallerWriter, is_driver_error
 from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
 from ._pg_pool import (
-    _INHERITED,
     _PASSWORD_KV,
     Pool,
     SessionLock,
     first_line,
     parse_problem,
     redact,
+    server_name,
+)
+from ._pg_room import RoomCheck
+from ._pg_schema import (
+    COMPATIBLE_FROM,
+    POLL_COUNT_LIMIT,
+    SCHEMA_VERSION,
+    load_sql,
+    migrate,
+    newer_error,
+    queries,
+    read_version,
 )
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+__all__ = ["COMPATIBLE_FROM", "POLL_COUNT_LIMIT", "SCHEMA_VERSION", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
-
-#: The version of the tables this library writes.
-SCHEMA_VERSION = 2
-#: The oldest schema version a library must know to use the tables this one writes: version
-#: 2 only adds a nullable column, which the previous release neither reads nor writes.
-COMPATIBLE_FROM = 1
 
 #: Whether this release's StoredEvent carries a trace context (the engine adds it).
 _TRACE = "trace_context" in getattr(StoredEvent, "__slots__", ())
 
-#: poll() counts an emitter's queued (and failed) events up to this many.
-POLL_COUNT_LIMIT = 1000
-
-#: Seconds for which a room check that found a queue below half of max_queue_size lets
-#: this process's next emits to that emitter skip it (see PostgresStore.append).
-ROOM_FOR = 0.1
-
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
-_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 _T = TypeVar("_T")
 Row = tuple[Any, ...]
@@ -190,39 +192,7 @@ def _load_psycopg() -> None:
     globals()["psycopg"] = module
 
 
-def _load_sql(name: str, schema: str) -> str:
-    text = importlib.resources.files(__package__).joinpath("sql").joinpath(name).read_text()
-    return text.replace("__SCHEMA__", f'"{schema}"')
-
-
-def _queries(schema: str) -> dict[str, str]:
-    """The named queries of ``sql/postgres_queries.sql`` for ``schema``."""
-    text = _load_sql("postgres_queries.sql", schema)
-    parts = _QUERY_NAME.split(text)
-    queries = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        queries[name] = "\n".join(lines).strip().rstrip(";").rstrip()
-    # Fragments, spliced into the queries that use them.
-    holder_gone = queries.pop("holder_gone")
-    append_rows = queries.pop("append_rows")
-    append_one_row = queries.pop("append_one_row")
-    columns = queries.pop("state_columns").replace("__HOLDER_GONE__", holder_gone)
-    for name, query in queries.items():
-        limit = f"LIMIT {POLL_COUNT_LIMIT}" if name == "poll" else ""
-        state_columns = columns.replace("__COUNT_LIMIT__", limit)
-        queries[name] = (
-            query.replace("__STATE_COLUMNS__", state_columns)
-            .replace("__HOLDER_GONE__", holder_gone)
-            .replace("__APPEND_ROWS__", append_rows)
-            .replace("__APPEND_ONE_ROW__", append_one_row)
-        )
-    return queries
-
-
-def _advisory_key(schema: str) -> int:
-    digest = hashlib.sha256(f"webhooks_emitter:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+_load_sql = load_sql  # the tests make older schemas with it
 
 
 class PostgresStore(Store):
@@ -297,13 +267,16 @@ class PostgresStore(Store):
             )
         self._conninfo = conninfo
         self._password = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
-        self._server = _server_name(params)
+        self._server = server_name(params)
         self.schema = schema
         self.create = create
         self.pool_size = pool_size
         self.channel = channel_of(schema)
-        self._sql = _queries(schema)
+        self._sql = queries(schema)
         self._caller = CallerWriter(schema, self._sql, self.channel)
+        #: The statements of settle() prepared on each of the store's connections.
+        self._prepared_on: weakref.WeakKeyDictionary[Conn, set[str]] = (
+            weakref.WeakKeyDictionary())
         self._connect_options: dict[str, Any] = {}
         if "application_name" not in params and "PGAPPNAME" not in os.environ:
             self._connect_options["application_name"] = "webhooks_emitter"
@@ -323,9 +296,7 @@ class PostgresStore(Store):
         self._session = SessionLock(self._connect, secrets.randbits(62) + 1)
         self._token_suffix = f"/{self._session.key}"
         self._last_notify = -NOTIFY_EVERY
-        # Per emitter: (monotonic until, max_size, emits left) that may skip the room check.
-        self._room: dict[str, tuple[float, int, int]] = {}
-        self._room_lock = threading.Lock()
+        self._room = RoomCheck()
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self._conninfo)!r}, schema={self.schema!r})"
@@ -445,9 +416,12 @@ class PostgresStore(Store):
         with self._open_lock:
             if self._ready:
                 return
-            found = self._run("reading the schema version failed", self._read_version)
+            found = self._run(
+                "reading the schema version failed",
+                lambda conn: read_version(conn, self.schema, self._sql),
+            )
             if found is not None and found[1] > SCHEMA_VERSION:
-                raise self._newer(found)
+                raise newer_error(self.describe(), found)
             if found is None or found[0] < SCHEMA_VERSION:
                 if not self.create:
                     state = "has no tables" if found is None else f"is at version {found[0]}"
@@ -459,20 +433,6 @@ class PostgresStore(Store):
                     )
                 self._migrate()
             self._ready = True
-
-    def _newer(self, found: tuple[int, int]) -> StoreError:
-        return StoreError(
-            f"{self.describe()}: the store's schema is at version {found[0]}, newer than this "
-            f"library understands (it needs {found[1]}, this library knows up to "
-            f"{SCHEMA_VERSION}): upgrade webhooks_emitter"
-        )
-
-    def _read_version(self, conn: Conn) -> Optional[tuple[int, int]]:
-        exists = conn.execute(self._sql["table_exists"], {"schema": self.schema}).fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute(self._sql["version"]).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
 
     def migrate(self) -> int:
         """Create the tables, or upgrade them to this library's version.
@@ -494,39 +454,10 @@ class PostgresStore(Store):
         return version
 
     def _migrate(self) -> int:
-        def op(conn: Conn) -> int:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(self.schema),))
-                conn.execute("SET LOCAL statement_timeout = 0")  # a long upgrade is fine
-                found = self._read_version(conn)
-                if found is not None and found[1] > SCHEMA_VERSION:
-                    raise self._newer(found)
-                current = found[0] if found is not None else 0
-                if current == 0:
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-                    ).fetchone()
-                    if not exists:
-                        conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                for version in range(current + 1, SCHEMA_VERSION + 1):
-                    conn.execute(_load_sql(f"postgres_schema_{version}.sql", self.schema))
-                    logger.info(
-                        "%s: schema upgraded to version %d",
-                        self.describe(),
-                        version,
-                        extra={"store": self.describe(), "schema_version": version},
-                    )
-                if current < SCHEMA_VERSION:
-                    conn.execute(
-                        f'INSERT INTO "{self.schema}".schema_version '
-                        "(version, compatible_from) VALUES (%(v)s, %(c)s) "
-                        "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, "
-                        "compatible_from = EXCLUDED.compatible_from, upgraded_at = now()",
-                        {"v": SCHEMA_VERSION, "c": COMPATIBLE_FROM},
-                    )
-                return max(current, SCHEMA_VERSION)
-
-        return self._run("creating the schema failed", op)
+        return self._run(
+            "creating the schema failed",
+            lambda conn: migrate(conn, self.schema, self._sql, self.describe()),
+        )
 
     def close(self) -> None:
         """Close the store's connections (only this process's); used again, it reopens."""
@@ -576,7 +507,7 @@ class PostgresStore(Store):
         The room check (``max_queue_size``) costs about a third of an emit. Its query
         answers the queue's depth (an upper bound), and while the depth plus the emits made
         since stays below half of ``max_queue_size``, this process's next emits to that
-        emitter skip it for up to :data:`ROOM_FOR` seconds: an insert alone, as an
+        emitter skip it for up to ``_pg_room.ROOM_FOR`` seconds: an insert alone, as an
         application's own outbox row. An emitter is thus never filled past
         ``max_queue_size`` by one process; other processes' emits within those
         ``ROOM_FOR`` seconds may overshoot it, as two emits racing for its last place
@@ -603,7 +534,7 @@ class PostgresStore(Store):
         if one:
             target = targets[0]
             params.update(emitter_id=target.emitter_id, max_size=target.max_queue_size)
-            fast = self._room_known(target.emitter_id, target.max_queue_size)
+            fast = self._room.skip_check(target.emitter_id, target.max_queue_size)
             name = "append_one_fast" if fast else "append_one_checked"
         else:
             params.update(emitter_ids=[target.emitter_id for target in targets],
@@ -638,35 +569,10 @@ class PostgresStore(Store):
             raise StoreError(f"{self.describe()}: storing the event returned nothing")
         if one:
             stored, depth = rows[0][0], rows[0][1]
-            self._room_seen(target.emitter_id, target.max_queue_size, int(depth) + stored)
+            self._room.found(target.emitter_id, target.max_queue_size, int(depth) + stored)
             return [bool(stored)]
         found = set(rows[0][0] or ())
         return [target.emitter_id in found for target in targets]
-
-    def _room_known(self, emitter_id: str, max_size: int) -> bool:
-        """Whether an emit to ``emitter_id`` may skip the room check (see :meth:`append`);
-        counts it if so."""
-        with self._room_lock:
-            known = self._room.get(emitter_id)
-            if known is None:
-                return False
-            until, size, allowance = known
-            if allowance <= 0 or size != max_size or time.monotonic() >= until:
-                del self._room[emitter_id]
-                return False
-            self._room[emitter_id] = (until, size, allowance - 1)
-            return True
-
-    def _room_seen(self, emitter_id: str, max_size: int, depth: int) -> None:
-        """A room check found ``depth`` events (at most) queued for ``emitter_id``."""
-        allowance = max_size // 2 - depth
-        with self._room_lock:
-            if allowance > 0:
-                if len(self._room) >= 10_000:
-                    self._room.clear()  # detached emitters' entries, mostly
-                self._room[emitter_id] = (time.monotonic() + ROOM_FOR, max_size, allowance)
-            else:
-                self._room.pop(emitter_id, None)
 
     # -- emitters ----------------------------------------------------------------------------
 
@@ -853,22 +759,44 @@ class PostgresStore(Store):
                 raise ValueError(
                     f"settle: outcome kind must be one of {sorted(_OUTCOMES)}, got {kind!r}"
                 )
-            statements.append((self._sql[_OUTCOMES[kind]], self._params(kind, lease, event)))
+            statements.append((_OUTCOMES[kind], self._params(kind, lease, event)))
         if begin is not None:
-            statements.append((self._sql["begin_try"],
-                               self._params("begin_try", lease, begin, now)))
+            statements.append(("begin_try", self._params("begin_try", lease, begin, now)))
         if not statements:
             return [], None
         self.open()
+        # One simple-protocol string: BEGIN, the EXECUTEs of statements prepared once per
+        # session (PREPARE in the same string the first time), COMMIT. psycopg's pipeline
+        # mode was measured slower (several waits on the socket per call).
+        calls = [(self._caller.statement(name), params) for name, params in statements]
+        merged: dict[str, Any] = {}
+        for index, (_, params) in enumerate(calls):
+            merged.update((f"s{index}_{key}", value) for key, value in params.items())
 
         def op(conn: Conn) -> list[bool]:
-            with conn.pipeline():
-                with conn.transaction():
-                    # Delivery state only: see the docstring for what a crash may cost.
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                    cursors = [conn.execute(sql, params, prepare=True)
-                               for sql, params in statements]
-            return [bool(cursor.fetchall()) for cursor in cursors]
+            prepared = self._prepared_on.setdefault(conn, set())
+            # Delivery state only: see the docstring for what a crash may cost.
+            parts = ["BEGIN", "SET LOCAL synchronous_commit = off"]
+            parts += list(dict.fromkeys(
+                s.prepare for s, _ in calls if s.name not in prepared))
+            parts += [s.call(f"s{index}_") for index, (s, _) in enumerate(calls)]
+            parts.append("COMMIT")
+            done = []
+            try:
+                with psycopg.ClientCursor(conn) as cursor:
+                    cursor.execute("; ".join(parts), merged)
+                    while True:
+                        if cursor.description is not None:  # an EXECUTE's RETURNING
+                            done.append(bool(cursor.fetchall()))
+                        if not cursor.nextset():
+                            break
+            except BaseException:
+                # Which PREPAREs ran is unknown, and the transaction may be open: this
+                # connection is not used again (the pool replaces it).
+                conn.close()
+                raise
+            prepared.update(s.name for s, _ in calls)
+            return done
 
         # Repeatable: each write sets values (or deletes), so running it again is harmless.
         done = self._run("recording the tries failed", op)
@@ -933,21 +861,6 @@ def _seconds(name: str, value: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return float(value)
-
-
-def _server_name(params: dict[str, Any]) -> str:
-    """``user@host:port/dbname`` from conninfo parameters and the PG* variables, no password."""
-    env = os.environ
-    host = str(params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "localhost")
-    port = str(params.get("port") or env.get("PGPORT") or "5432")
-    user = str(params.get("user") or env.get("PGUSER") or "")
-    dbname = str(params.get("dbname") or env.get("PGDATABASE") or user or "")
-    hosts = host.split(",")
-    ports = port.split(",")
-    where = ",".join(
-        f"{h}:{ports[i] if i < len(ports) else ports[-1]}" for i, h in enumerate(hosts)
-    )
-    return f"{user + '@' if user else ''}{where}/{dbname}"
 
 
 def _utc(seconds: float) -> datetime.datetime:
