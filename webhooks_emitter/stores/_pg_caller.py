@@ -178,13 +178,12 @@ _KINDS: dict[type, str] = {}
 
 def _kind(connection: Any) -> str:
     cls = type(connection)
-    kind = _KINDS.get(cls)
-    if kind is None:
-        for kind in ("sqlalchemy", "psycopg2", "psycopg", ""):
-            if kind and from_module(connection, kind):
-                break
-        _KINDS[cls] = kind
-    return kind
+    known = _KINDS.get(cls)
+    if known is None:
+        known = next((kind for kind in ("sqlalchemy", "psycopg2", "psycopg")
+                      if from_module(connection, kind)), "")
+        _KINDS[cls] = known
+    return known
 
 
 def _runner(connection: Any) -> tuple[Runner, bool, tuple[int, int]]:
