@@ -509,6 +509,26 @@ def test_a_burst_never_fills_an_emitter_past_max_queue_size(
     assert store.state("e1").queued == 10
 
 
+def test_awkward_values_arrive_unchanged_through_a_callers_connection(
+    caller: Caller, store: PostgresStore
+) -> None:
+    """Names, ids and keys with quotes, backslashes, percent signs and non-ASCII text, and
+    a body holding every byte value, written through each kind of caller's connection
+    (whose values the store writes as literals): fetched back exactly."""
+    store.open()
+    awkward = "o'rder\\.ca%(n)s%s \u00e9\u6f22 \"q\" ; DROP TABLE x; --"
+    body = bytes(range(256))
+    sent = Message(awkward, "req-" + awkward, body, "key-" + awkward)
+    assert store.append(sent, [Target("e1", 10)], connection=caller.conn) == [True]
+    assert store.append(Message("plain", "req-2", b"", None), [Target("e1", 10)],
+                        connection=caller.conn) == [True]
+    caller.commit()
+    first, second = take(store, "e1")
+    assert (first.event, first.request_id, first.body, first.ordering_key) == (
+        awkward, "req-" + awkward, body, "key-" + awkward)
+    assert (second.event, second.body, second.ordering_key) == ("plain", b"", None)
+
+
 def test_a_dropped_prepared_statement_is_prepared_again(
     caller: Caller, store: PostgresStore
 ) -> None:

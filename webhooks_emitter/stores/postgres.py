@@ -118,8 +118,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ._base import (
@@ -274,6 +273,8 @@ class PostgresStore(Store):
         self.channel = channel_of(schema)
         self._sql = queries(schema)
         self._caller = CallerWriter(schema, self._sql, self.channel)
+        #: A cursor kept for each of the store's connections.
+        self._cursors: weakref.WeakKeyDictionary[Conn, Any] = weakref.WeakKeyDictionary()
         #: The statements of settle() prepared on each of the store's connections.
         self._prepared_on: weakref.WeakKeyDictionary[Conn, set[str]] = (
             weakref.WeakKeyDictionary())
@@ -355,50 +356,53 @@ class PostgresStore(Store):
         if self._pid != os.getpid():
             self.after_fork()
 
-    @contextmanager
-    def _connection(self, what: str, deadline: float) -> Iterator[Conn]:
-        try:
-            conn = self._pool.get(deadline)
-        except (TimeoutError, psycopg.Error, OSError) as exc:
-            raise self._error(what, exc) from exc
-        try:
-            yield conn
-        finally:
-            self._pool.put(conn)
-
     def _run(self, what: str, op: Callable[[Conn], _T], *, repeatable: bool = True) -> _T:
         """Run ``op`` on a pooled connection; StoreError on failure.
 
         A call whose connection breaks is run once more on a fresh connection when
-        ``repeatable`` (running it twice does no harm) and time is left.
+        ``repeatable`` (running it twice does no harm) and time is left. (Written out
+        rather than with a context manager: this is every call's path, emit's included.)
         """
-        self._check_pid()
+        if self._pid != os.getpid():
+            self.after_fork()
         deadline = time.monotonic() + self.timeout
+        pool = self._pool
         for attempt in (1, 2):
-            with self._connection(what, deadline) as conn:
-                try:
-                    return op(conn)
-                except psycopg.Error as exc:
-                    lost = conn.closed or conn.broken
-                    if lost and repeatable and attempt == 1 and time.monotonic() < deadline:
-                        logger.info(
-                            "%s: connection lost (%s); trying again on a new one",
-                            self.describe(),
-                            self._scrub(first_line(exc)),
-                            extra={"store": self.describe()},
-                        )
-                        continue
-                    raise self._error(what, exc) from exc
+            try:
+                conn = pool.get(deadline)
+            except (TimeoutError, psycopg.Error, OSError) as exc:
+                raise self._error(what, exc) from exc
+            try:
+                return op(conn)
+            except psycopg.Error as exc:
+                lost = conn.closed or conn.broken
+                if lost and repeatable and attempt == 1 and time.monotonic() < deadline:
+                    logger.info(
+                        "%s: connection lost (%s); trying again on a new one",
+                        self.describe(),
+                        self._scrub(first_line(exc)),
+                        extra={"store": self.describe()},
+                    )
+                    continue
+                raise self._error(what, exc) from exc
+            finally:
+                pool.put(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(
         self, name: str, params: dict[str, Any], *, what: str = "", repeatable: bool = True
     ) -> list[Row]:
-        self.open()
+        if not self._ready:
+            self.open()
         sql = self._sql[name]
+        cursors = self._cursors
 
         def op(conn: Conn) -> list[Row]:
-            cursor = conn.execute(sql, params, prepare=True)
+            # One cursor per connection, kept: a connection serves one thread at a time.
+            cursor = cursors.get(conn)
+            if cursor is None or cursor.closed:
+                cursor = cursors[conn] = conn.cursor()
+            cursor.execute(sql, params, prepare=True)
             return cursor.fetchall() if cursor.description else []
 
         return self._run(what or f"{name} failed", op, repeatable=repeatable)
