@@ -2,8 +2,9 @@
 input (issue 17 item 3).
 
 libpq's parse errors quote their input, and for a URL the whole URL, password included; the
-store says what was wrong in its own words and never repeats the conninfo. These need no
-server: the conninfo is refused before any connection.
+store says what was wrong in libpq's words without what libpq quoted, shows a URL with
+everything that may be its password masked, and never repeats a key/value string. These need
+no server: the conninfo is refused before any connection.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ UNPARSABLE = {
     "a stray %zz in the password": (f"postgresql://app:{PASSWORD}%zz@127.0.0.1:5432/db",
                                     "percent-encoded"),
     "a password holding a quote": (f'postgresql://app:x"{PASSWORD}%zz@127.0.0.1:5432/db',
+                                   "percent-encoded"),
+    "a password holding @ and /": (f"postgresql://app:{PASSWORD}@/x%zz@127.0.0.1:5432/db",
                                    "percent-encoded"),
     "a URL query without =": (f"postgresql://app:{PASSWORD}@h:5432/db?password={PASSWORD}&x",
                               "separator"),
@@ -52,8 +55,8 @@ def everything_said(exc: BaseException) -> str:
 @pytest.mark.parametrize("case", sorted(UNPARSABLE))
 def test_an_unparsable_conninfo_is_a_value_error_without_the_password(case: str) -> None:
     """Each kind of conninfo libpq cannot parse: a ValueError that says what was wrong (in
-    libpq's words, without what it quoted) and holds the password nowhere, not even in the
-    exception it was raised from."""
+    libpq's words, without what it quoted), shows a URL with its password masked, and
+    holds the password nowhere, not even in the exception it was raised from."""
     conninfo, word = UNPARSABLE[case]
     with pytest.raises(ValueError, match="conninfo") as caught:
         PostgresStore(conninfo)
@@ -61,6 +64,8 @@ def test_an_unparsable_conninfo_is_a_value_error_without_the_password(case: str)
     assert PASSWORD not in said
     assert word.lower() in str(caught.value).lower()
     assert caught.value.__cause__ is None and caught.value.__context__ is None
+    if "://" in conninfo:  # a URL is shown, its password masked, to help find the mistake
+        assert ":***@" in str(caught.value)
 
 
 @pytest.mark.parametrize("case", sorted(c for c in UNPARSABLE if "://" in UNPARSABLE[c][0]))

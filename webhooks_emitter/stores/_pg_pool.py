@@ -57,6 +57,28 @@ def redact(conninfo: str) -> str:
         return "<an unparsable conninfo>"
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)((?:ssl)?password=).*$")
+
+
+def redact_loosely(conninfo: str) -> Optional[str]:
+    """A URL that libpq refused, with whatever may be its password masked; None for a
+    ``key=value`` string (not shown at all: where its password ends cannot be told).
+
+    Everything between ``://`` and the last ``@`` after the user name is masked (a
+    password may hold ``@``, ``/`` or a stray ``%``), and everything from a ``password=``
+    in the query on: more than the password, never less.
+    """
+    scheme, sep, rest = conninfo.partition("://")
+    if not sep:
+        return None
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        rest = f"{userinfo}@{hostpart}"
+    return scheme + "://" + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
 def parse_problem(message: str) -> str:
     """What a libpq conninfo parse error says, without the input it quotes.
 

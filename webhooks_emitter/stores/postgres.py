@@ -140,6 +140,7 @@ from ._pg_pool import (
     first_line,
     parse_problem,
     redact,
+    redact_loosely,
     server_name,
 )
 from ._pg_room import RoomCheck
@@ -260,9 +261,12 @@ class PostgresStore(Store):
         if problem is not None:
             # Raised outside the except block, so that the driver's error (which holds the
             # password) is not even kept as this one's __context__.
+            shown = redact_loosely(conninfo)
             raise ValueError(
                 "conninfo is not a valid libpq connection string or postgresql:// URL "
                 f"({problem}); it is not repeated here, as it may hold a password"
+                if shown is None
+                else f"conninfo {shown!r} is not a valid postgresql:// URL ({problem})"
             )
         self._conninfo = conninfo
         self._password = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
