@@ -152,3 +152,23 @@ def test_many_outcomes_in_one_call(store: PostgresStore) -> None:
     events = take(store, "e1", limit=count)
     assert store.settle(LEASE, [("finish", e) for e in events]) == ([True] * count, None)
     assert store.state("e1").queued == 0
+
+
+def test_single_delivery_state_writes_commit_asynchronously_and_only_themselves(
+    store: PostgresStore,
+) -> None:
+    """begin_try and finish, called alone, set synchronous_commit off for their own
+    transaction (the statement's RETURNING says so for the row written), and the setting
+    ends with it: the connection's next transaction (an emit) commits durably again."""
+    fill(store, "e1", 1)
+    (event,) = take(store, "e1")
+    event.attempts = 1
+    # The tests' server never waits for its disk: make this session durable first. One
+    # thread, so the pool hands out this same connection for the calls below.
+    store._run("durable", lambda conn: conn.execute("SET synchronous_commit = on"))
+    began = store._query("begin_try", store._params("begin_try", LEASE, event, time.time()))
+    assert began == [("off",)]
+    assert store._query("finish", store._params("finish", LEASE, event)) == [("off",)]
+    setting = store._run(
+        "show", lambda conn: conn.execute("SHOW synchronous_commit").fetchone())
+    assert setting == ("on",)

@@ -56,6 +56,7 @@ def queries(schema: str) -> dict[str, str]:
         found[name] = "\n".join(lines).strip().rstrip(";").rstrip()
     # Fragments, spliced into the queries that use them.
     holder_gone = found.pop("holder_gone")
+    async_commit = found.pop("async_commit")
     append_rows = found.pop("append_rows")
     append_one_row = found.pop("append_one_row")
     columns = found.pop("state_columns").replace("__HOLDER_GONE__", holder_gone)
@@ -67,6 +68,7 @@ def queries(schema: str) -> dict[str, str]:
             .replace("__HOLDER_GONE__", holder_gone)
             .replace("__APPEND_ROWS__", append_rows)
             .replace("__APPEND_ONE_ROW__", append_one_row)
+            .replace("__ASYNC_COMMIT__", async_commit)
         )
     return found
 

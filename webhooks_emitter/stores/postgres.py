@@ -78,7 +78,10 @@ Takeover
 
 One commit per delivery
     ``settle`` records tries' outcomes and the next try's start in one transaction, with
-    ``synchronous_commit = off`` (delivery state only; see its docstring).
+    ``synchronous_commit = off`` (delivery state only; see its docstring). The single
+    calls (``begin_try``, ``retry_later``, ``finish``, ``give_up``) commit the same way,
+    by ``set_config('synchronous_commit', 'off', true)`` in their RETURNING clause: no
+    extra statement. Emits, leases, pauses and replays commit durably.
 
 Bloat
     Delivered rows are deleted, so the table holds the backlog plus dead rows not yet

@@ -290,6 +290,15 @@ WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <> ALL(%(skip)s:
 ORDER BY emitter_id, seq
 LIMIT %(limit)s;
 
+-- name: async_commit
+-- In the RETURNING clause of the delivery-state writes below (begin_try and the outcomes):
+-- for each row written, makes the statement's transaction (autocommit: the statement's
+-- own) commit without waiting for its WAL flush, as settle() does with SET LOCAL. No extra
+-- statement, no round trip, and only when something was written. What a server crash may
+-- then cost is in PostgresStore.settle's docstring; emits stay fully durable. A fragment,
+-- not a query.
+set_config('synchronous_commit', 'off', true)
+
 -- name: begin_try
 -- One statement checks the lease (live, ours), the pause and the event, then counts the
 -- try and sets next_at to when the try will surely have ended (its start plus
@@ -308,7 +317,7 @@ WITH emitter AS (
 UPDATE __SCHEMA__.events e SET attempts = %(attempts)s, next_at = %(next_at)s
 FROM emitter
 WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
-RETURNING 1;
+RETURNING __ASYNC_COMMIT__;
 
 -- name: retry_later
 UPDATE __SCHEMA__.events e
@@ -317,14 +326,14 @@ SET attempts = %(attempts)s, next_at = %(next_at)s, status_code = %(status_code)
 WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
     AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
                 WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
-RETURNING 1;
+RETURNING __ASYNC_COMMIT__;
 
 -- name: finish
 DELETE FROM __SCHEMA__.events e
 WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
     AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
                 WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
-RETURNING 1;
+RETURNING __ASYNC_COMMIT__;
 
 -- name: give_up
 UPDATE __SCHEMA__.events e
@@ -333,7 +342,7 @@ SET attempts = %(attempts)s, status_code = %(status_code)s, error = %(error)s,
 WHERE e.seq = %(seq)s AND e.emitter_id = %(emitter_id)s AND e.failed_at IS NULL
     AND EXISTS (SELECT 1 FROM __SCHEMA__.emitters m
                 WHERE m.emitter_id = %(emitter_id)s AND m.lease_token = %(token)s)
-RETURNING 1;
+RETURNING __ASYNC_COMMIT__;
 
 -- name: high_water
 -- ORDER BY ... LIMIT 1 rather than max(): one index probe whatever the statistics say.
