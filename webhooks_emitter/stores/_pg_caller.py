@@ -286,10 +286,10 @@ def _psycopg_runner(connection: Any) -> tuple[Runner, bool, tuple[int, int]]:
 
     def run(sql: str, params: Optional[dict[str, Any]], rows: bool) -> Optional[list[Row]]:
         # Client-side binding: the simple protocol, which takes several statements in one
-        # message. The values are written as literals by libpq's own escaping (a quarter
-        # of an emit's cost through psycopg's adapters, measured), except arrays, which
-        # psycopg's ClientCursor writes. A plain cursor whatever the connection's
-        # factories; without parameters psycopg sends the simple protocol.
+        # message. The values are written as literals by _with_literals (psycopg's
+        # adapters cost a quarter of an emit, measured), except arrays, which psycopg's
+        # ClientCursor writes. A plain cursor whatever the connection's factories;
+        # without parameters psycopg sends the simple protocol.
         text = sql if params is None else _with_literals(sql, params, pgconn, connection)
         factory = client_cursor if text is None else cursor_class
         with factory(connection, row_factory=tuple_row) as cursor:
