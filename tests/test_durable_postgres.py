@@ -810,18 +810,21 @@ def test_kill_9_of_an_idle_holder_is_taken_over_within_2_seconds(
     reason="needs the ENGINE branch: the engine sets event.next_at to the try's start plus "
     "request_timeout before begin_try, which this store then keeps for the next holder",
 )
-def test_kill_9_mid_try_is_tried_again_after_request_timeout_never_overlapping(
-    launch: Callable[..., Node],
+@pytest.mark.parametrize("end", ["SIGKILL", "SIGTERM", "exit"])
+def test_a_holder_ending_mid_try_is_followed_after_request_timeout_never_overlapping(
+    launch: Callable[..., Node], end: str
 ) -> None:
     """The worker whose try of e0's first event is at the receiver (request_timeout 3 s)
-    is killed with SIGKILL; the receiver takes 2.9 s over that try, as a slow one would.
-    The other worker tries the event again 3 to 5 s after the first try began, never while
-    the first is still in flight, then delivers the rest in order."""
+    ends: killed with SIGKILL, with SIGTERM (Python's default handler), or told to exit
+    (shutdown with a 0.5 s exit deadline, the try still under way); the receiver takes
+    2.9 s over that try, as a slow one would. The other worker tries the event again 3 to
+    5 s after the first try began, never while the first is still in flight, then delivers
+    the rest in order."""
     tracker = Tracker(hold=lambda r: emitter_of(r) == "e0" and r.json()["n"] == 0)
     receiver = tracked_receiver(tracker)
     try:
         url = template(receiver)
-        workers(launch, url, 2, "--emitters", "1", "--request-timeout", "3")
+        pool = workers(launch, url, 2, "--emitters", "1", "--request-timeout", "3")
         web = launch(url, "--web", "--emitters", "1")
         web.ready()
         mark = web.send(op="emit", first=0, count=5, emitters=["e0"], rate=0)
@@ -829,7 +832,11 @@ def test_kill_9_mid_try_is_tried_again_after_request_timeout_never_overlapping(
         assert tracker.holding.wait(WAIT), "the first try never reached the receiver"
         held = tracker.held
         assert held is not None
-        os.kill(int(held.header("X-Worker")), signal.SIGKILL)
+        victim = next(n for n in pool if str(n.pid) == held.header("X-Worker"))
+        if end == "exit":
+            victim.send(op="exit", timeout=0.5)
+        else:
+            os.kill(victim.pid, getattr(signal, end))
         # The slow receiver answers the dead worker's try 2.9 s after it began.
         threading.Timer(max(0.0, held.received_at + 2.9 - time.monotonic()),
                         tracker.release.set).start()
@@ -837,7 +844,7 @@ def test_kill_9_mid_try_is_tried_again_after_request_timeout_never_overlapping(
         tries = [r for r in receiver.requests if r.delivery_id == "ev-0"]
         assert len(tries) == 2, [r.header("X-Worker") for r in tries]
         gap = tries[1].received_at - tries[0].received_at
-        print(f"\nkilled mid-try; tried again {gap:.2f} s after the first try began")
+        print(f"\n{end} mid-try; tried again {gap:.2f} s after the first try began")
         # The first try began (its start plus 3 s is the earliest next try) a little before
         # the receiver read it; the receiver kept it in flight 2.9 s after that.
         assert tracker.most_inflight["e0"] == 1, tracker.most_inflight
