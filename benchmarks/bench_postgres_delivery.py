@@ -20,6 +20,9 @@ of the machine). Two parts, each run once per round; the table shows medians ove
 2. **Commit to delivery**: 2 workers, an application committing one event per transaction
    (``emit(..., connection=conn)``) at ``--rate`` per second; the delay from each commit's
    return to the event's arrival at a receiver that answers at once, p50, p99 and the most.
+3. **Against the memory store**, run first: one emitter delivering in the emitting process
+   to a receiver that answers at once, PostgreSQL and memory in the same run, per
+   ``max_in_flight`` (``--versus-memory EVENTS``; ``--only-versus-memory`` runs it alone).
 
 Targets are reported as PASS/FAIL; the exit status is 0 either way unless ``--strict``.
 See benchmarks/README.rst.
@@ -392,6 +395,60 @@ def bench_delay(results: Results, receivers: Receivers, admin: str, events: int,
     results.add("2. commit to delivery max", max(delays), "ms")
 
 
+# -- 3. against the memory store ----------------------------------------------------------------
+
+
+def _deliver_rate(store: Any, url: str, events: int, in_flight: int,
+                  receivers: Receivers, index: int) -> float:
+    """One instance over ``store``, one emitter: emit ``events`` events (delivering while
+    it emits, as an application does) and wait for the last arrival; events per second
+    from the first emit to the last arrival."""
+    hub = WebhooksEmitter(store=store, exit_timeout=1.0)
+    try:
+        hub.attach("solo", EVENT, Config(url, max_in_flight=in_flight, backoff_start=0.001,
+                                         backoff_limit=0.05, max_queue_size=events * 2))
+        base = receivers.count(index)
+        started = time.monotonic()
+        for n in range(events):
+            hub.emit(EVENT, PAYLOAD, f"solo-{started}-{n}")
+        if not wait_count(receivers, index, base + events, 120):
+            raise RuntimeError("not every event arrived")
+        elapsed = time.monotonic() - started
+        receivers.take(index)
+        return events / elapsed
+    finally:
+        hub.shutdown(timeout=2.0)
+
+
+def bench_versus_memory(receivers: Receivers, admin: str, events: int,
+                        in_flights: Sequence[int], rounds: int) -> None:
+    """Part 3: one emitter delivering in the emitting process to a receiver that answers at
+    once, from the PostgreSQL store against the memory store, in the same run (median of
+    ``rounds``), per max_in_flight. Targets (issue 19): >= 0.5x at 1, >= 0.6x at 4."""
+    from webhooks_emitter.stores import MemoryStore
+
+    targets = {1: 0.5, 4: 0.6}
+    print(f"\n3. in-process delivery, one emitter, {events:,} events, receiver answering at "
+          f"once: PostgreSQL against memory (median of {rounds})")
+    url = receivers.urls[1]
+    for in_flight in in_flights:
+        memory, postgres = [], []
+        for _ in range(rounds):
+            memory.append(_deliver_rate(MemoryStore(), url, events, in_flight, receivers, 1))
+            db = postgres_server.create_database(admin)
+            store = PostgresStore(db)
+            try:
+                postgres.append(_deliver_rate(store, url, events, in_flight, receivers, 1))
+            finally:
+                store.close()
+        mem, pg = sorted(memory)[len(memory) // 2], sorted(postgres)[len(postgres) // 2]
+        target = targets.get(in_flight)
+        verdict = "" if target is None else (
+            f"  (target >= {target}: {'PASS' if pg / mem >= target else 'FAIL'})")
+        print(f"   max_in_flight={in_flight}: memory {mem:7,.0f}/s  PostgreSQL {pg:7,.0f}/s  "
+              f"ratio {pg / mem:.2f}{verdict}", flush=True)
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -408,6 +465,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="commits per second, part 2")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--json", metavar="FILE", help="also write every round's values to FILE")
+    parser.add_argument("--versus-memory", type=int, default=2000, metavar="EVENTS",
+                        help="events of part 3, in-process PostgreSQL against memory (0: skip)")
+    parser.add_argument("--only-versus-memory", action="store_true",
+                        help="run part 3 only")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.workers.split(",")]
     in_flights = [int(c) for c in args.max_in_flight.split(",")]
@@ -421,6 +482,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     receivers = Receivers([0.020, 0.0])
     results = Results()
     try:
+        if args.versus_memory:
+            bench_versus_memory(receivers, server.conninfo, args.versus_memory, in_flights,
+                                args.rounds)
+        if args.only_versus_memory:
+            return 0
         for round_number in range(1, args.rounds + 1):
             started = time.perf_counter()
             for in_flight in in_flights:

@@ -5,7 +5,8 @@ benchmarks/bench_postgres_delivery.py. Usage::
 
     pg_node.py STORE_URL URL_TEMPLATE [--web] [--emitters 8] [--event order.paid]
                [--lease-timeout 30] [--timeout 5] [--secret S] [--max-attempts 3]
-               [--max-in-flight 1] [--wait-go] [--url EMITTER=URL ...]
+               [--max-in-flight 1] [--request-timeout 5] [--wait-go]
+               [--url EMITTER=URL ...]
 
 It makes ``WebhooksEmitter(store=...)`` (``deliver=False`` with ``--web``) over a
 :class:`PostgresStore` with the given ``lease_timeout`` and ``timeout``, and attaches the
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--secret")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--max-in-flight", type=int, default=1)
+    parser.add_argument("--request-timeout", type=float, default=5.0)
     parser.add_argument("--wait-go", action="store_true")
     parser.add_argument("--url", action="append", default=[], metavar="EMITTER=URL")
     args = parser.parse_args()
@@ -115,7 +117,7 @@ def main() -> None:
             secret=args.secret,
             backoff_start=0.001,
             backoff_limit=0.05,
-            request_timeout=5.0,
+            request_timeout=args.request_timeout,
             max_attempts=args.max_attempts,
             max_in_flight=args.max_in_flight,
             additional_headers={"X-Worker": str(os.getpid())},

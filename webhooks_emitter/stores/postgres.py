@@ -6,47 +6,40 @@ Design
 Tables (schema ``schema``, SQL in ``sql/postgres_*.sql``): ``events`` (one row per event
 and emitter: queued, or failed when given up; delivered rows are deleted), ``emitters``
 (one row per emitter id: paused, hold, last try, first failure, next due, and its lease),
-``schema_version``. No secret is ever stored.
+``schema_version``. No secret is ever stored. The store is split by job:
 
-Schema
-    Created on first use (``open``, or the first call) in one transaction under
-    ``pg_advisory_xact_lock``, so processes starting at once on a fresh database queue up and
-    all but the first find it done. An older schema is upgraded the same way; a newer one
-    that this library cannot use (its ``compatible_from`` is above :data:`SCHEMA_VERSION`)
-    is refused. ``create=False`` never runs DDL: a missing or old schema is a
-    :class:`StoreError` telling to run ``webhooks-emitter migrate``.
+``postgres.py``
+    the store's calls, each one named query of ``sql/postgres_queries.sql``;
+``_pg_schema.py``
+    the schema: versions, creation and upgrades, the named queries;
+``_pg_pool.py``
+    the store's own connections (the pool, the session that vouches for its leases) and
+    what keeps passwords out of messages;
+``_pg_notify.py``
+    LISTEN and the wake-up of a waiting worker;
+``_pg_caller.py``
+    writes through a caller's connection (``emit(..., connection=conn)``).
 
 Connections
     A small pool of the store's own connections (``pool_size``), in autocommit mode: every
-    call is one SQL statement, hence one round trip and atomic. Each connection has
-    ``statement_timeout`` and ``lock_timeout`` set to ``timeout``; the wait for a free
-    connection and the connect are bounded by it too. A connection is checked before use
-    without a round trip (a socket with something to read while idle was closed by the
-    server: a restart, an idle timeout) and replaced. A read, or a write that can be
-    repeated, whose connection breaks is tried once more on a fresh one; ``append`` is not,
-    since its commit may have happened: the caller gets a :class:`StoreError` (at least
-    once: the event may be stored). Nothing is lost: each event is committed before
-    ``append`` returns.
+    call is one SQL statement (``settle``: one string), hence one round trip and atomic.
+    Each connection has ``statement_timeout`` and ``lock_timeout`` set to ``timeout``; the
+    wait for a free connection and the connect are bounded by it too. A connection is
+    checked before use without a round trip (a socket with something to read while idle
+    was closed by the server) and replaced. A read, or a write that can be repeated, whose
+    connection breaks is tried once more on a fresh one; ``append`` is not, since its
+    commit may have happened: the caller gets a :class:`StoreError` (at least once: the
+    event may be stored). Each event is committed before ``append`` returns.
 
 Emit
-    ``append`` calls the SQL function ``append_event`` (in the schema): for each target with
-    room it inserts the event, then ``pg_notify``. PL/pgSQL keeps the plans of its
-    statements for the session, so drivers that never prepare (psycopg2) do not plan at
-    each emit. The room check (``max_queue_size``) locks nothing, so no emit waits for
-    another transaction; two emits racing for an emitter's last place may both get it. It
-    costs two index probes while a queue is surely short (its ``seq`` range is below
-    ``max_queue_size``) and a count of at most ``max_queue_size`` index entries when it may
-    be full.
-
-Transactional emit (``append(..., connection=conn)``)
-    The event is written through the caller's connection (psycopg 3, psycopg2, a SQLAlchemy
-    ``Connection`` or ``Session``), inside ``SAVEPOINT``/``RELEASE``, so a failure rolls back
-    to the savepoint and leaves the caller's transaction usable; the store's timeout is not
-    applied to it. ``pg_notify`` in the same transaction is delivered at its commit, and
-    never after a rollback. A connection in autocommit mode outside a transaction gets a
-    transaction of its own (the event is committed at once, like any statement there).
-    Round trips: one with psycopg 3 (the three statements in a pipeline), two with
-    psycopg2, three through SQLAlchemy.
+    One prepared statement, one round trip: the insert, with the room check
+    (``max_queue_size``) inside it. The check locks nothing, so no emit waits for another
+    transaction; two emits racing for an emitter's last place may both get it. It costs two
+    index probes while a queue is surely short (its ``seq`` range is below
+    ``max_queue_size``), a count of at most ``max_queue_size`` index entries when it may be
+    full, and is skipped for ``_pg_room.ROOM_FOR`` seconds after it found a queue below half
+    full (see :meth:`PostgresStore.append` and ``_pg_room.py``). Through a caller's connection: see
+    ``_pg_caller.py``. Notifications: see ``_pg_notify.py``.
 
 Order
     ``seq`` comes from a sequence. Transactions that overlap may commit out of ``seq`` order
@@ -58,19 +51,37 @@ Leases
     A lease is a row state, not a lock: ``lease_token`` and ``lease_expires`` on the
     emitter's row, compared with the server's clock (``clock_timestamp()``), so hosts need
     not agree on the time. ``acquire`` is one conditional upsert (``... WHERE the lease is
-    free, expired, released or ours``). ``SELECT ... FOR UPDATE SKIP LOCKED`` was not used:
-    a row lock only lasts as long as its transaction, and holding a transaction open while
-    a request is on the wire is what a lease must avoid; the lease must also outlive a
-    commit, a reconnect and a server restart. The conditional update is safe under READ
-    COMMITTED: the second of two racing updates re-checks the condition on the row the
-    first wrote and changes nothing. ``SKIP LOCKED`` shines when a worker picks *any*
-    free job; here the engine asks for a given emitter. ``begin_try`` checks the token, the
-    expiry and the pause in the same statement that counts the try; ``retry_later``,
-    ``finish`` and ``give_up`` need the token only (a try that ended after its lease
-    expired is still recorded unless another process has taken the lease). ``release``
-    ends the lease (``lease_expires`` NULL) but keeps the token, for the same reason.
-    ``renew`` extends a lease whose token is still ours, expired or not, but not a
-    released one (a late renewal must not take back what was let go).
+    free, expired, released, ours, or its holder is gone``). ``SELECT ... FOR UPDATE SKIP
+    LOCKED`` was not used: a row lock only lasts as long as its transaction, and holding a
+    transaction open while a request is on the wire is what a lease must avoid; the lease
+    must also outlive a commit, a reconnect and a server restart. The conditional update is
+    safe under READ COMMITTED: the second of two racing updates re-checks the condition on
+    the row the first wrote and changes nothing. ``begin_try`` checks the token, the expiry
+    and the pause in the same statement that counts the try (and stores when the try will
+    surely have ended); ``retry_later``, ``finish`` and ``give_up`` need the token only (a
+    try that ended after its lease expired is still recorded unless another process has
+    taken the lease). ``release`` ends the lease (``lease_expires`` NULL) but keeps the
+    token, for the same reason. ``renew`` extends a lease whose token is still ours,
+    expired or not, but not a released one (a late renewal must not take back what was let
+    go).
+
+Takeover
+    The holder's database session says whether it lives: each process's store keeps a
+    session-level advisory lock on a connection of its own (:class:`SessionLock`) and
+    writes its key into the tokens of its leases. When the process ends, however it ends,
+    the server ends that session and drops the lock, and ``acquire`` (and ``state``,
+    ``states``, ``poll``: no holder shown) sees it at once with
+    ``pg_try_advisory_xact_lock``. ``lease_timeout`` stays for what the server cannot see:
+    a frozen process, a host gone, a network cut. A try under way at the holder's end is
+    not tried again before its start plus ``request_timeout``: ``begin_try`` stored that
+    time as the event's ``next_at``.
+
+One commit per delivery
+    ``settle`` records tries' outcomes and the next try's start in one transaction, with
+    ``synchronous_commit = off`` (delivery state only; see its docstring). The single
+    calls (``begin_try``, ``retry_later``, ``finish``, ``give_up``) commit the same way,
+    by ``set_config('synchronous_commit', 'off', true)`` in their RETURNING clause: no
+    extra statement. Emits, leases, pauses and replays commit durably.
 
 Bloat
     Delivered rows are deleted, so the table holds the backlog plus dead rows not yet
@@ -81,44 +92,36 @@ Bloat
     a minute by default) and is reused after; ``benchmarks/bench_postgres_store.py``
     measures it.
 
-Polling and notifications
+Polling
     ``poll`` finds the emitters with queued events by a loose index scan of the partial
     index ``events_queued`` (one index descent per busy emitter, nothing per idle one) and
     the paused ones through a partial index; counting a busy emitter's events reads its
-    index entries, which grows with its backlog. ``wait_for_change`` listens on a channel
-    named after the schema on a dedicated connection, woken by ``pg_notify`` from
-    ``append``, ``replay`` and ``set_paused``, and by :meth:`wake` through a socket pair; it
-    reconnects after a restart (and then answers "maybe changed").
+    index entries, which grows with its backlog.
 
 Requirements
-    PostgreSQL 10 or later; psycopg 3.2 or later. ``LISTEN`` and the store's prepared
-    statements need a session of their own: connect directly, or through a pooler in
-    session mode (not PgBouncer's transaction mode).
+    PostgreSQL 10 or later; psycopg 3.2 or later. ``LISTEN``, the lease session and the
+    prepared statements need sessions of their own: connect directly, or through a pooler
+    in session mode (not PgBouncer's transaction mode). A delivering process holds
+    ``pool_size`` + 2 connections (the pool, the listener, the lease session).
 
 Fork
     A forked child must neither use nor close the connections it inherited (a close would
     end the parent's session): ``after_fork`` (also run by itself when a call sees a new
-    pid) keeps them referenced in :data:`_INHERITED` forever and opens new ones.
+    pid) keeps them referenced in ``_pg_pool._INHERITED`` forever and opens new ones; the
+    child draws its own lease-session key, so the parent's leases stay the parent's.
 """
-
 from __future__ import annotations
 
 import datetime
-import errno
-import hashlib
-import importlib
-import importlib.resources
 import logging
 import math
 import os
 import re
-import select
-import socket
+import secrets
 import threading
 import time
-import urllib.parse
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ._base import (
@@ -131,34 +134,49 @@ from ._base import (
     StoreError,
     TargetLike,
 )
+from ._pg_caller import CallerWriter, is_driver_error
+from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
+from ._pg_pool import (
+    _PASSWORD_KV,
+    Pool,
+    SessionLock,
+    first_line,
+    parse_problem,
+    redact,
+    redact_loosely,
+    server_name,
+)
+from ._pg_room import RoomCheck
+from ._pg_schema import (
+    COMPATIBLE_FROM,
+    POLL_COUNT_LIMIT,
+    SCHEMA_VERSION,
+    load_sql,
+    migrate,
+    newer_error,
+    queries,
+    read_version,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+__all__ = ["COMPATIBLE_FROM", "POLL_COUNT_LIMIT", "SCHEMA_VERSION", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
 
-#: The version of the tables this library writes.
-SCHEMA_VERSION = 1
-#: The oldest schema version a library must know to use the tables this one writes.
-COMPATIBLE_FROM = 1
-
-#: poll() counts an emitter's queued (and failed) events up to this many.
-POLL_COUNT_LIMIT = 1000
-
-#: Connections a forked child inherited: kept referenced so that they are never closed
-#: (nor finalized) in the child, which would end the parent's sessions.
-_INHERITED: list[Any] = []
+#: Whether this release's StoredEvent carries a trace context (the engine adds it).
+_TRACE = "trace_context" in getattr(StoredEvent, "__slots__", ())
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
-_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-_PASSWORD_KV = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
 
 _T = TypeVar("_T")
 Row = tuple[Any, ...]
 if TYPE_CHECKING:
-    Conn = psycopg.Connection[Row]
+    from ._pg_pool import Conn
+
+#: The outcomes ``settle`` records, and the query of each.
+_OUTCOMES = {"retry_later": "retry_later", "finish": "finish", "give_up": "give_up"}
 
 
 def _load_psycopg() -> None:
@@ -177,192 +195,7 @@ def _load_psycopg() -> None:
     globals()["psycopg"] = module
 
 
-def _load_sql(name: str, schema: str) -> str:
-    text = importlib.resources.files(__package__).joinpath("sql").joinpath(name).read_text()
-    return text.replace("__SCHEMA__", f'"{schema}"')
-
-
-def _queries(schema: str) -> dict[str, str]:
-    """The named queries of ``sql/postgres_queries.sql`` for ``schema``."""
-    text = _load_sql("postgres_queries.sql", schema)
-    parts = _QUERY_NAME.split(text)
-    queries = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        queries[name] = "\n".join(lines).strip().rstrip(";").rstrip()
-    columns = queries.pop("state_columns")
-    for name, query in queries.items():
-        limit = f"LIMIT {POLL_COUNT_LIMIT}" if name == "poll" else ""
-        state_columns = columns.replace("__COUNT_LIMIT__", limit)
-        queries[name] = query.replace("__STATE_COLUMNS__", state_columns)
-    return queries
-
-
-def redact(conninfo: str) -> str:
-    """``conninfo`` (a URL or ``key=value`` string) with any password replaced by ``***``."""
-    if "://" not in conninfo:
-        return _PASSWORD_KV.sub(r"\1***", conninfo)
-    try:
-        parts = urllib.parse.urlsplit(conninfo)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-        query = "&".join(
-            f"{key}=***" if key.lower() in ("password", "sslpassword") else f"{key}={value}"
-            for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        )
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return "<an unparsable conninfo>"
-
-
-def _readable(fds: list[int], timeout: float) -> set[int]:
-    """The descriptors among ``fds`` with something to read within ``timeout`` seconds.
-
-    poll() where there is one: select() fails on descriptors above 1023, which a busy
-    application's sockets reach.
-    """
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return {fd for fd, _ in poller.poll(max(0.0, timeout) * 1000)}
-    readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
-    return set(readable)
-
-
-def _advisory_key(schema: str) -> int:
-    digest = hashlib.sha256(f"webhooks_emitter:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def _from_module(obj: Any, *prefixes: str) -> bool:
-    """Whether ``obj``'s class, or one of its bases, comes from a module under ``prefixes``."""
-    for cls in type(obj).__mro__:
-        module = getattr(cls, "__module__", "") or ""
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
-            return True
-    return False
-
-
-class _Pool:
-    """A few connections, shared by threads; broken ones are dropped and replaced."""
-
-    def __init__(self, connect: Callable[[float], Conn], size: int) -> None:
-        self._connect = connect
-        self._size = size
-        self._cond = threading.Condition(threading.Lock())
-        self._idle: list[Conn] = []
-        self._all: list[Conn] = []  # every open connection (idle or lent)
-        self._opening = 0  # connects under way
-        self.pid = os.getpid()
-
-    def get(self, deadline: float) -> Conn:
-        """A connection, waiting until ``deadline`` (monotonic) for one; raises TimeoutError."""
-        while True:
-            conn: Optional[Conn]
-            with self._cond:
-                while True:
-                    if self._idle:
-                        conn = self._idle.pop()
-                        break
-                    if len(self._all) + self._opening < self._size:
-                        self._opening += 1
-                        conn = None
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"all {self._size} connections of the store stayed busy"
-                        )
-                    self._cond.wait(remaining)
-            if conn is None:
-                try:
-                    conn = self._connect(deadline)
-                except BaseException:
-                    with self._cond:
-                        self._opening -= 1
-                        self._cond.notify()
-                    raise
-                with self._cond:
-                    self._opening -= 1
-                    self._all.append(conn)
-                return conn
-            if self._usable(conn):
-                return conn
-            self.discard(conn)
-
-    @staticmethod
-    def _usable(conn: Conn) -> bool:
-        """Whether an idle connection still looks alive, without a round trip."""
-        if conn.closed or conn.broken:
-            return False
-        try:
-            readable = _readable([conn.fileno()], 0.0)
-        except (OSError, ValueError):
-            return False
-        # An idle connection has nothing to read unless the server closed it (a restart, an
-        # idle timeout, pg_terminate_backend) or sent something we did not ask for.
-        return not readable
-
-    def put(self, conn: Conn) -> None:
-        """Give back a connection after a call; a broken one is closed instead."""
-        if (
-            conn.closed
-            or conn.broken
-            or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-            or os.getpid() != self.pid
-        ):
-            self.discard(conn)
-            return
-        with self._cond:
-            if conn in self._all:
-                self._idle.append(conn)
-                self._cond.notify()
-                return
-        conn.close()  # the pool was closed while it was lent
-
-    def discard(self, conn: Conn) -> None:
-        """Close and forget a connection (one that failed, or looked dead)."""
-        with self._cond:
-            if conn in self._all:
-                self._all.remove(conn)
-            if conn in self._idle:
-                self._idle.remove(conn)
-            self._cond.notify()
-        if os.getpid() != self.pid:
-            _INHERITED.append(conn)  # a forked child's: never closed, never finalized
-            return
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - it is broken already
-            pass
-
-    def close(self) -> None:
-        """Close the idle connections; lent ones are closed when given back."""
-        with self._cond:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                self._all.remove(conn)
-            lent, self._all = self._all, []
-        if os.getpid() != self.pid:
-            _INHERITED.extend(idle + lent)
-            return
-        for conn in idle:
-            conn.close()
-        # Lent connections: put() sees them gone from _all and closes them.
-
-    def abandon(self) -> None:
-        """In a forked child: forget every connection, never closing one."""
-        # No lock: the child has one thread, and the parent may have held the lock at fork.
-        _INHERITED.extend(self._all)
-        self._all = []
-        self._idle = []
+_load_sql = load_sql  # the tests make older schemas with it
 
 
 class PostgresStore(Store):
@@ -421,21 +254,37 @@ class PostgresStore(Store):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         _load_psycopg()
+        problem = None
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
+            # libpq's message quotes the input (a URL whole, password included): only its
+            # own words are kept, and the conninfo is not shown at all.
+            problem = parse_problem(str(exc))
+        if problem is not None:
+            # Raised outside the except block, so that the driver's error (which holds the
+            # password) is not even kept as this one's __context__.
+            shown = redact_loosely(conninfo)
             raise ValueError(
-                f"conninfo {redact(conninfo)!r} is not a libpq connection string: "
-                f"{self._scrub(_first_line(exc), None)}"
-            ) from None
+                "conninfo is not a valid libpq connection string or postgresql:// URL "
+                f"({problem}); it is not repeated here, as it may hold a password"
+                if shown is None
+                else f"conninfo {shown!r} is not a valid postgresql:// URL ({problem})"
+            )
         self._conninfo = conninfo
         self._password = str(params.get("password") or os.environ.get("PGPASSWORD") or "")
-        self._server = _server_name(params)
+        self._server = server_name(params)
         self.schema = schema
         self.create = create
         self.pool_size = pool_size
-        self.channel = f"{schema}.changed"[:63]
-        self._sql = _queries(schema)
+        self.channel = channel_of(schema)
+        self._sql = queries(schema)
+        self._caller = CallerWriter(schema, self._sql, self.channel)
+        #: A cursor kept for each of the store's connections.
+        self._cursors: weakref.WeakKeyDictionary[Conn, Any] = weakref.WeakKeyDictionary()
+        #: The statements of settle() prepared on each of the store's connections.
+        self._prepared_on: weakref.WeakKeyDictionary[Conn, set[str]] = (
+            weakref.WeakKeyDictionary())
         self._connect_options: dict[str, Any] = {}
         if "application_name" not in params and "PGAPPNAME" not in os.environ:
             self._connect_options["application_name"] = "webhooks_emitter"
@@ -446,13 +295,16 @@ class PostgresStore(Store):
         """State that belongs to one process (made again in a forked child)."""
         self._pid = os.getpid()
         self._open_lock = threading.Lock()
-        self._pool = _Pool(self._connect, self.pool_size)
-        self._listen_lock = threading.Lock()
-        self._listener: Optional[Conn] = None
-        self._listen_failing = False
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._pool = Pool(self._connect, self.pool_size)
+        self._listener = Listener(
+            self._connect, self.channel, self.describe, self._scrub, self.open
+        )
+        # The lock that vouches for this process's leases: a random key per process (a
+        # forked child draws its own), held by a session of its own once a lease is taken.
+        self._session = SessionLock(self._connect, secrets.randbits(62) + 1)
+        self._token_suffix = f"/{self._session.key}"
+        self._last_notify = -NOTIFY_EVERY
+        self._room = RoomCheck()
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact(self._conninfo)!r}, schema={self.schema!r})"
@@ -469,7 +321,16 @@ class PostgresStore(Store):
         return _PASSWORD_KV.sub(r"\1***", text)
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{self.describe()}: {what}: {self._scrub(_first_line(exc))}")
+        return StoreError(f"{self.describe()}: {what}: {self._scrub(first_line(exc))}")
+
+    def _token(self, lease: Lease) -> str:
+        """The token as stored: the lease's, and the key of the lock that vouches for it.
+
+        ``acquire`` reads the key back from the token to ask whether the holder's session
+        still holds that lock. Tokens of the previous release have no ``/``: their holders
+        hold no such lock, and their leases are taken over only once they expire.
+        """
+        return lease.token + self._token_suffix
 
     def _connect(self, deadline: float) -> Conn:
         remaining = deadline - time.monotonic()
@@ -502,50 +363,53 @@ class PostgresStore(Store):
         if self._pid != os.getpid():
             self.after_fork()
 
-    @contextmanager
-    def _connection(self, what: str, deadline: float) -> Iterator[Conn]:
-        try:
-            conn = self._pool.get(deadline)
-        except (TimeoutError, psycopg.Error, OSError) as exc:
-            raise self._error(what, exc) from exc
-        try:
-            yield conn
-        finally:
-            self._pool.put(conn)
-
     def _run(self, what: str, op: Callable[[Conn], _T], *, repeatable: bool = True) -> _T:
         """Run ``op`` on a pooled connection; StoreError on failure.
 
         A call whose connection breaks is run once more on a fresh connection when
-        ``repeatable`` (running it twice does no harm) and time is left.
+        ``repeatable`` (running it twice does no harm) and time is left. (Written out
+        rather than with a context manager: this is every call's path, emit's included.)
         """
-        self._check_pid()
+        if self._pid != os.getpid():
+            self.after_fork()
         deadline = time.monotonic() + self.timeout
+        pool = self._pool
         for attempt in (1, 2):
-            with self._connection(what, deadline) as conn:
-                try:
-                    return op(conn)
-                except psycopg.Error as exc:
-                    lost = conn.closed or conn.broken
-                    if lost and repeatable and attempt == 1 and time.monotonic() < deadline:
-                        logger.info(
-                            "%s: connection lost (%s); trying again on a new one",
-                            self.describe(),
-                            self._scrub(_first_line(exc)),
-                            extra={"store": self.describe()},
-                        )
-                        continue
-                    raise self._error(what, exc) from exc
+            try:
+                conn = pool.get(deadline)
+            except (TimeoutError, psycopg.Error, OSError) as exc:
+                raise self._error(what, exc) from exc
+            try:
+                return op(conn)
+            except psycopg.Error as exc:
+                lost = conn.closed or conn.broken
+                if lost and repeatable and attempt == 1 and time.monotonic() < deadline:
+                    logger.info(
+                        "%s: connection lost (%s); trying again on a new one",
+                        self.describe(),
+                        self._scrub(first_line(exc)),
+                        extra={"store": self.describe()},
+                    )
+                    continue
+                raise self._error(what, exc) from exc
+            finally:
+                pool.put(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(
         self, name: str, params: dict[str, Any], *, what: str = "", repeatable: bool = True
     ) -> list[Row]:
-        self.open()
+        if not self._ready:
+            self.open()
         sql = self._sql[name]
+        cursors = self._cursors
 
         def op(conn: Conn) -> list[Row]:
-            cursor = conn.execute(sql, params, prepare=True)
+            # One cursor per connection, kept: a connection serves one thread at a time.
+            cursor = cursors.get(conn)
+            if cursor is None or cursor.closed:
+                cursor = cursors[conn] = conn.cursor()
+            cursor.execute(sql, params, prepare=True)
             return cursor.fetchall() if cursor.description else []
 
         return self._run(what or f"{name} failed", op, repeatable=repeatable)
@@ -563,9 +427,12 @@ class PostgresStore(Store):
         with self._open_lock:
             if self._ready:
                 return
-            found = self._run("reading the schema version failed", self._read_version)
+            found = self._run(
+                "reading the schema version failed",
+                lambda conn: read_version(conn, self.schema, self._sql),
+            )
             if found is not None and found[1] > SCHEMA_VERSION:
-                raise self._newer(found)
+                raise newer_error(self.describe(), found)
             if found is None or found[0] < SCHEMA_VERSION:
                 if not self.create:
                     state = "has no tables" if found is None else f"is at version {found[0]}"
@@ -577,20 +444,6 @@ class PostgresStore(Store):
                     )
                 self._migrate()
             self._ready = True
-
-    def _newer(self, found: tuple[int, int]) -> StoreError:
-        return StoreError(
-            f"{self.describe()}: the store's schema is at version {found[0]}, newer than this "
-            f"library understands (it needs {found[1]}, this library knows up to "
-            f"{SCHEMA_VERSION}): upgrade webhooks_emitter"
-        )
-
-    def _read_version(self, conn: Conn) -> Optional[tuple[int, int]]:
-        exists = conn.execute(self._sql["table_exists"], {"schema": self.schema}).fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute(self._sql["version"]).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
 
     def migrate(self) -> int:
         """Create the tables, or upgrade them to this library's version.
@@ -612,39 +465,10 @@ class PostgresStore(Store):
         return version
 
     def _migrate(self) -> int:
-        def op(conn: Conn) -> int:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(self.schema),))
-                conn.execute("SET LOCAL statement_timeout = 0")  # a long upgrade is fine
-                found = self._read_version(conn)
-                if found is not None and found[1] > SCHEMA_VERSION:
-                    raise self._newer(found)
-                current = found[0] if found is not None else 0
-                if current == 0:
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-                    ).fetchone()
-                    if not exists:
-                        conn.execute(f'CREATE SCHEMA "{self.schema}"')
-                for version in range(current + 1, SCHEMA_VERSION + 1):
-                    conn.execute(_load_sql(f"postgres_schema_{version}.sql", self.schema))
-                    logger.info(
-                        "%s: schema upgraded to version %d",
-                        self.describe(),
-                        version,
-                        extra={"store": self.describe(), "schema_version": version},
-                    )
-                if current < SCHEMA_VERSION:
-                    conn.execute(
-                        f'INSERT INTO "{self.schema}".schema_version '
-                        "(version, compatible_from) VALUES (%(v)s, %(c)s) "
-                        "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, "
-                        "compatible_from = EXCLUDED.compatible_from, upgraded_at = now()",
-                        {"v": SCHEMA_VERSION, "c": COMPATIBLE_FROM},
-                    )
-                return max(current, SCHEMA_VERSION)
-
-        return self._run("creating the schema failed", op)
+        return self._run(
+            "creating the schema failed",
+            lambda conn: migrate(conn, self.schema, self._sql, self.describe()),
+        )
 
     def close(self) -> None:
         """Close the store's connections (only this process's); used again, it reopens."""
@@ -652,128 +476,33 @@ class PostgresStore(Store):
             self.after_fork()
             return
         self._pool.close()
-        # A thread may be waiting for a notification, holding the listener: wake it first.
-        self.wake()
-        if self._listen_lock.acquire(timeout=self.timeout):
-            try:
-                self._drop_listener()
-            finally:
-                self._listen_lock.release()
+        self._session.close()  # this process's leases may be taken at once
+        # A thread may be waiting for a notification, holding the listener: it is woken.
+        self._listener.close(self.timeout)
 
     def after_fork(self) -> None:
         """In a forked child: forget (never close) the parent's connections; open new ones."""
         self._pool.abandon()
-        if self._listener is not None:
-            _INHERITED.append(self._listener)
-        for sock in (self._wake_r, self._wake_w):
-            sock.close()  # this process's copy only; the parent's stays open
+        self._session.abandon()
+        self._listener.abandon()
         self._setup_process()
 
     # -- notifications ------------------------------------------------------------------------
 
-    def _drop_listener(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - broken already
-                pass
-
     def wait_for_change(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a notification of a change (another process's
-        commit of an event, a pause, a replay) or a :meth:`wake`.
+        commit of an event, a pause, a replay) or a :meth:`wake` (see ``_pg_notify``).
 
-        Returns True on one, and also right after (re)connecting the listening connection
-        (what happened meanwhile was not heard); False when the time is up. Never raises:
-        when the server cannot be reached it waits ``timeout`` (or a wake) and says "maybe"
-        (True), and the poll that follows reports the error.
+        Returns True on one, right after (re)connecting the listening connection (what
+        happened meanwhile was not heard), and once more shortly after a notification (a
+        later commit may have skipped its own); False when the time is up. Never raises.
         """
         self._check_pid()
-        deadline = time.monotonic() + max(0.0, timeout)
-        if not self._listen_lock.acquire(timeout=max(0.0, timeout)):
-            return False
-        try:
-            if self._listener is None or self._listener.closed or self._listener.broken:
-                self._drop_listener()
-                if not self._listen(deadline):
-                    self._wait_for_wake(deadline)
-                    return True
-                return True
-            return self._wait_on(self._listener, deadline)
-        except (psycopg.Error, OSError, ValueError) as exc:
-            logger.warning(
-                "%s: the listening connection was lost (%s); reconnecting",
-                self.describe(),
-                self._scrub(_first_line(exc)),
-                extra={"store": self.describe()},
-            )
-            self._drop_listener()
-            if not self._listen(deadline):
-                self._wait_for_wake(deadline)
-            return True
-        finally:
-            self._listen_lock.release()
-
-    def _wait_on(self, conn: Conn, deadline: float) -> bool:
-        """Wait on the listening connection until a notification, a wake or ``deadline``."""
-        wake = self._wake_r.fileno()
-        while True:
-            if list(conn.notifies(timeout=0.0)):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            readable = _readable([conn.fileno(), wake], remaining)
-            if wake in readable:
-                self._drain_wake()
-                return True
-            if not readable:
-                return False
-
-    def _listen(self, deadline: float) -> bool:
-        """Open the listening connection; False (logged once per outage) when it fails."""
-        try:
-            self.open()
-            conn = self._connect(max(deadline, time.monotonic() + 0.5))
-            conn.execute(f'LISTEN "{self.channel}"')
-        except (psycopg.Error, OSError, TimeoutError, StoreError) as exc:
-            if not self._listen_failing:
-                self._listen_failing = True
-                logger.warning(
-                    "%s: cannot listen for changes (%s); polling until it can",
-                    self.describe(),
-                    self._scrub(_first_line(exc)),
-                    extra={"store": self.describe()},
-                )
-            return False
-        if self._listen_failing:
-            self._listen_failing = False
-            logger.info("%s: listening for changes again", self.describe())
-        self._listener = conn
-        return True
-
-    def _wait_for_wake(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            if _readable([self._wake_r.fileno()], remaining):
-                self._drain_wake()
-                return True
-        return False
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+        return self._listener.wait(timeout)
 
     def wake(self) -> None:
         """Cut a :meth:`wait_for_change` short (it returns True)."""
-        try:
-            self._wake_w.send(b"\0")
-        except OSError as exc:  # full (a wake is pending anyway) or closed
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBADF):
-                raise
+        self._listener.wake()
 
     # -- emitting ---------------------------------------------------------------------------
 
@@ -786,6 +515,15 @@ class PostgresStore(Store):
         or ``Session`` on this database), the event is written inside the caller's open
         transaction, in a savepoint: delivered once it commits, never after a rollback.
 
+        The room check (``max_queue_size``) costs about a third of an emit. Its query
+        answers the queue's depth (an upper bound), and while the depth plus the emits made
+        since stays below half of ``max_queue_size``, this process's next emits to that
+        emitter skip it for up to ``_pg_room.ROOM_FOR`` seconds: an insert alone, as an
+        application's own outbox row. An emitter is thus never filled past
+        ``max_queue_size`` by one process; other processes' emits within those
+        ``ROOM_FOR`` seconds may overshoot it, as two emits racing for its last place
+        already may.
+
         Raises:
             StoreError: the event could not be stored (nothing of it was, and a caller's
                 transaction is still usable).
@@ -793,50 +531,59 @@ class PostgresStore(Store):
         """
         if not targets:
             return []
-        params = {
-            "emitter_ids": [target.emitter_id for target in targets],
-            "max_sizes": [target.max_queue_size for target in targets],
+        params: dict[str, Any] = {
             "event": message.event,
             "request_id": message.request_id,
             "body": message.body,
             "ordering_key": message.ordering_key,
             "emitted_at": time.time(),
+            "trace_context": getattr(message, "trace_context", None),
             "channel": self.channel,
         }
+        one = len(targets) == 1
+        fast = False
+        if one:
+            target = targets[0]
+            params.update(emitter_id=target.emitter_id, max_size=target.max_queue_size)
+            fast = self._room.skip_check(target.emitter_id, target.max_queue_size)
+            name = "append_one_fast" if fast else "append_one_checked"
+        else:
+            params.update(emitter_ids=[target.emitter_id for target in targets],
+                          max_sizes=[target.max_queue_size for target in targets])
+            name = "append"
         if connection is None:
-            row = self._query(
-                "append", params, what="storing the event failed", repeatable=False
-            )[0]
+            # Notified at most every NOTIFY_EVERY seconds per process (see _pg_notify).
+            # Measured from the notifying commit's end, so that an emit that skips its
+            # notification starts within NOTIFY_EVERY of a notification it follows.
+            notify = time.monotonic() - self._last_notify >= NOTIFY_EVERY
+            rows = self._query(
+                name + "_notify" if notify else name, params,
+                what="storing the event failed", repeatable=False,
+            )
+            if notify:
+                self._last_notify = time.monotonic()
         else:
             self.open()  # the tables exist before anything is written through it
-            row = self._append_through(connection, params)
-        stored = set(row[0] or ())
-        return [target.emitter_id in stored for target in targets]
-
-    def _append_through(self, connection: Any, params: dict[str, Any]) -> Row:
-        write, run, in_transaction = _caller_runner(connection)
-        savepoint = "webhooks_emitter_append"
-        begin, done, undo = (
-            (f"SAVEPOINT {savepoint}", f"RELEASE SAVEPOINT {savepoint}",
-             f"ROLLBACK TO SAVEPOINT {savepoint}")
-            if in_transaction
-            else ("BEGIN", "COMMIT", "ROLLBACK")
-        )
-        try:
-            row = write(begin, self._sql["append"], params, done)
-        except Exception as exc:
             try:
-                run(undo, None)
-                if in_transaction:
-                    run(done, None)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            if _is_driver_error(exc):
-                raise self._error("storing the event through the connection failed", exc) from exc
-            raise
-        if row is None:  # pragma: no cover - the query always returns a row
+                # A notification per caller's transaction: the server merges them.
+                # (The string it sends holds a NOTIFY: the plain query is enough.)
+                rows = self._caller.write(connection, name, params, rows=not fast) or []
+            except Exception as exc:
+                if is_driver_error(exc):
+                    raise self._error(
+                        "storing the event through the connection failed", exc
+                    ) from exc
+                raise
+        if fast:
+            return [True]
+        if not rows:  # pragma: no cover - the query always answers one row
             raise StoreError(f"{self.describe()}: storing the event returned nothing")
-        return row
+        if one:
+            stored, depth = rows[0][0], rows[0][1]
+            self._room.found(target.emitter_id, target.max_queue_size, int(depth) + stored)
+            return [bool(stored)]
+        found = set(rows[0][0] or ())
+        return [target.emitter_id in found for target in targets]
 
     # -- emitters ----------------------------------------------------------------------------
 
@@ -874,22 +621,26 @@ class PostgresStore(Store):
 
     def set_hold(self, emitter_id: str, lease: Lease, until: float) -> None:
         self._query(
-            "set_hold", {"emitter_id": emitter_id, "token": lease.token, "until": float(until)}
+            "set_hold",
+            {"emitter_id": emitter_id, "token": self._token(lease), "until": float(until)},
         )
 
     def set_failing_since(self, emitter_id: str, lease: Lease, since: Optional[float]) -> None:
         self._query(
             "set_failing_since",
-            {"emitter_id": emitter_id, "token": lease.token,
+            {"emitter_id": emitter_id, "token": self._token(lease),
              "since": None if since is None else float(since)},
         )
 
     # -- leases ------------------------------------------------------------------------------
 
     def acquire(self, emitter_id: str, lease: Lease) -> bool:
+        """Take the lease if it is free, expired, released, ours, or its holder's database
+        session has ended (the holder's process is gone: see :class:`SessionLock`)."""
+        self._hold_session()
         rows = self._query(
             "acquire",
-            {"emitter_id": emitter_id, "holder": lease.holder, "token": lease.token,
+            {"emitter_id": emitter_id, "holder": lease.holder, "token": self._token(lease),
              "ttl": self.lease_timeout},
         )
         return bool(rows)
@@ -897,16 +648,31 @@ class PostgresStore(Store):
     def renew(self, lease: Lease, emitter_ids: Collection[str]) -> set[str]:
         if not emitter_ids:
             return set()
+        # A session that ended while this process lives (a server restart) is opened
+        # again, so that the leases still ours are vouched for again.
+        self._hold_session()
         rows = self._query(
             "renew",
-            {"emitter_ids": list(emitter_ids), "token": lease.token, "ttl": self.lease_timeout},
+            {"emitter_ids": list(emitter_ids), "token": self._token(lease),
+             "ttl": self.lease_timeout},
         )
         return {row[0] for row in rows}
+
+    def _hold_session(self) -> None:
+        """Make sure this process's lock session lives and holds its key (StoreError if the
+        server cannot be reached)."""
+        self._check_pid()
+        self.open()
+        try:
+            self._session.ensure(time.monotonic() + self.timeout)
+        except (TimeoutError, psycopg.Error, OSError) as exc:
+            raise self._error("opening the session that holds the leases failed", exc) from exc
 
     def release(self, emitter_id: str, lease: Lease, next_due: float = 0.0) -> None:
         self._query(
             "release",
-            {"emitter_id": emitter_id, "token": lease.token, "next_due": float(next_due)},
+            {"emitter_id": emitter_id, "token": self._token(lease),
+             "next_due": float(next_due)},
         )
 
     # -- events, under a lease ----------------------------------------------------------------
@@ -918,45 +684,136 @@ class PostgresStore(Store):
             return []
         rows = self._query(
             "fetch",
-            {"emitter_id": emitter_id, "token": lease.token, "skip": list(skip),
+            {"emitter_id": emitter_id, "token": self._token(lease), "skip": list(skip),
              "limit": limit},
         )
-        return [
-            StoredEvent(
+        events = []
+        for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+             status_code, error, trace_context) in rows:
+            stored = StoredEvent(
                 seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
                 next_at, emitted_at, status_code, error,
             )
-            for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
-                 status_code, error) in rows
-        ]
+            if _TRACE:
+                stored.trace_context = trace_context  # type: ignore[attr-defined]
+            events.append(stored)
+        return events
 
-    def _event_params(self, lease: Lease, event: StoredEvent) -> dict[str, Any]:
-        return {
+    def _params(self, kind: str, lease: Lease, event: StoredEvent, now: float = 0.0
+                ) -> dict[str, Any]:
+        """The parameters of query ``kind`` (begin_try or an outcome) for ``event``."""
+        params: dict[str, Any] = {
             "seq": event.seq,
             "emitter_id": event.emitter_id,
-            "token": lease.token,
+            "token": self._token(lease),
             "attempts": event.attempts,
         }
+        if kind == "begin_try":
+            # next_at: set by the engine to the try's start plus request_timeout, so that a
+            # new holder after this process's death waits for this try to end.
+            params.update(now=float(now), next_at=float(event.next_at))
+        elif kind == "retry_later":
+            params.update(
+                next_at=float(event.next_at), status_code=event.status_code, error=event.error
+            )
+        elif kind == "give_up":
+            params.update(
+                status_code=event.status_code, error=event.error, failed_at=time.time()
+            )
+        return params
 
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
-        params = self._event_params(lease, event)
-        params["now"] = float(now)
-        return bool(self._query("begin_try", params))
+        return bool(self._query("begin_try", self._params("begin_try", lease, event, now)))
 
     def retry_later(self, lease: Lease, event: StoredEvent) -> bool:
-        params = self._event_params(lease, event)
-        params.update(
-            next_at=float(event.next_at), status_code=event.status_code, error=event.error
-        )
-        return bool(self._query("retry_later", params))
+        return bool(self._query("retry_later", self._params("retry_later", lease, event)))
 
     def finish(self, lease: Lease, event: StoredEvent) -> bool:
-        return bool(self._query("finish", self._event_params(lease, event)))
+        return bool(self._query("finish", self._params("finish", lease, event)))
 
     def give_up(self, lease: Lease, event: StoredEvent) -> bool:
-        params = self._event_params(lease, event)
-        params.update(status_code=event.status_code, error=event.error, failed_at=time.time())
-        return bool(self._query("give_up", params))
+        return bool(self._query("give_up", self._params("give_up", lease, event)))
+
+    def settle(
+        self,
+        lease: Lease,
+        outcomes: Sequence[tuple[str, StoredEvent]],
+        begin: Optional[StoredEvent] = None,
+        now: float = 0.0,
+    ) -> tuple[list[bool], Optional[bool]]:
+        """Record tries' outcomes, and the start of the next try, in ONE transaction.
+
+        ``outcomes`` holds ``(kind, event)`` pairs, kind ``"retry_later"``, ``"finish"`` or
+        ``"give_up"``, each recorded as the call of that name would (same guards: the lease
+        token). ``begin``, if given, is an event whose try starts now, recorded as
+        :meth:`begin_try` would (lease live and ours, not paused, still queued).
+
+        One round trip (psycopg's pipeline mode) and one commit, where the single calls
+        cost one of each per event. The transaction commits with ``synchronous_commit =
+        off``: a delivering process does not wait for the WAL flush of delivery state. A
+        server crash (not a process's death: the commit is then in the server's memory)
+        may lose the last such commits, in WAL order, never a later one without the
+        earlier: a delivered event may then be tried again (at least once), and no event
+        overtakes another. Emits stay fully durable.
+
+        Returns:
+            Per outcome, whether it was recorded; for ``begin``, whether its try may be sent
+            (None without ``begin``).
+
+        Raises:
+            ValueError: an unknown kind. StoreError: the store could not be written (then
+                nothing of it was).
+        """
+        statements = []
+        for kind, event in outcomes:
+            if kind not in _OUTCOMES:
+                raise ValueError(
+                    f"settle: outcome kind must be one of {sorted(_OUTCOMES)}, got {kind!r}"
+                )
+            statements.append((_OUTCOMES[kind], self._params(kind, lease, event)))
+        if begin is not None:
+            statements.append(("begin_try", self._params("begin_try", lease, begin, now)))
+        if not statements:
+            return [], None
+        self.open()
+        # One simple-protocol string: BEGIN, the EXECUTEs of statements prepared once per
+        # session (PREPARE in the same string the first time), COMMIT. psycopg's pipeline
+        # mode was measured slower (several waits on the socket per call).
+        calls = [(self._caller.statement(name), params) for name, params in statements]
+        merged: dict[str, Any] = {}
+        for index, (_, params) in enumerate(calls):
+            merged.update((f"s{index}_{key}", value) for key, value in params.items())
+
+        def op(conn: Conn) -> list[bool]:
+            prepared = self._prepared_on.setdefault(conn, set())
+            # Delivery state only: see the docstring for what a crash may cost.
+            parts = ["BEGIN", "SET LOCAL synchronous_commit = off"]
+            parts += list(dict.fromkeys(
+                s.prepare for s, _ in calls if s.name not in prepared))
+            parts += [s.call(f"s{index}_") for index, (s, _) in enumerate(calls)]
+            parts.append("COMMIT")
+            done = []
+            try:
+                with psycopg.ClientCursor(conn) as cursor:
+                    cursor.execute("; ".join(parts), merged)
+                    while True:
+                        if cursor.description is not None:  # an EXECUTE's RETURNING
+                            done.append(bool(cursor.fetchall()))
+                        if not cursor.nextset():
+                            break
+            except BaseException:
+                # Which PREPAREs ran is unknown, and the transaction may be open: this
+                # connection is not used again (the pool replaces it).
+                conn.close()
+                raise
+            prepared.update(s.name for s, _ in calls)
+            return done
+
+        # Repeatable: each write sets values (or deletes), so running it again is harmless.
+        done = self._run("recording the tries failed", op)
+        if begin is None:
+            return done, None
+        return done[:-1], done[-1]
 
     # -- flush -------------------------------------------------------------------------------
 
@@ -1017,21 +874,6 @@ def _seconds(name: str, value: Any) -> float:
     return float(value)
 
 
-def _server_name(params: dict[str, Any]) -> str:
-    """``user@host:port/dbname`` from conninfo parameters and the PG* variables, no password."""
-    env = os.environ
-    host = str(params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "localhost")
-    port = str(params.get("port") or env.get("PGPORT") or "5432")
-    user = str(params.get("user") or env.get("PGUSER") or "")
-    dbname = str(params.get("dbname") or env.get("PGDATABASE") or user or "")
-    hosts = host.split(",")
-    ports = port.split(",")
-    where = ",".join(
-        f"{h}:{ports[i] if i < len(ports) else ports[-1]}" for i, h in enumerate(hosts)
-    )
-    return f"{user + '@' if user else ''}{where}/{dbname}"
-
-
 def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
@@ -1051,136 +893,3 @@ def _state(row: Row) -> EmitterState:
         oldest_queued_at=None if oldest is None else float(oldest),
         lease_holder=holder,
     )
-
-
-def _is_driver_error(exc: BaseException) -> bool:
-    return _from_module(exc, "psycopg", "psycopg2", "sqlalchemy")
-
-
-Runner = Callable[[str, Optional[dict[str, Any]]], Optional[Row]]
-#: write(begin, sql, params, done): the three statements of a write, in as few round trips
-#: as the driver allows; answers the row of ``sql``.
-Writer = Callable[[str, str, dict[str, Any], str], Optional[Row]]
-
-
-def _one_at_a_time(run: Runner) -> Writer:
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        run(begin, None)
-        row = run(sql, params)
-        run(done, None)
-        return row
-
-    return write
-
-
-def _caller_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    """How to write through a caller's connection and run one statement on it, and whether
-    it is in a transaction (else it is in autocommit mode, outside one: the write gets a
-    transaction of its own).
-
-    Detects the connection's kind by the module of its class, importing a driver only when
-    the object comes from it.
-    """
-    if _from_module(connection, "sqlalchemy"):
-        return _sqlalchemy_runner(connection)
-    if _from_module(connection, "psycopg2"):
-        return _psycopg2_runner(connection)
-    if _from_module(connection, "psycopg"):
-        return _psycopg_runner(connection)
-    raise TypeError(
-        "connection= takes a psycopg 3 or psycopg2 connection, or a SQLAlchemy Connection "
-        f"or Session, not {type(connection).__module__}.{type(connection).__name__}"
-    )
-
-
-def _psycopg_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    if not isinstance(connection, psycopg.Connection):
-        raise TypeError(
-            f"connection= takes a psycopg (3) Connection, not {type(connection).__name__}"
-            " (an AsyncConnection cannot be used from emit)"
-        )
-    if connection.closed:
-        raise ValueError("connection= is closed")
-    idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    from psycopg.rows import tuple_row
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        # A plain cursor whatever the connection's cursor_factory and row_factory.
-        with psycopg.Cursor(connection, row_factory=tuple_row) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-
-    def pipelined(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # One round trip: the three statements go out together. If the write fails, the
-        # rest of the pipeline is skipped and the error raised when it syncs.
-        cursors = [psycopg.Cursor(connection, row_factory=tuple_row) for _ in range(3)]
-        try:
-            with connection.pipeline():
-                cursors[0].execute(begin)
-                cursors[1].execute(sql, params)
-                cursors[2].execute(done)
-            return cursors[1].fetchone()
-        finally:
-            for cursor in cursors:
-                cursor.close()
-
-    write = pipelined if psycopg.Pipeline.is_supported() else _one_at_a_time(run)
-    return write, run, not (connection.autocommit and idle)
-
-
-def _psycopg2_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    extensions = importlib.import_module("psycopg2.extensions")
-    if not isinstance(connection, extensions.connection):
-        raise TypeError(
-            f"connection= takes a psycopg2 connection, not {type(connection).__name__}"
-        )
-    if connection.closed:
-        raise ValueError("connection= is closed")
-    idle = connection.get_transaction_status() == extensions.TRANSACTION_STATUS_IDLE
-    plain_cursor = extensions.cursor
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        with connection.cursor(cursor_factory=plain_cursor) as cursor:
-            cursor.execute(sql, params)
-            return tuple(cursor.fetchone()) if cursor.description else None
-
-    def write(begin: str, sql: str, params: dict[str, Any], done: str) -> Optional[Row]:
-        # psycopg2 sends one string (simple query protocol): the savepoint and the write in
-        # one round trip, answering the last statement's row.
-        row = run(f"{begin}; {sql}", params)
-        run(done, None)
-        return row
-
-    return write, run, not (connection.autocommit and idle)
-
-
-def _sqlalchemy_runner(connection: Any) -> tuple[Writer, Runner, bool]:
-    # Imported by name: SQLAlchemy is the caller's dependency, not this library's.
-    orm = importlib.import_module("sqlalchemy.orm")
-    engine = importlib.import_module("sqlalchemy.engine")
-    if isinstance(connection, orm.scoped_session):
-        connection = connection()
-    if isinstance(connection, orm.Session):
-        # The connection of the session's transaction (begun if need be); no flush.
-        connection = connection.connection()
-    if not isinstance(connection, engine.Connection):
-        raise TypeError(
-            "connection= takes a SQLAlchemy Connection or Session, not "
-            f"{type(connection).__name__} (async ones cannot be used from emit)"
-        )
-    if connection.dialect.name != "postgresql":
-        raise ValueError(
-            f"connection= is a {connection.dialect.name} connection; PostgresStore needs "
-            "one to its PostgreSQL database"
-        )
-
-    def run(sql: str, params: Optional[dict[str, Any]]) -> Optional[Row]:
-        # exec_driver_sql joins SQLAlchemy's transaction (beginning it if need be), so the
-        # caller's commit() or rollback() decides.
-        result = connection.exec_driver_sql(sql, params) if params else (
-            connection.exec_driver_sql(sql)
-        )
-        row = result.fetchone() if result.returns_rows else None
-        return None if row is None else tuple(row)
-
-    return _one_at_a_time(run), run, True
