@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Collection, Iterable
 from typing import Any, Callable, Optional, Union
 
+from . import _observe
 from ._config import Config, EmitterStats
 from ._emitter import Emitter, RateLimitedCount
 from ._encoding import check_name, check_request_id, encode_payload, new_request_id
@@ -55,6 +56,16 @@ def _deadline(seconds: float) -> Optional[float]:
 def _left(deadline: Optional[float]) -> Optional[float]:
     """Seconds left until ``deadline`` (at least 0), or None when there is none."""
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _traced(capture: Callable[[], Optional[str]]) -> Optional[str]:
+    """The caller's trace context, as ``_observe.trace_capture`` gives it; a capture that
+    fails costs the event its trace, never the event (logged)."""
+    try:
+        return capture()
+    except Exception:  # noqa: BLE001 - an observer's failure must not fail emit
+        logger.warning("webhooks_emitter: the trace context capture failed", exc_info=True)
+        return None
 
 
 def _to_store(value: Union[Store, str]) -> Store:
@@ -535,7 +546,10 @@ class WebhooksEmitter:
         if self._closing:
             self._refuse(event, request_id, len(targets))
             return request_id
-        message = Message(event, request_id, body, ordering_key)
+        capture = _observe.trace_capture
+        message = Message(
+            event, request_id, body, ordering_key, None if capture is None else _traced(capture)
+        )
         accepted = self._store.append(message, targets, connection)
         local = connection is None
         for emitter, stored in zip(targets, accepted):

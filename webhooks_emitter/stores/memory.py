@@ -121,6 +121,7 @@ class MemoryStore(Store):
                         message.body,
                         message.ordering_key,
                         emitted_at=now,
+                        trace_context=message.trace_context,
                     )
                 )
             accepted.append(True)
@@ -345,6 +346,7 @@ class MemoryStore(Store):
                         event.body,
                         event.ordering_key,
                         emitted_at=event.emitted_at,
+                        trace_context=event.trace_context,
                     )
                 )
         return len(chosen)
