@@ -37,6 +37,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from . import _observe
 from ._config import Config, DeliveryResult, EmitterStats
 from ._delivery import Deliverer, RetryPolicy
 from ._transport import Transport, TryOutcome
@@ -54,6 +55,8 @@ WARNING_INTERVAL = 5.0
 #: Seconds between two tries of a store call that failed in a delivering thread (then more).
 _STORE_RETRY_START = 0.05
 _STORE_RETRY_LIMIT = 5.0
+#: The longest a try may be taken to last when the next holder's wait is reckoned (a year).
+_LONGEST_TRY = 365 * 86400.0
 
 
 class RateLimitedCount:
@@ -137,6 +140,7 @@ class Emitter:
         self._delivered = self._given_up = self._dropped = self._retries = 0
         self._full = RateLimitedCount()
         self._store_errors = RateLimitedCount()
+        self._observer_errors = RateLimitedCount()
 
     def __repr__(self) -> str:
         return f"<Emitter {self.emitter_id!r} workers={self._workers}>"
@@ -775,33 +779,47 @@ class Emitter:
         lease = self.hub.lease
         now = time.time()
         event.attempts += 1
+        due = event.next_at
+        # Written by begin_try: should this process end mid-try, the next holder waits for
+        # this try's end before the next one (the receiver never sees two overlap).
+        event.next_at = now + min(self.config.request_timeout, _LONGEST_TRY)
         started = self._store("a try", lambda: store.begin_try(lease, event, now), event)
         if not started:
             event.attempts -= 1
+            event.next_at = due
             self._not_started(event, started)
             return
         with self._lock:
             self._last_try_at = max(self._last_try_at, time.time())
             first = self._first_try.setdefault(event.seq, time.monotonic())
             self._starting_done_locked()
+        observers = _observe.OBSERVERS
+        scopes = self._try_started(observers, event) if observers else None
+        extra = None
+        if scopes and self.config.propagate_trace:
+            extra = {k: v for scope in scopes if scope is not None for k, v in scope.headers.items()}
+        began = time.monotonic()
         try:
-            outcome = self.deliverer.send(transport, event)
+            outcome = self.deliverer.send(transport, event, extra)
         except Exception:  # noqa: BLE001 - logged; the event is given up, not lost silently
             logger.exception(
                 "webhook emitter %r failed to deliver", self.emitter_id, extra=self._extra(event)
             )
             outcome = TryOutcome(False, error="internal error (logged)", final=True)
+        duration = time.monotonic() - began
+        if observers:
+            self._try_ended(observers, scopes, event, outcome, duration)
         event.status_code = outcome.status_code
         event.error = None if outcome.ok else outcome.error
         if self._closed and not self.hub.store.durable:
-            self._after_close(event, outcome, first)
+            self._after_close(event, outcome, first, duration)
             return
         if outcome.ok:
             self._store("a delivery", lambda: store.finish(lease, event), event)
             if self._failing_since is not None:
                 self._failing_since = None
                 self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, None))
-            self._report(event, outcome, first)
+            self._report(event, outcome, first, duration)
             return
         now = time.time()
         gone = outcome.status_code == 410 and self.config.pause_on_gone
@@ -815,12 +833,14 @@ class Emitter:
         if gone:
             self._untake(event, keep=True)
             self._pause_for(
-                event, "the receiver answered 410 Gone; restart it to resume"
+                event,
+                "the receiver answered 410 Gone; restart it to resume",
+                self._try_extra(event, outcome, duration, "retry"),
             )
             return
         if wait is None:
             self._store("a given-up event", lambda: store.give_up(lease, event), event)
-            self._report(event, outcome, first)
+            self._report(event, outcome, first, duration)
         else:
             if outcome.retry_after is not None:
                 until = now + wait
@@ -834,7 +854,7 @@ class Emitter:
                 self.policy.max_attempts,
                 outcome.error,
                 wait,
-                extra=self._extra(event),
+                extra=self._try_extra(event, outcome, duration, "retry"),
             )
         disable_after = self._disable_after
         if (
@@ -849,6 +869,88 @@ class Emitter:
                 "restart it to resume",
             )
 
+    def _try_extra(
+        self, event: StoredEvent, outcome: TryOutcome, duration: float, result: str
+    ) -> dict[str, Any]:
+        """The ``extra`` fields of a log line about a try or an outcome (CONTRACT 15)."""
+        return {
+            "emitter_id": self.emitter_id,
+            "event": event.event,
+            "request_id": event.request_id,
+            "attempt": event.attempts,
+            "status_code": outcome.status_code,
+            "duration": duration,
+            "outcome": result,
+        }
+
+    def _try_started(
+        self, observers: tuple[_observe.Observer, ...], event: StoredEvent
+    ) -> list[Optional[_observe.TryScope]]:
+        scopes: list[Optional[_observe.TryScope]] = []
+        for observer in observers:
+            try:
+                scopes.append(
+                    observer.try_started(self.emitter_id, event, event.attempts, self.config.url)
+                )
+            except Exception:  # noqa: BLE001 - an observer never stops a delivery
+                scopes.append(None)
+                self._observer_failed(event)
+        return scopes
+
+    def _try_ended(
+        self,
+        observers: tuple[_observe.Observer, ...],
+        scopes: Optional[list[Optional[_observe.TryScope]]],
+        event: StoredEvent,
+        outcome: TryOutcome,
+        duration: float,
+    ) -> None:
+        refused = outcome.final and outcome.status_code is None
+        result = _observe.result_of(
+            outcome.ok, outcome.status_code, outcome.error, refused, outcome.timed_out
+        )
+        error = None if outcome.ok else outcome.error
+        for index, observer in enumerate(observers):
+            scope = scopes[index] if scopes is not None and index < len(scopes) else None
+            try:
+                observer.try_ended(
+                    scope,
+                    self.emitter_id,
+                    event,
+                    event.attempts,
+                    result,
+                    outcome.status_code,
+                    None if refused else duration,
+                    error,
+                )
+            except Exception:  # noqa: BLE001 - an observer never stops a delivery
+                self._observer_failed(event)
+
+    def _observed_outcome(self, event: StoredEvent, result: str) -> None:
+        observers = _observe.OBSERVERS
+        if not observers:
+            return
+        since = max(time.time() - event.emitted_at, 0.0) if event.emitted_at else 0.0
+        for observer in observers:
+            try:
+                observer.outcome(self.emitter_id, event, result, since)
+            except Exception:  # noqa: BLE001 - an observer never stops a delivery
+                self._observer_failed(event)
+
+    def _observer_failed(self, event: StoredEvent) -> None:
+        """An observer raised: logged (at most once per WARNING_INTERVAL), then ignored."""
+        with self._lock:
+            self._observer_errors.add()
+            count = self._observer_errors.take(force=False)
+        if count:
+            logger.warning(
+                "webhook emitter %r: an observer failed (%d time(s)); ignored",
+                self.emitter_id,
+                count,
+                exc_info=True,
+                extra=self._extra(event),
+            )
+
     def _store_quietly(self, call: Callable[[], None]) -> None:
         """A store call whose failure costs nothing lasting (shared state for handovers)."""
         try:
@@ -861,7 +963,9 @@ class Emitter:
                 extra=self._extra(),
             )
 
-    def _pause_for(self, event: StoredEvent, why: str) -> None:
+    def _pause_for(
+        self, event: StoredEvent, why: str, extra: Optional[dict[str, Any]] = None
+    ) -> None:
         try:
             self.hub.store.set_paused(self.emitter_id, True)
         except StoreError as exc:
@@ -872,8 +976,10 @@ class Emitter:
                 extra=self._extra(event),
             )
         self.set_paused(True)  # before the WARNING says so, for whoever acts on it
-        logger.warning("webhook emitter %r paused: %s", self.emitter_id, why,
-                       extra=self._extra(event))
+        logger.warning(
+            "webhook emitter %r paused: %s", self.emitter_id, why,
+            extra=self._extra(event) if extra is None else extra,
+        )
 
     def _not_started(self, event: StoredEvent, answer: Optional[bool]) -> None:
         """``begin_try`` refused (paused, or the lease is gone) or the emitter closed."""
@@ -918,14 +1024,16 @@ class Emitter:
             if mark is not None and (event.seq >= mark or not self._taken):
                 self._flushed.notify_all()
 
-    def _after_close(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
+    def _after_close(
+        self, event: StoredEvent, outcome: TryOutcome, first: float, duration: float
+    ) -> None:
         """A try that was under way when a memory-store emitter was closed has ended."""
         with self._lock:
             abandoned = event.seq not in self._taken
         if abandoned:
             return  # abandon() logged it already
         if outcome.ok:
-            self._report(event, outcome, first)
+            self._report(event, outcome, first, duration)
             return
         with self._lock:
             self._dropped += 1
@@ -933,11 +1041,13 @@ class Emitter:
             "webhook emitter %r %s while it was being delivered; 1 undelivered event dropped",
             self.emitter_id,
             self._close_reason,
-            extra=self._extra(event),
+            extra=self._try_extra(event, outcome, duration, "dropped"),
         )
         self._untake(event, keep=False)
 
-    def _report(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
+    def _report(
+        self, event: StoredEvent, outcome: TryOutcome, first: float, duration: float
+    ) -> None:
         """Log the outcome, call ``on_delivery``, count it, and let the event go."""
         result = DeliveryResult(
             emitter_id=self.emitter_id,
@@ -949,7 +1059,9 @@ class Emitter:
             error=None if outcome.ok else outcome.error,
             elapsed=time.monotonic() - first,
         )
-        extra = self._extra(event)
+        extra = self._try_extra(
+            event, outcome, duration, "delivered" if outcome.ok else "given_up"
+        )
         if outcome.ok:
             logger.debug(
                 "webhook delivered in %d tries (HTTP %s)",
@@ -973,6 +1085,7 @@ class Emitter:
                 callback(result)
             except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
                 logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
+        self._observed_outcome(event, "delivered" if outcome.ok else "given_up")
         with self._lock:
             self._retries += max(event.attempts - 1, 0)
             if outcome.ok:
