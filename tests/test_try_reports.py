@@ -220,3 +220,30 @@ def test_log_records_of_tries_and_outcomes_carry_the_fields(
         assert all(hasattr(record, name) for name in fields)
         assert record.event in ("a", "b")
         assert isinstance(record.duration, float) and record.duration >= 0
+
+
+def test_housekeeping_age_and_emitter_ids_for_health(
+    hub: WebhooksEmitter, fast: Callable[..., Config], receiver: Receiver
+) -> None:
+    """No thread needed at rest (age None, alive); a timer makes one run (a small age);
+    ``emitter_ids`` lists what is attached here and whether it runs."""
+    assert hub.housekeeping_age() is None and hub.housekeeping_alive()
+    hub.attach("b", "*", fast(receiver.url))
+    hub.attach("a", "*", fast(receiver.url))
+    hub.pause("b")
+    assert hub.emitter_ids() == [("a", True), ("b", False)]
+    assert hub.emitter_ids(include_paused=False) == [("a", True)]
+    # A Retry-After wait longer than idle_timeout is a timer of the housekeeping thread.
+    hub.configure(idle_timeout=0.05)
+    hub.restart("b")
+    with Receiver(responder=lambda r: (503, {"Retry-After": "60"}, b"")) as slow:
+        hub.attach("later", "*", fast(slow.url, backoff_limit=60.0))
+        hub.emit("e", {}, to="later")
+        slow.wait_for(1)
+        deadline = time.monotonic() + 10
+        while hub.housekeeping_age() is None:
+            assert time.monotonic() < deadline, "no housekeeping thread for the timer"
+            time.sleep(0.01)
+        age = hub.housekeeping_age()
+        assert age is not None and 0 <= age < 5
+        assert hub.housekeeping_alive()

@@ -37,6 +37,26 @@ class Housekeeper:
         self.poll_errors = RateLimitedCount()
         self.poll_now = False
         self.paused: set[str] = set()  # emitter ids paused in the store at the last poll
+        self.last_loop = 0.0  # monotonic: when the thread last went round its loop
+        self.died = False  # the thread ended on an error (until one starts again)
+
+    def age(self) -> Optional[float]:
+        """Seconds since the thread last went round its loop; None when no thread is
+        needed now (threads on demand: nothing to time, nothing to poll)."""
+        with self.lock:
+            if self.thread is None and not self.died:
+                return None
+            return max(time.monotonic() - self.last_loop, 0.0)
+
+    def alive(self) -> bool:
+        """False when the thread is needed but died (or was never started)."""
+        with self.lock:
+            if self.died:
+                return False
+            thread = self.thread
+            if thread is None:
+                return not self._needed_locked() or self.stopping
+            return thread.is_alive()
 
     def schedule(self, emitter: Emitter, at: float) -> None:
         with self.lock:
@@ -56,6 +76,8 @@ class Housekeeper:
 
     def _ensure_locked(self) -> None:
         if self.thread is None and not self.stopping:
+            self.died = False
+            self.last_loop = time.monotonic()
             self.thread = threading.Thread(
                 target=self._run, name="webhooks-emitter:housekeeping", daemon=True
             )
@@ -94,7 +116,7 @@ class Housekeeper:
                     if not self._needed_locked():
                         self.thread = None
                         return
-                    now = time.monotonic()
+                    now = self.last_loop = time.monotonic()
                     while self.timers and self.timers[0][0] <= now:
                         due.append(heapq.heappop(self.timers)[2])
                     wait = self.timers[0][0] - now if self.timers else 1.0
@@ -121,6 +143,7 @@ class Housekeeper:
             logger.exception("webhooks_emitter housekeeping thread failed")
             with self.lock:
                 self.thread = None
+                self.died = True
 
     def _renew(self) -> None:
         hub = self.hub

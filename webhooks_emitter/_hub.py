@@ -440,6 +440,38 @@ class WebhooksEmitter:
             failed=state.failed,
         )
 
+    # -- health ----------------------------------------------------------------------------
+
+    def health(self, max_age: Optional[float] = None, timeout: float = 2.0) -> Any:
+        """Whether this instance is healthy (CONTRACT 15): its store answers within
+        ``timeout`` seconds, its background thread runs, and, with ``max_age``, no running
+        emitter attached here has a queued event older than ``max_age`` seconds.
+
+        Returns:
+            A ``Health`` (frozen): ``ok`` and ``problems`` (one-line strings).
+        """
+        from ._health import check  # the observability module, imported when first asked
+
+        return check(self, max_age=max_age, timeout=timeout)
+
+    def housekeeping_age(self) -> Optional[float]:
+        """Seconds since this instance's background (housekeeping) thread last went round
+        its loop, or None when no such thread is needed now (nothing to time or poll)."""
+        return self._housekeeper.age()
+
+    def housekeeping_alive(self) -> bool:
+        """False when the background thread is needed but has died."""
+        return self._housekeeper.alive()
+
+    def emitter_ids(self, include_paused: bool = True) -> list[tuple[str, bool]]:
+        """The emitters attached here, as ``(emitter_id, running)`` pairs sorted by id;
+        ``running`` is False for one this process sees paused. ``include_paused=False``
+        leaves those out. Reads no store."""
+        with self._lock:
+            emitters = list(self._emitters.values())
+        pairs = sorted((e.emitter_id, not e.paused) for e in emitters)
+        return pairs if include_paused else [p for p in pairs if p[1]]
+
     # -- dead letters -------------------------------------------------------------------------
 
     def failed(self, emitter_id: str, limit: int = 100) -> list[FailedEvent]:
