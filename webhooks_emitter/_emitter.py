@@ -137,6 +137,11 @@ class Emitter:
         self._starting = False  # max_rate: a try was picked and is not sent yet
         self._failing_since: Optional[float] = None
         self._timer_at: Optional[float] = None  # monotonic: a wake-up is scheduled then
+        # Re-attach of this id while the detached incarnation's threads still run: this one
+        # starts no try until that one has ended and let go of the lease (two incarnations
+        # share the instance's lease token, and the memory store's lane).
+        self._predecessor: Optional[Emitter] = None
+        self._successor: Optional[Emitter] = None
         self._delivered = self._given_up = self._dropped = self._retries = 0
         self._full = RateLimitedCount()
         self._store_errors = RateLimitedCount()
@@ -224,9 +229,29 @@ class Emitter:
             extra=self._extra(message),
         )
 
+    def follow(self, predecessor: Emitter) -> None:
+        """This emitter replaces ``predecessor`` (same id, detached): if that one's threads
+        still run, start none here until the last of them has ended (it kicks this one)."""
+        with predecessor._lock:
+            if predecessor._workers:
+                predecessor._successor = self
+                self._predecessor = predecessor
+
+    def _predecessor_ended(self) -> None:
+        with self._lock:
+            self._predecessor = None
+            self._more = True
+            self._wakes += 1
+            if self._waiting:
+                self._cond.notify_all()
+            elif self._workers < self._max_in_flight:
+                self._spawn_locked()
+
     def _spawn_locked(self) -> None:
         if self._closed or self._paused or not self.hub.delivers:
             return
+        if self._predecessor is not None:
+            return  # the detached incarnation's last thread starts one (_predecessor_ended)
         if self._releasing:
             return  # the ending thread starts one once the lease is let go (_worker_ends)
         if self._pid != os.getpid():
@@ -476,6 +501,11 @@ class Emitter:
         starts a thread again: no event is stranded between the two."""
         with self._lock:
             release = self._workers == 1 and self._lease
+            if release and self._closed and not self.hub.store.durable:
+                # forget() emptied the lane at close; a release now could only touch the
+                # lane of a new incarnation of this id.
+                self._lease = False
+                release = False
             next_due = self._next_due_locked() if release else 0.0
             if release:
                 self._lease = False
@@ -493,13 +523,18 @@ class Emitter:
                 extra=self._extra(),
             )
         finally:
+            successor = None
             with self._lock:
                 self._releasing = False
                 self._workers -= 1
                 if self._wakes != seen and self._yield_until <= time.monotonic():
                     self._spawn_locked()  # checks closed, paused and a fork
+                if not self._workers:
+                    successor, self._successor = self._successor, None
                 self._cond.notify_all()
                 self._flushed.notify_all()
+            if successor is not None:
+                successor._predecessor_ended()
 
     def _trim_window_locked(self) -> None:
         """Forget the fetched events no thread has taken (the lease is gone, or their state

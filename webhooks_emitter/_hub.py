@@ -116,6 +116,9 @@ class WebhooksEmitter:
         self._deliver = deliver
         self._lock = threading.Lock()
         self._emitters: dict[str, Emitter] = {}
+        # Detached emitters whose threads may still run (a try on the wire), by id: an
+        # attach of the same id follows it. Weak: a thread keeps its emitter alive.
+        self._ending: weakref.WeakValueDictionary[str, Emitter] = weakref.WeakValueDictionary()
         # emit() reads these without the lock: the emitters by event name and the "*"
         # ones, each a dict changed in place under the lock. emit() copies the values it
         # needs in one C-level call (list(d.values())), which no other thread interrupts.
@@ -304,6 +307,9 @@ class WebhooksEmitter:
         emitter = Emitter(self, emitter_id, frozenset(events), config)
         if state is not None and state.paused:
             emitter.set_paused(True)
+        predecessor = self._ending.get(emitter_id)
+        if predecessor is not None:
+            emitter.follow(predecessor)
         with self._lock:
             if emitter_id in self._emitters:
                 raise EmitterExistsError(emitter_id)
@@ -356,6 +362,8 @@ class WebhooksEmitter:
                 return
             self._unroute_locked(emitter)
         emitter.close("detached")
+        if emitter.workers:
+            self._ending[emitter_id] = emitter  # a re-attach of the id waits for its end
         self._forget_if_empty()
 
     def _get(self, emitter_id: str) -> Emitter:
@@ -699,6 +707,8 @@ class WebhooksEmitter:
                 self._wildcard = {}
             for emitter in emitters:
                 emitter.close(reason)
+                if emitter.workers:
+                    self._ending[emitter.emitter_id] = emitter
             for emitter in emitters:
                 emitter.join(deadline)
             for emitter in emitters:
@@ -720,6 +730,7 @@ class WebhooksEmitter:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._ending = weakref.WeakValueDictionary()
         self._closing = False
         self._lease = Lease.new()
         self._housekeeper = Housekeeper(self)
