@@ -303,6 +303,43 @@ class Emitter:
         store.set_paused(self.emitter_id, False)
         self.set_paused(False)
 
+    def due_now(self) -> None:
+        """Cut every wait short (a backoff, a Retry-After hold): what is queued is tried
+        at once (``testing.capture``'s end). The pause is left as it is."""
+        store = self.hub.store
+        hurry = getattr(store, "hurry", None)
+        if hurry is not None:
+            hurry(self.emitter_id)
+        with self._lock:
+            self._hold_until = 0.0
+            for event in self._window:
+                if event.seq not in self._taken:
+                    event.next_at = 0.0
+        self.kick()
+
+    def drop_held(self, reason: str) -> int:
+        """Drop every queued event no try is under way for (memory store); returns how
+        many, logged as a WARNING with the count and counted as dropped."""
+        store = self.hub.store
+        drop = getattr(store, "drop_queued", None)
+        if drop is None:
+            return 0
+        with self._lock:
+            self._trim_window_locked()
+            keep = set(self._taken)
+        dropped = int(drop(self.emitter_id, keep))
+        if dropped:
+            with self._lock:
+                self._dropped += dropped
+            logger.warning(
+                "webhook emitter %r: %d undelivered event(s) dropped (%s)",
+                self.emitter_id,
+                dropped,
+                reason,
+                extra=self._extra(),
+            )
+        return dropped
+
     def busy(self) -> bool:
         """Whether a try of this emitter is under way or being reported here."""
         return bool(self._taken)

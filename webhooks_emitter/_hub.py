@@ -223,6 +223,9 @@ class WebhooksEmitter:
 
     def make_transport(self, config: Config) -> Any:
         """A new transport (HTTP session) for one delivering thread."""
+        hook = _capture_hook
+        if hook is not None and not self._store.durable:
+            return hook(config)
         return self._transport_factory(config)
 
     def set_transport_factory(self, factory: Optional[Callable[[Config], Any]]) -> None:
@@ -230,6 +233,19 @@ class WebhooksEmitter:
         :func:`webhooks_emitter.testing.capture`. Threads switch before their next try."""
         self._transport_factory = Transport if factory is None else factory
         self._transport_generation += 1
+
+    def settle_capture(self, timeout: float, reason: str) -> int:
+        """The end of a capture: deliver what this instance holds now, its waits cut short,
+        for up to ``timeout`` seconds (into the capture, still in effect), then drop what
+        is still held, paused emitters' events included (logged, counted as dropped).
+        Returns how many events were dropped. Memory store only."""
+        deadline = _deadline(timeout)
+        with self._lock:
+            emitters = list(self._emitters.values())
+        for emitter in emitters:
+            emitter.due_now()
+        self.flush(_left(deadline))
+        return sum(emitter.drop_held(reason) for emitter in emitters)
 
     def schedule(self, emitter: Emitter, at: float) -> None:
         """Wake ``emitter`` at monotonic time ``at``."""
@@ -744,6 +760,30 @@ class WebhooksEmitter:
                     self._store.set_paused(emitter.emitter_id, True)
             except StoreError as exc:
                 logger.warning("webhooks_emitter: after fork, the store failed: %s", exc)
+
+
+# testing.capture() with no instance: every instance on the memory store, those made later
+# included, makes its transports here while it is set (None: each its own factory).
+_capture_hook: Optional[Callable[[Config], Any]] = None
+
+
+def set_capture_hook(factory: Optional[Callable[[Config], Any]]) -> list[WebhooksEmitter]:
+    """Make every memory-store instance deliver through ``factory`` (None: as before).
+
+    Returns the memory-store instances of the process at that moment (weakly held
+    elsewhere; the caller settles them when the capture ends). Their threads switch
+    before their next try."""
+    global _capture_hook
+    _capture_hook = factory
+    instances = memory_instances()
+    for instance in instances:
+        instance._transport_generation += 1
+    return instances
+
+
+def memory_instances() -> list[WebhooksEmitter]:
+    """Every live instance of the process on the memory store."""
+    return [i for i in list(_instances) if not i.store.durable]
 
 
 def _exit_hook() -> None:

@@ -271,6 +271,34 @@ class MemoryStore(Store):
             lane.failed.append((event, time.time()))
         return True
 
+    # -- for testing.capture() -------------------------------------------------------------
+
+    def hurry(self, emitter_id: str) -> None:
+        """Make every queued event of ``emitter_id`` due now and end its hold (the pause
+        is left as it is)."""
+        lane = self._lanes.get(emitter_id)
+        if lane is None:
+            return
+        with lane.lock:
+            lane.hold_until = 0.0
+            lane.next_due = 0.0
+            for event in itertools.chain(lane.fetched.values(), lane.pending):
+                event.next_at = 0.0
+
+    def drop_queued(self, emitter_id: str, keep: Collection[int] = ()) -> int:
+        """Drop the queued events of ``emitter_id`` but those whose seq is in ``keep``
+        (tries under way); failed ones stay. Returns how many were dropped."""
+        lane = self._lanes.get(emitter_id)
+        if lane is None:
+            return 0
+        with lane.lock:
+            count = len(lane.pending)
+            lane.pending.clear()
+            for seq in [s for s in lane.fetched if s not in keep]:
+                del lane.fetched[seq]
+                count += 1
+        return count
+
     # -- flush -----------------------------------------------------------------------------------
 
     def high_water(self, emitter_ids: Collection[str]) -> dict[str, int]:
