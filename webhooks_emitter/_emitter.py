@@ -419,7 +419,11 @@ class Emitter:
             if not (self._closed and taken):
                 return 0
             self._taken.clear()
+            release = self._lease and self.hub.store.durable
+            self._lease = False  # the ending thread must not let go of it a second time
             self._cond.notify_all()
+        if release:
+            self._release_now(max(e.next_at for e in taken))
         if self.hub.store.durable:
             logger.info(
                 "webhook emitter %r: %d try(ies) still under way at %s; the event(s) stay "
@@ -441,6 +445,48 @@ class Emitter:
                     extra=self._extra(event),
                 )
         return len(taken)
+
+    def _release_now(self, next_due: float) -> None:
+        """Let go of the lease while a try may still be on the wire (the process is about
+        to end): another process takes over at once, and waits until ``next_due`` (that
+        try's start plus request_timeout, which begin_try stored) before it tries again.
+        The try's own outcome, if it comes, is then refused by the store: at least once."""
+        self.hub.lease_released(self)
+        try:
+            self.hub.store.release(self.emitter_id, self.hub.lease, next_due)
+        except StoreError as exc:
+            logger.warning(
+                "webhook emitter %r could not let go of its lease (it will expire): %s",
+                self.emitter_id,
+                exc,
+                extra=self._extra(),
+            )
+
+    def try_takeover(self) -> None:
+        """The store holds work for this emitter under another process's lease (which may
+        be dead): try to take the lease (cheap when the holder is alive: refused), and
+        deliver if it was taken. Called at most about once a second by the poll."""
+        with self._lock:
+            if (
+                self._workers
+                or self._closed
+                or self._paused
+                or self._predecessor is not None
+                or self._yield_until > time.monotonic()
+                or not self.hub.delivers
+            ):
+                return
+        try:
+            taken = self.hub.store.acquire(self.emitter_id, self.hub.lease)
+        except StoreError:
+            return  # the poll reports the store's errors
+        if not taken:
+            return
+        self.kick()
+        with self._lock:
+            started = self._workers > 0
+        if not started:
+            self._release_now(0.0)  # paused or closed meanwhile: hold nothing idle
 
     def join(self, deadline: Optional[float]) -> bool:
         """Wait until every thread of the emitter has ended, or ``deadline``."""

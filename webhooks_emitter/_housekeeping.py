@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
@@ -18,6 +19,24 @@ if TYPE_CHECKING:
 __all__ = ["Housekeeper"]
 
 logger = logging.getLogger(__name__)
+
+
+def _gone(holder: str, host: str) -> bool:
+    """Whether ``holder`` ("host:pid") is a process of this host that no longer runs.
+
+    The stores report a holder they can tell is dead as no holder at all (an OS lock, a
+    database session); this covers what they cannot see, on this host, for the price of
+    one ``kill(pid, 0)``: the lease is then tried (the store still decides)."""
+    name, _, pid = holder.rpartition(":")
+    if name != host or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
 
 
 class Housekeeper:
@@ -136,8 +155,9 @@ class Housekeeper:
                     changed, self.poll_now = self.poll_now, False
                 if not changed and now < next_poll:
                     changed = store.wait_for_change(max(min(wait, next_poll - now, interval), 0))
-                if changed or time.monotonic() >= next_poll:
-                    self._poll()
+                periodic = time.monotonic() >= next_poll
+                if changed or periodic:
+                    self._poll(periodic)
                     next_poll = time.monotonic() + 1.0
         except BaseException:  # noqa: BLE001 - logged; restarted by the next schedule
             logger.exception("webhooks_emitter housekeeping thread failed")
@@ -164,7 +184,10 @@ class Housekeeper:
             else:
                 emitter.lease_lost()
 
-    def _poll(self) -> None:
+    def _poll(self, periodic: bool = True) -> None:
+        """Read the store's view of the emitters; ``periodic`` (about once a second): also
+        try to take over those whose work another process holds (a dead holder's lease is
+        takeable at once, so its emitters move within about a second)."""
         hub = self.hub
         try:
             rows = hub.store.poll()
@@ -183,6 +206,8 @@ class Housekeeper:
         emitters = hub._emitters
         paused = set()
         wall = time.time()
+        host = hub.lease.holder.rsplit(":", 1)[0]
+        takeover = []
         for row in rows:
             emitter = emitters.get(row.emitter_id)
             if emitter is None:
@@ -202,6 +227,10 @@ class Housekeeper:
                     emitter.kick()
                 else:
                     emitter.wake_at(time.monotonic() + (row.next_due - wall))
+            elif periodic and _gone(row.lease_holder, host):
+                takeover.append(emitter)
+        for emitter in takeover:
+            emitter.try_takeover()
         for emitter_id in self.paused - paused:
             emitter = emitters.get(emitter_id)
             if emitter is not None and emitter.paused:
