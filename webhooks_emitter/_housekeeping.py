@@ -8,13 +8,11 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from ._emitter import Emitter, RateLimitedCount
+from ._context import EmitterHandle, HousekeepingContext
+from ._logcount import RateLimitedCount
 from .stores._base import StoreError
-
-if TYPE_CHECKING:
-    from ._hub import WebhooksEmitter
 
 __all__ = ["Housekeeper"]
 
@@ -44,15 +42,15 @@ class Housekeeper:
     poll that finds work stored by other processes, the shared pause state and the renewal
     of this process's leases. It runs only while it has something to do."""
 
-    def __init__(self, hub: WebhooksEmitter) -> None:
+    def __init__(self, hub: HousekeepingContext) -> None:
         self.hub = hub
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
-        self.timers: list[tuple[float, int, Emitter]] = []
+        self.timers: list[tuple[float, int, EmitterHandle]] = []
         self.counter = itertools.count()
         self.thread: Optional[threading.Thread] = None
         self.stopping = False
-        self.leased: set[Emitter] = set()
+        self.leased_set: set[EmitterHandle] = set()
         self.poll_errors = RateLimitedCount()
         self.poll_now = False
         self.paused: set[str] = set()  # emitter ids paused in the store at the last poll
@@ -77,7 +75,19 @@ class Housekeeper:
                 return not self._needed_locked() or self.stopping
             return thread.is_alive()
 
-    def schedule(self, emitter: Emitter, at: float) -> None:
+    def leased(self, emitter: EmitterHandle, held: bool) -> None:
+        """``emitter`` took (``held``) or let go of its lease: renew it, or no more."""
+        with self.lock:
+            if held:
+                self.leased_set.add(emitter)
+            else:
+                self.leased_set.discard(emitter)
+
+    def leases_held(self) -> int:
+        """How many emitters hold their lease now."""
+        return len(self.leased_set)
+
+    def schedule(self, emitter: EmitterHandle, at: float) -> None:
         with self.lock:
             heapq.heappush(self.timers, (at, next(self.counter), emitter))
             self._ensure_locked()
@@ -120,7 +130,7 @@ class Housekeeper:
             return False
         if self.timers:
             return True
-        return hub.store.durable and hub.delivers and bool(hub._emitters)
+        return hub.store.durable and hub.delivers and hub.has_emitters()
 
     def _run(self) -> None:
         store = self.hub.store
@@ -130,7 +140,7 @@ class Housekeeper:
         next_renewal = time.monotonic() + store.lease_timeout / 3
         try:
             while True:
-                due: list[Emitter] = []
+                due: list[EmitterHandle] = []
                 with self.lock:
                     if not self._needed_locked():
                         self.thread = None
@@ -168,7 +178,7 @@ class Housekeeper:
     def _renew(self) -> None:
         hub = self.hub
         with self.lock:
-            leased = {e.emitter_id: e for e in self.leased}
+            leased = {e.emitter_id: e for e in self.leased_set}
         if not leased:
             return
         start = time.monotonic()
@@ -203,13 +213,13 @@ class Housekeeper:
         # Work in proportion to the rows, not to the emitters attached: each row's emitter
         # is looked up (one dict read), and only the emitters this thread saw paused at the
         # last poll are checked for a restart made elsewhere.
-        emitters = hub._emitters
+        attached = hub.attached
         paused = set()
         wall = time.time()
         host = hub.lease.holder.rsplit(":", 1)[0]
         takeover = []
         for row in rows:
-            emitter = emitters.get(row.emitter_id)
+            emitter = attached(row.emitter_id)
             if emitter is None:
                 continue
             if row.paused:
@@ -232,7 +242,7 @@ class Housekeeper:
         for emitter in takeover:
             emitter.try_takeover()
         for emitter_id in self.paused - paused:
-            emitter = emitters.get(emitter_id)
+            emitter = attached(emitter_id)
             if emitter is not None and emitter.paused:
                 emitter.set_paused(False)  # restarted by another process
         self.paused = paused

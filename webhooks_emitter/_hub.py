@@ -16,9 +16,10 @@ from typing import Any, Callable, Optional, Union
 
 from . import _observe
 from ._config import Config, EmitterStats
-from ._emitter import Emitter, RateLimitedCount
+from ._emitter import Emitter
 from ._encoding import check_name, check_request_id, encode_payload, new_request_id
 from ._housekeeping import Housekeeper
+from ._logcount import RateLimitedCount
 from ._transport import Transport
 from .exceptions import EmitterExistsError, EmitterNotFoundError, WebhooksEmitterError
 from .stores import MemoryStore, Store, from_url
@@ -242,28 +243,43 @@ class WebhooksEmitter:
         deadline = _deadline(timeout)
         with self._lock:
             emitters = list(self._emitters.values())
-        for emitter in emitters:
-            emitter.due_now()
-        self.flush(_left(deadline))
+        while True:
+            # Again and again: a try under way (begun before the capture) may end in a new
+            # backoff after the waits were cut.
+            for emitter in emitters:
+                emitter.due_now()
+            left = _left(deadline)
+            if self.flush(0.05 if left is None else min(left, 0.05)):
+                break
+            if left is not None and left <= 0.05:
+                break
         return sum(emitter.drop_held(reason) for emitter in emitters)
 
-    def schedule(self, emitter: Emitter, at: float) -> None:
+    def schedule(self, emitter: Any, at: float) -> None:
         """Wake ``emitter`` at monotonic time ``at``."""
         self._housekeeper.schedule(emitter, at)
 
-    def lease_acquired(self, emitter: Emitter) -> None:
+    def lease_acquired(self, emitter: Any) -> None:
+        """``emitter`` took its lease: the housekeeping thread renews it from now on."""
         if self._store.durable:
-            with self._housekeeper.lock:
-                self._housekeeper.leased.add(emitter)
+            self._housekeeper.leased(emitter, True)
 
     def leases_held(self) -> int:
         """How many emitters of this instance hold their lease now."""
-        return len(self._housekeeper.leased)
+        return self._housekeeper.leases_held()
 
-    def lease_released(self, emitter: Emitter) -> None:
+    def lease_released(self, emitter: Any) -> None:
+        """``emitter`` let go of its lease: no more renewals."""
         if self._store.durable:
-            with self._housekeeper.lock:
-                self._housekeeper.leased.discard(emitter)
+            self._housekeeper.leased(emitter, False)
+
+    def attached(self, emitter_id: str) -> Optional[Emitter]:
+        """The emitter attached here as ``emitter_id``, or None (no lock: one dict read)."""
+        return self._emitters.get(emitter_id)
+
+    def has_emitters(self) -> bool:
+        """Whether any emitter is attached here."""
+        return bool(self._emitters)
 
     # -- attaching ------------------------------------------------------------------------
 

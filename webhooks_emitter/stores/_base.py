@@ -399,9 +399,9 @@ class Store(abc.ABC):
     ) -> list[StoredEvent]:
         """Up to ``limit`` queued events of ``emitter_id``, oldest first, not in ``skip``.
 
-        The caller passes the events it holds already as ``skip`` (a durable store would
-        return them again); the memory store hands each event out once per lease anyway.
-        """
+        The caller passes the events it holds already as ``skip``; every store, the
+        memory store included, answers again a queued event the caller fetched before and
+        no longer holds (its window was trimmed)."""
 
     @abc.abstractmethod
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:

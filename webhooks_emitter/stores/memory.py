@@ -235,6 +235,11 @@ class MemoryStore(Store):
             return []
         taken: list[StoredEvent] = []
         with lane.lock:
+            if lane.fetched:
+                # Handed out before but no longer held by the caller (its window was
+                # trimmed): answered again, as a durable store would. They are older than
+                # every pending event.
+                taken = [e for e in lane.fetched.values() if e.seq not in skip][:limit]
             pending = lane.pending
             while pending and len(taken) < limit:
                 event = pending.popleft()
