@@ -562,6 +562,10 @@ def perform(world: World, w: SimWorker) -> bool:
             world.begun_by[op.event.seq] = proc
         w.answer = (answer, paused)
     elif isinstance(op, Send):
+        if world.wall > op.not_after:
+            w.answer = (Outcome(False, None), 0.0)  # stalled past SEND_GRACE: not sent
+            w.state = "resume"
+            return True
         world.check_try_start(emitter, op.event)
         world.wire[op.event.seq] = (emitter, world.mono)
         w.outcome = world.rng.choice(

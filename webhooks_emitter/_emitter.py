@@ -519,7 +519,7 @@ class Emitter:
                             transport = None
                             generation = ctx.transport_generation
                             transport = ctx.make_transport(self.config)
-                        answer = self._send(op.event, transport)  # type: ignore[attr-defined]
+                        answer = self._send(op, transport)  # type: ignore[arg-type]
                     elif kind is Begin:
                         answer = self._begin(op)  # type: ignore[arg-type]
                     elif kind is Record:
@@ -635,8 +635,15 @@ class Emitter:
                 extra=self._extra(),
             )
 
-    def _send(self, event: StoredEvent, transport: Transport) -> tuple[TryOutcome, float]:
+    def _send(self, op: Send, transport: Transport) -> tuple[TryOutcome, float]:
         """One try on the wire, reported to observers; never raises."""
+        event = op.event
+        if time.time() > op.not_after:
+            # This thread stalled between recording the try and sending it: a holder
+            # taking over could already be trying the event. Not sent; tried again.
+            outcome = TryOutcome(False, error="not sent: the try was recorded too long ago")
+            event.status_code, event.error = None, outcome.error
+            return outcome, 0.0
         observers = _observe.OBSERVERS
         scopes = self._try_started(observers, event) if observers else None
         extra = None

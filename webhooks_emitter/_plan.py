@@ -40,6 +40,7 @@ __all__ = [
     "Record",
     "Release",
     "Report",
+    "SEND_GRACE",
     "SPAWN",
     "Send",
     "Spawn",
@@ -50,6 +51,11 @@ __all__ = [
 
 #: A try is taken to last at most this long when the next holder's wait is reckoned.
 LONGEST_TRY = 365 * 86400.0
+#: Seconds a try may wait between the store recording its start and the request going out;
+#: past that it is not sent (a failed try). So a try ends before its start plus
+#: ``request_timeout`` plus this, the ``next_at`` a holder taking over after a death waits
+#: for: the receiver never sees two tries of one emitter (of one key) overlap.
+SEND_GRACE = 1.0
 
 
 class Outcome(Protocol):
@@ -106,12 +112,14 @@ class Begin(Op):
 
 
 class Send(Op):
-    """Send one try of ``event``. Answer: ``(outcome, duration)``."""
+    """Send one try of ``event``, unless the wall clock is past ``not_after`` (the try is
+    then a failure, not sent: see ``SEND_GRACE``). Answer: ``(outcome, duration)``."""
 
-    __slots__ = ("event",)
+    __slots__ = ("event", "not_after")
 
-    def __init__(self, event: StoredEvent) -> None:
+    def __init__(self, event: StoredEvent, not_after: float) -> None:
         self.event = event
+        self.not_after = not_after
 
 
 class Record(Op):
@@ -566,7 +574,7 @@ class Plan:
         if the store refuses."""
         event.attempts += 1
         due = event.next_at
-        event.next_at = wall + self.request_timeout
+        event.next_at = wall + self.request_timeout + SEND_GRACE
         return due
 
     def started(self, event: StoredEvent, mono: float, wall: float) -> None:
@@ -758,7 +766,7 @@ def _attempt(
         return
     mono, wall = clock()
     plan.started(event, mono, wall)
-    outcome, duration = yield Send(event)
+    outcome, duration = yield Send(event, wall + SEND_GRACE)
     decision = plan.decide(event, outcome, clock()[1])
     yield Record(event, decision, (outcome, duration))
     if decision.keep:
