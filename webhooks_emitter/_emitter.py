@@ -19,16 +19,13 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from . import _observe
-from ._config import Config, DeliveryResult, EmitterStats
+from ._config import Config, EmitterStats
 from ._context import EmitterContext
-from ._delivery import Deliverer, RetryPolicy
-from ._logcount import RateLimitedCount
+from ._delivery import RetryPolicy
 from ._plan import (
     Begin,
-    Decision,
     Fetch,
     Plan,
     Record,
@@ -39,16 +36,14 @@ from ._plan import (
     Wait,
     worker,
 )
-from ._transport import Transport, TryOutcome
+from ._report import Reporter
+from ._storesteps import StoreSteps
 from .stores._base import Message, StoredEvent, StoreError
 
 __all__ = ["Emitter"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two tries of a store call that failed in a delivering thread (then more).
-_STORE_RETRY_START = 0.05
-_STORE_RETRY_LIMIT = 5.0
 
 
 def _clock() -> tuple[float, float]:
@@ -74,7 +69,6 @@ class Emitter:
         self.config = config
         self.max_queue_size = config.max_queue_size  # read by the store's append
         self.policy = RetryPolicy(config)
-        self.deliverer = Deliverer(emitter_id, config)
         self._setup()
 
     def _setup(self) -> None:
@@ -102,20 +96,15 @@ class Emitter:
         self._successor: Optional[Emitter] = None
         self._predecessor: Optional[Emitter] = None
         self._close_reason = "detached"
-        self._delivered = self._given_up = self._dropped = self._retries = 0
-        self._full = RateLimitedCount()
-        self._store_errors = RateLimitedCount()
-        self._observer_errors = RateLimitedCount()
+        self.report = Reporter(self.emitter_id, config, self.policy.max_attempts)
+        self.report.first_try = self.plan.first_try.get
+        self._extra = self.report.extra
+        self.steps = StoreSteps(
+            self.ctx, self.emitter_id, self.report, lambda: self.plan.closed, self._retry_pause
+        )
 
     def __repr__(self) -> str:
         return f"<Emitter {self.emitter_id!r} workers={self.plan.workers}>"
-
-    def _extra(self, event: Any = None) -> dict[str, Optional[str]]:
-        return {
-            "emitter_id": self.emitter_id,
-            "event": event.event if event is not None else None,
-            "request_id": event.request_id if event is not None else None,
-        }
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -167,34 +156,17 @@ class Emitter:
 
     def refused(self, message: Message) -> None:
         """``message`` was not stored for this emitter: its queue is full."""
-        with self._lock:
-            self._dropped += 1
-            self._full.add()
-            count = self._full.take(force=False)
-        if count:
-            self._log_full(count, message)
-
-    def _log_full(self, count: int, message: Optional[Message] = None) -> None:
-        logger.warning(
-            "webhook emitter %r dropped %d event(s): its queue is full (max_queue_size %d)",
-            self.emitter_id,
-            count,
-            self.config.max_queue_size,
-            extra=self._extra(message),
-        )
+        self.report.queue_full(message)
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume here (the store was told by the caller, or told us)."""
-        count = 0
         with self._lock:
             if self.plan.set_paused(paused):
                 self._start_locked()
             self._cond.notify_all()
             self._flushed.notify_all()
-            if not paused:
-                count = self._full.take(force=True)  # what was dropped while paused
-        if count:
-            self._log_full(count)
+        if not paused:
+            self.report.flush_full()  # what was dropped while paused
 
     def pause(self) -> None:
         """Stop delivering in every process; what is queued stays queued."""
@@ -230,8 +202,7 @@ class Emitter:
             keep = set(self.plan.taken)
         dropped = int(drop(self.emitter_id, keep))
         if dropped:
-            with self._lock:
-                self._dropped += dropped
+            self.report.count_dropped(dropped)
             logger.warning(
                 "webhook emitter %r: %d undelivered event(s) dropped (%s)",
                 self.emitter_id,
@@ -272,44 +243,14 @@ class Emitter:
             taken = self.plan.close()
             self._cond.notify_all()
             self._flushed.notify_all()
-            full = self._full.take(force=True)
-        if full:
-            self._log_full(full)
+        self.report.flush_full()
         store = self.ctx.store
         try:
-            left = store.forget(self.emitter_id)
+            left: Optional[int] = store.forget(self.emitter_id)
         except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r %s; the store could not count what it keeps: %s",
-                self.emitter_id,
-                reason,
-                exc,
-                extra=self._extra(),
-            )
-            left = 0
-        dropped = 0
-        if store.durable:
-            if left:
-                logger.info(
-                    "webhook emitter %r %s; %d event(s) stay in the store for its next attach",
-                    self.emitter_id,
-                    reason,
-                    left,
-                    extra=self._extra(),
-                )
-        else:
-            dropped = max(left - taken, 0)
-            if dropped:
-                with self._lock:
-                    self._dropped += dropped
-                logger.warning(
-                    "webhook emitter %r %s with %d undelivered event(s), dropped",
-                    self.emitter_id,
-                    reason,
-                    dropped,
-                    extra=self._extra(),
-                )
-        return dropped
+            self.report.left_behind(reason, None, taken, store.durable, exc)
+            return 0
+        return self.report.left_behind(reason, left, taken, store.durable)
 
     def abandon(self) -> int:
         """After ``close``: give up waiting for the tries still under way; returns how many.
@@ -326,26 +267,7 @@ class Emitter:
             return 0
         if release:
             self._release(max(e.next_at for e in taken))
-        if self.ctx.store.durable:
-            logger.info(
-                "webhook emitter %r: %d try(ies) still under way at %s; the event(s) stay "
-                "in the store and may be sent again",
-                self.emitter_id,
-                len(taken),
-                self._close_reason,
-                extra=self._extra(taken[0]),
-            )
-        else:
-            with self._lock:
-                self._dropped += len(taken)
-            for event in taken:
-                logger.warning(
-                    "webhook emitter %r stopped while delivering (%s); 1 event may not have "
-                    "been delivered",
-                    self.emitter_id,
-                    self._close_reason,
-                    extra=self._extra(event),
-                )
+        self.report.abandoned(taken, self._close_reason, self.ctx.store.durable)
         return len(taken)
 
     def join(self, deadline: Optional[float]) -> bool:
@@ -361,16 +283,16 @@ class Emitter:
     def stats(self) -> EmitterStats:
         """The emitter's counters now; ``queued`` and ``failed`` are the store's."""
         state = self.ctx.store.state(self.emitter_id)
-        with self._lock:
-            return EmitterStats(
-                queued=state.queued,
-                delivered=self._delivered,
-                given_up=self._given_up,
-                dropped=self._dropped,
-                retries=self._retries,
-                paused=state.paused,
-                failed=state.failed,
-            )
+        delivered, given_up, dropped, retries = self.report.counters()
+        return EmitterStats(
+            queued=state.queued,
+            delivered=delivered,
+            given_up=given_up,
+            dropped=dropped,
+            retries=retries,
+            paused=state.paused,
+            failed=state.failed,
+        )
 
     def after_fork(self) -> None:
         """In a forked child: new lock and state, no thread, no lease, no session."""
@@ -519,15 +441,17 @@ class Emitter:
                             transport = None
                             generation = ctx.transport_generation
                             transport = ctx.make_transport(self.config)
-                        answer = self._send(op, transport)  # type: ignore[arg-type]
+                        answer = self.report.send(op, transport)  # type: ignore[arg-type]
                     elif kind is Begin:
-                        answer = self._begin(op)  # type: ignore[arg-type]
+                        answer = self.steps.begin(op)  # type: ignore[arg-type]
                     elif kind is Record:
-                        self._record(op)  # type: ignore[arg-type]
+                        self.steps.record(op)  # type: ignore[arg-type]
                     elif kind is Report:
-                        self._announce(op)  # type: ignore[arg-type]
+                        self.report.announce(
+                            op, self._close_reason, self._pause_for  # type: ignore[arg-type]
+                        )
                     elif kind is Fetch:
-                        answer = self._fetch(op)  # type: ignore[arg-type]
+                        answer = self.steps.fetch(op)  # type: ignore[arg-type]
                     elif kind is Release:
                         self._release(op.next_due)  # type: ignore[attr-defined]
                 except BaseException as exc:  # noqa: BLE001 - thrown into the program
@@ -551,177 +475,10 @@ class Emitter:
 
     # -- the ops ------------------------------------------------------------------------------
 
-    def _fetch(self, op: Fetch) -> tuple[bool, Any, list[StoredEvent], bool]:
-        store = self.ctx.store
-        lease = self.ctx.lease
-        acquired = True
-        state = None
-        events: list[StoredEvent] = []
-        try:
-            if op.need_lease:
-                acquired = store.acquire(self.emitter_id, lease)
-                if acquired:
-                    state = store.state(self.emitter_id)
-            if acquired:
-                events = store.fetch(self.emitter_id, lease, op.limit, op.skip)
-        except StoreError as exc:
-            with self._lock:
-                self._store_errors.add()
-                count = self._store_errors.take(force=False)
-            if count:
-                logger.warning(
-                    "webhook emitter %r cannot read its store, will try again: %s",
-                    self.emitter_id,
-                    exc,
-                    extra=self._extra(),
-                )
-            return acquired, state, events, True
-        return acquired, state, events, False
-
-    def _begin(self, op: Begin) -> tuple[Optional[bool], bool]:
-        store = self.ctx.store
-        lease = self.ctx.lease
-        event = op.event
-        answer = self._store("a try", lambda: store.begin_try(lease, event, op.wall), event)
-        paused = False
-        if answer is False:
-            try:
-                paused = store.state(self.emitter_id).paused
-            except StoreError:
-                paused = False
-        return answer, paused
-
-    def _store(self, what: str, call: Callable[[], bool], event: StoredEvent) -> Optional[bool]:
-        """Run a store call for a try, retrying it (logged) until it answers.
-
-        Returns None when the emitter was closed before the store answered: what the store
-        holds stays as it was (the event may then be sent again, at least once).
-        """
-        delay = _STORE_RETRY_START
-        while True:
-            try:
-                return call()
-            except StoreError as exc:
-                with self._lock:
-                    self._store_errors.add()
-                    count = self._store_errors.take(force=False)
-                    closed = self.plan.closed
-                if count:
-                    logger.warning(
-                        "webhook emitter %r could not record %s in its store (%d time(s)), "
-                        "retrying: %s",
-                        self.emitter_id,
-                        what,
-                        count,
-                        exc,
-                        extra=self._extra(event),
-                    )
-                if closed:
-                    return None
-                with self._cond:
-                    if not self.plan.closed:
-                        self._cond.wait(delay)
-                delay = min(delay * 2, _STORE_RETRY_LIMIT)
-
-    def _store_quietly(self, call: Callable[[], None]) -> None:
-        """A store call whose failure costs nothing lasting (shared state for handovers)."""
-        try:
-            call()
-        except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not update its state in the store: %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(),
-            )
-
-    def _send(self, op: Send, transport: Transport) -> tuple[TryOutcome, float]:
-        """One try on the wire, reported to observers; never raises."""
-        event = op.event
-        if time.time() > op.not_after:
-            # This thread stalled between recording the try and sending it: a holder
-            # taking over could already be trying the event. Not sent; tried again.
-            outcome = TryOutcome(False, error="not sent: the try was recorded too long ago")
-            event.status_code, event.error = None, outcome.error
-            return outcome, 0.0
-        observers = _observe.OBSERVERS
-        scopes = self._try_started(observers, event) if observers else None
-        extra = None
-        if scopes and self.config.propagate_trace:
-            extra = {k: v for scope in scopes if scope is not None for k, v in scope.headers.items()}
-        began = time.monotonic()
-        try:
-            outcome = self.deliverer.send(transport, event, extra)
-        except Exception:  # noqa: BLE001 - logged; the event is given up, not lost silently
-            logger.exception(
-                "webhook emitter %r failed to deliver", self.emitter_id, extra=self._extra(event)
-            )
-            outcome = TryOutcome(False, error="internal error (logged)", final=True)
-        duration = time.monotonic() - began
-        if observers:
-            self._try_ended(observers, scopes, event, outcome, duration)
-        event.status_code = outcome.status_code
-        event.error = None if outcome.ok else outcome.error
-        return outcome, duration
-
-    def _record(self, op: Record) -> None:
-        """Record what the plan decided after a try in the store: the outcome, the shared
-        failing and hold state."""
-        event = op.event
-        decision: Decision = op.decision
-        kind = decision.kind
-        if kind in ("abandoned", "drop", "report"):
-            return
-        store = self.ctx.store
-        lease = self.ctx.lease
-        if kind == "finish":
-            self._store("a delivery", lambda: store.finish(lease, event), event)
-        elif kind == "retry_later":
-            self._store("a failed try", lambda: store.retry_later(lease, event), event)
-        elif kind == "give_up":
-            self._store("a given-up event", lambda: store.give_up(lease, event), event)
-        if decision.set_failing:
-            since = decision.failing
-            self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, since))
-        if decision.hold is not None:
-            until = decision.hold
-            self._store_quietly(lambda: store.set_hold(self.emitter_id, lease, until))
-
-    def _announce(self, op: Report) -> None:
-        """Tell what the plan decided after a try: the log line, ``on_delivery``, the
-        counters, the pause it asked for."""
-        event = op.event
-        decision: Decision = op.decision
-        outcome, duration = op.outcome
-        kind = decision.kind
-        if kind == "abandoned":
-            return
-        if kind == "drop":
-            with self._lock:
-                self._dropped += 1
-            logger.warning(
-                "webhook emitter %r %s while it was being delivered; 1 undelivered event "
-                "dropped",
-                self.emitter_id,
-                self._close_reason,
-                extra=self._try_extra(event, outcome, duration, "dropped"),
-            )
-            return
-        if kind in ("finish", "give_up", "report"):
-            self._report(event, outcome, duration)
-        elif decision.wait is not None:
-            logger.info(
-                "webhook try %d of %d failed (%s), retrying in %.3f s",
-                event.attempts,
-                self.policy.max_attempts,
-                outcome.error,
-                decision.wait,
-                extra=self._try_extra(event, outcome, duration, "retry"),
-            )
-        if decision.pause is not None:
-            self._pause_for(event, decision.pause, self._try_extra(event, outcome, duration,
-                                                                   "retry" if decision.keep
-                                                                   else "given_up"))
+    def _retry_pause(self, delay: float) -> None:
+        with self._cond:
+            if not self.plan.closed:
+                self._cond.wait(delay)
 
     def _pause_for(self, event: StoredEvent, why: str, extra: dict[str, Any]) -> None:
         try:
@@ -735,136 +492,3 @@ class Emitter:
             )
         self.set_paused(True)  # before the WARNING says so, for whoever acts on it
         logger.warning("webhook emitter %r paused: %s", self.emitter_id, why, extra=extra)
-
-    def _report(self, event: StoredEvent, outcome: TryOutcome, duration: float) -> None:
-        """Log the outcome, call ``on_delivery``, count it."""
-        first = self.plan.first_try.get(event.seq)
-        result = DeliveryResult(
-            emitter_id=self.emitter_id,
-            event=event.event,
-            request_id=event.request_id,
-            delivered=outcome.ok,
-            attempts=event.attempts,
-            status_code=outcome.status_code,
-            error=None if outcome.ok else outcome.error,
-            elapsed=0.0 if first is None else time.monotonic() - first,
-        )
-        extra = self._try_extra(event, outcome, duration,
-                                "delivered" if outcome.ok else "given_up")
-        if outcome.ok:
-            logger.debug(
-                "webhook delivered in %d tries (HTTP %s)",
-                event.attempts,
-                outcome.status_code,
-                extra=extra,
-            )
-        else:
-            logger.error(
-                "webhook given up by emitter %r: event %r, request id %s, after %d tries: %s",
-                self.emitter_id,
-                event.event,
-                event.request_id,
-                event.attempts,
-                outcome.error,
-                extra=extra,
-            )
-        callback = self.config.on_delivery
-        if callback is not None:
-            try:
-                callback(result)
-            except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
-                logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
-        self._observed_outcome(event, "delivered" if outcome.ok else "given_up")
-        with self._lock:
-            self._retries += max(event.attempts - 1, 0)
-            if outcome.ok:
-                self._delivered += 1
-            else:
-                self._given_up += 1
-            full = self._full.take(force=False)
-        if full:
-            self._log_full(full)
-
-    # -- what observers and log handlers get ------------------------------------------------------
-
-    def _try_extra(
-        self, event: StoredEvent, outcome: TryOutcome, duration: float, result: str
-    ) -> dict[str, Any]:
-        """The ``extra`` fields of a log line about a try or an outcome (CONTRACT 15)."""
-        return {
-            "emitter_id": self.emitter_id,
-            "event": event.event,
-            "request_id": event.request_id,
-            "attempt": event.attempts,
-            "status_code": outcome.status_code,
-            "duration": duration,
-            "outcome": result,
-        }
-
-    def _try_started(
-        self, observers: tuple[_observe.Observer, ...], event: StoredEvent
-    ) -> list[Optional[_observe.TryScope]]:
-        scopes: list[Optional[_observe.TryScope]] = []
-        for observer in observers:
-            try:
-                scopes.append(
-                    observer.try_started(self.emitter_id, event, event.attempts, self.config.url)
-                )
-            except Exception:  # noqa: BLE001 - an observer never stops a delivery
-                scopes.append(None)
-                self._observer_failed(event)
-        return scopes
-
-    def _try_ended(
-        self,
-        observers: tuple[_observe.Observer, ...],
-        scopes: Optional[list[Optional[_observe.TryScope]]],
-        event: StoredEvent,
-        outcome: TryOutcome,
-        duration: float,
-    ) -> None:
-        refused = outcome.final and outcome.status_code is None
-        result = _observe.result_of(
-            outcome.ok, outcome.status_code, outcome.error, refused, outcome.timed_out
-        )
-        error = None if outcome.ok else outcome.error
-        for index, observer in enumerate(observers):
-            scope = scopes[index] if scopes is not None and index < len(scopes) else None
-            try:
-                observer.try_ended(
-                    scope,
-                    self.emitter_id,
-                    event,
-                    event.attempts,
-                    result,
-                    outcome.status_code,
-                    None if refused else duration,
-                    error,
-                )
-            except Exception:  # noqa: BLE001 - an observer never stops a delivery
-                self._observer_failed(event)
-
-    def _observed_outcome(self, event: StoredEvent, result: str) -> None:
-        observers = _observe.OBSERVERS
-        if not observers:
-            return
-        since = max(time.time() - event.emitted_at, 0.0) if event.emitted_at else 0.0
-        for observer in observers:
-            try:
-                observer.outcome(self.emitter_id, event, result, since)
-            except Exception:  # noqa: BLE001 - an observer never stops a delivery
-                self._observer_failed(event)
-
-    def _observer_failed(self, event: StoredEvent) -> None:
-        """An observer raised: logged (at most once per WARNING_INTERVAL), then ignored."""
-        with self._lock:
-            self._observer_errors.add()
-            count = self._observer_errors.take(force=False)
-        if count:
-            logger.warning(
-                "webhook emitter %r: an observer failed (%d time(s)); ignored",
-                self.emitter_id,
-                count,
-                exc_info=True,
-                extra=self._extra(event),
-            )
