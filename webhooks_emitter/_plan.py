@@ -502,9 +502,6 @@ class Plan:
             assert state is not None
             self.lease = True
             self.lease_until = mono + self.lease_timeout * 0.5 if self.durable else float("inf")
-            # Only taken events are left in it (the lease was let go or lost).
-            self.window = [e for e in self.window if e.seq in self.taken]
-            fetch.skip = {e.seq for e in self.window}
             self.lease_since = mono
             self.hold_until = state.hold_until
             self.last_try_at = max(self.last_try_at, state.last_try_at)
@@ -512,6 +509,13 @@ class Plan:
             if state.paused:
                 self.paused = True
             taken_now = True
+            if any(e.seq not in self.taken for e in self.window):
+                # A try under way when the fetch began has ended, its event waiting again:
+                # the fetch skipped it, and what this process knows of it may be stale
+                # (the lease was another's meanwhile). Read it again, with the rest.
+                self.window = [e for e in self.window if e.seq in self.taken]
+                self.more = True
+                return None, taken_now
         if self.closed:
             return self._end(worker), taken_now
         if self.trims != fetch.trims:
