@@ -96,6 +96,7 @@ class SimDurableStore:
         self.last_try: dict[str, float] = {}
         self.failing: dict[str, Optional[float]] = {}
         self.next_due: dict[str, float] = {}
+        self.under_way: set[int] = set()  # begun, no outcome recorded since
 
     def _check(self) -> None:
         if self.world.failing:
@@ -166,6 +167,7 @@ class SimDurableStore:
         ):
             return False
         row.attempts, row.next_at = event.attempts, event.next_at
+        self.under_way.add(event.seq)
         self.last_try[event.emitter_id] = now
         return True
 
@@ -181,6 +183,7 @@ class SimDurableStore:
         if row is None:
             return False
         row.attempts, row.next_at = event.attempts, event.next_at
+        self.under_way.discard(event.seq)
         return True
 
     def finish(self, lease: Lease, event: StoredEvent) -> bool:
@@ -203,7 +206,9 @@ class SimDurableStore:
             self.failing[emitter_id] = None
             self.next_due[emitter_id] = 0.0
             for row in self.rows.values():
-                if row.emitter_id == emitter_id:
+                # A try begun and not answered yet may still be on the wire (its process
+                # may have died): it keeps the wait begin_try wrote, the takeover rule.
+                if row.emitter_id == emitter_id and row.seq not in self.under_way:
                     row.next_at = 0.0
 
     def set_hold(self, emitter_id: str, lease: Lease, until: float) -> None:

@@ -324,7 +324,8 @@ class Plan:
         self.hold_until = 0.0
         self.failing_since = None
         for event in self.window:
-            event.next_at = 0.0  # a wait cut short by the pause: tried again at once
+            if event.seq not in self.taken:  # one under way keeps its takeover wait
+                event.next_at = 0.0  # a wait cut short by the pause: tried again at once
         self.more = True
         self.wakes += 1  # a worker ending because of the pause starts one again
         return self.workers == 0 and self.spawn()
