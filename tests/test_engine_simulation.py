@@ -583,6 +583,8 @@ def perform(world: World, w: SimWorker) -> bool:
     elif isinstance(op, Record):
         if not record(world, emitter, op):
             return False
+        if op.report:
+            report(world, emitter, op)  # type: ignore[arg-type]
     elif isinstance(op, Report):
         report(world, emitter, op)
     elif isinstance(op, Release):
@@ -608,16 +610,14 @@ def record(world: World, emitter: SimEmitter, op: Record) -> bool:
     calls = {"finish": store.finish, "retry_later": store.retry_later, "give_up": store.give_up}
     if kind in calls:
         try:
-            answered = calls[kind](lease, event)
+            calls[kind](lease, event)  # False (not recorded: the lease moved) is fine
         except StoreError:
             if not emitter.plan.closed:
                 return False
-            answered = False
-        del answered
     return True
 
 
-def report(world: World, emitter: SimEmitter, op: Report) -> None:
+def report(world: World, emitter: SimEmitter, op: Any) -> None:
     """``_emitter.Emitter._announce``: the outcome is told (on_delivery), a pause made."""
     store = emitter.proc.store
     decision = op.decision

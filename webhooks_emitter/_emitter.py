@@ -80,6 +80,7 @@ class Emitter:
         self._cond = threading.Condition(self._lock)  # workers wait on it
         self._flushed = threading.Condition(self._lock)  # flush() waits on it
         self._flush_mark: Optional[int] = None  # the seq a flush waits for
+        self._sleepers = 0  # workers in a Wait (no notify when there are none)
         self.plan = Plan(
             max_in_flight=config.max_in_flight,
             min_interval=1.0 / config.max_rate if config.max_rate else 0.0,
@@ -427,7 +428,11 @@ class Emitter:
                 answer = failure = None
                 kind = type(op)
                 if kind is Wait:
-                    self._cond.wait(op.timeout)  # type: ignore[attr-defined]
+                    self._sleepers += 1
+                    try:
+                        self._cond.wait(op.timeout)  # type: ignore[attr-defined]
+                    finally:
+                        self._sleepers -= 1
                     continue
                 if kind is Spawn:
                     self._start_locked()
@@ -446,6 +451,10 @@ class Emitter:
                         answer = self.steps.begin(op)  # type: ignore[arg-type]
                     elif kind is Record:
                         self.steps.record(op)  # type: ignore[arg-type]
+                        if op.report:  # type: ignore[attr-defined]
+                            self.report.announce(
+                                op, self._close_reason, self._pause_for  # type: ignore[arg-type]
+                            )
                     elif kind is Report:
                         self.report.announce(
                             op, self._close_reason, self._pause_for  # type: ignore[arg-type]
@@ -458,7 +467,8 @@ class Emitter:
                     failure = exc
                 finally:
                     lock.acquire()
-                    self._cond.notify_all()  # the plan changed: waiting threads look again
+                    if self._sleepers:
+                        self._cond.notify_all()  # the plan changed: waiters look again
                     if self._flush_mark is not None:
                         self._flushed.notify_all()
         finally:

@@ -124,14 +124,16 @@ class Send(Op):
 
 class Record(Op):
     """Record ``decision`` for ``event`` in the store (the outcome, the shared failing
-    and hold state). Answer: ignored."""
+    and hold state); with ``report``, then do what :class:`Report` does. Answer: ignored."""
 
-    __slots__ = ("decision", "event", "outcome")
+    __slots__ = ("decision", "event", "outcome", "report")
 
-    def __init__(self, event: StoredEvent, decision: Decision, outcome: Any) -> None:
+    def __init__(self, event: StoredEvent, decision: Decision, outcome: Any,
+                 report: bool = False) -> None:
         self.event = event
         self.decision = decision
         self.outcome = outcome
+        self.report = report
 
 
 class Report(Op):
@@ -773,12 +775,13 @@ def _attempt(
     plan.started(event, mono, wall)
     outcome, duration = yield Send(event, wall + SEND_GRACE)
     decision = plan.decide(event, outcome, clock()[1])
-    yield Record(event, decision, (outcome, duration))
     if decision.keep:
+        yield Record(event, decision, (outcome, duration), False)
         plan.done(event, True)  # waiting now: a detach counts it among the queued
         yield Report(event, decision, (outcome, duration))
     else:
-        yield Report(event, decision, (outcome, duration))  # on_delivery before flush ends
+        # Recorded, then told (on_delivery) in the same op: both before flush may end.
+        yield Record(event, decision, (outcome, duration), True)
         plan.done(event, False)
 
 

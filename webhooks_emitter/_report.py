@@ -232,27 +232,19 @@ class Reporter:
 
     def report(self, event: StoredEvent, outcome: TryOutcome, duration: float) -> None:
         """Log the outcome, call ``on_delivery``, count it."""
-        first = self.first_try(event.seq)
-        result = DeliveryResult(
-            emitter_id=self.emitter_id,
-            event=event.event,
-            request_id=event.request_id,
-            delivered=outcome.ok,
-            attempts=event.attempts,
-            status_code=outcome.status_code,
-            error=None if outcome.ok else outcome.error,
-            elapsed=0.0 if first is None else time.monotonic() - first,
-        )
-        extra = self.try_extra(event, outcome, duration,
-                                "delivered" if outcome.ok else "given_up")
+        callback = self.config.on_delivery
+        extra: Optional[dict[str, Any]] = None
         if outcome.ok:
-            logger.debug(
-                "webhook delivered in %d tries (HTTP %s)",
-                event.attempts,
-                outcome.status_code,
-                extra=extra,
-            )
+            if logger.isEnabledFor(logging.DEBUG):  # the fields cost more than the check
+                extra = self.try_extra(event, outcome, duration, "delivered")
+                logger.debug(
+                    "webhook delivered in %d tries (HTTP %s)",
+                    event.attempts,
+                    outcome.status_code,
+                    extra=extra,
+                )
         else:
+            extra = self.try_extra(event, outcome, duration, "given_up")
             logger.error(
                 "webhook given up by emitter %r: event %r, request id %s, after %d tries: %s",
                 self.emitter_id,
@@ -262,12 +254,28 @@ class Reporter:
                 outcome.error,
                 extra=extra,
             )
-        callback = self.config.on_delivery
         if callback is not None:
+            first = self.first_try(event.seq)
+            result = DeliveryResult(
+                emitter_id=self.emitter_id,
+                event=event.event,
+                request_id=event.request_id,
+                delivered=outcome.ok,
+                attempts=event.attempts,
+                status_code=outcome.status_code,
+                error=None if outcome.ok else outcome.error,
+                elapsed=0.0 if first is None else time.monotonic() - first,
+            )
             try:
                 callback(result)
             except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
-                logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
+                logger.exception(
+                    "on_delivery of emitter %r raised",
+                    self.emitter_id,
+                    extra=extra or self.try_extra(
+                        event, outcome, duration, "delivered" if outcome.ok else "given_up"
+                    ),
+                )
         self._observed_outcome(event, "delivered" if outcome.ok else "given_up")
         with self.lock:
             self.retries += max(event.attempts - 1, 0)

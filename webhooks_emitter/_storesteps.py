@@ -78,7 +78,10 @@ class StoreSteps:
         store = self.ctx.store
         lease = self.ctx.lease
         event = op.event
-        answer = self.call("a try", lambda: store.begin_try(lease, event, op.wall), event)
+        try:
+            answer: Optional[bool] = store.begin_try(lease, event, op.wall)  # the usual case
+        except StoreError:
+            answer = self.call("a try", lambda: store.begin_try(lease, event, op.wall), event)
         paused = False
         if answer is False:
             try:
@@ -138,7 +141,10 @@ class StoreSteps:
         store = self.ctx.store
         lease = self.ctx.lease
         if kind == "finish":
-            self.call("a delivery", lambda: store.finish(lease, event), event)
+            try:
+                store.finish(lease, event)  # the usual case, without a closure
+            except StoreError:
+                self.call("a delivery", lambda: store.finish(lease, event), event)
         elif kind == "retry_later":
             self.call("a failed try", lambda: store.retry_later(lease, event), event)
         elif kind == "give_up":
