@@ -337,7 +337,7 @@ class SimEmitter:
     def busy(self) -> bool:
         """As ``_emitter.Emitter.busy``: a try of this emitter (or of the detached
         incarnation it waits for) is under way or being reported."""
-        if self.plan.taken:
+        if self.plan.taken or self.plan.settling:
             return True
         return (self.predecessor is not None and self.plan.predecessor
                 and self.predecessor.busy())
@@ -361,7 +361,7 @@ class Process:
         self.store: Any = world.store
         self.lease = Lease(holder=f"sim:{name}", token=f"token-{name}-{world.rng.random()}")
         self.emitters: dict[str, SimEmitter] = {}
-        self.ending: dict[str, SimEmitter] = {}
+        self.ending: list[SimEmitter] = []  # detached, maybe with a try still under way
         self.alive = True
 
     def attach(self, emitter_id: str) -> None:
@@ -369,7 +369,7 @@ class Process:
         state = self.store.state(emitter_id) if self.store.durable else None
         if state is not None and state.paused:
             emitter.set_paused(True)
-        old = self.ending.get(emitter_id)
+        old = next((e for e in reversed(self.ending) if e.emitter_id == emitter_id), None)
         if old is not None and self.world.handoff:
             emitter.follow(old)
         self.emitters[emitter_id] = emitter
@@ -380,7 +380,7 @@ class Process:
         emitter = self.emitters.pop(emitter_id)
         emitter.close()
         if emitter.plan.workers:
-            self.ending[emitter_id] = emitter
+            self.ending.append(emitter)
 
 
 class World:
@@ -554,15 +554,23 @@ def perform(world: World, w: SimWorker) -> bool:
         w.answer = (acquired, state, events, error)
     elif isinstance(op, Begin):
         try:
-            answer = store.begin_try(proc.lease, op.event, op.wall)
+            if op.outcomes and world.durable:  # Store.settle: one transaction, all or none
+                store._check()
+            for told in op.outcomes:
+                calls = {"finish": store.finish, "give_up": store.give_up}
+                calls[told.decision.kind](proc.lease, told.event)
+            answer = None if op.event is None else store.begin_try(proc.lease, op.event,
+                                                                   op.wall)
         except StoreError:
             if not emitter.plan.closed:
                 return False
             answer = None
+        for told in op.outcomes:
+            report(world, emitter, told)
         paused = False
         if answer is False:
             paused = store.state(emitter.emitter_id).paused if not world.failing else False
-        if answer:
+        if answer and op.event is not None:
             world.begun.add((op.event.seq, op.event.attempts))
             world.begun_by[op.event.seq] = proc
         w.answer = (answer, paused)
@@ -653,7 +661,7 @@ def runnable(world: World) -> list[tuple[str, Any]]:
     for proc in world.procs:
         if not proc.alive:
             continue
-        emitters = list(proc.emitters.values()) + list(proc.ending.values())
+        emitters = list(proc.emitters.values()) + proc.ending
         for emitter in emitters:
             for w in emitter.workers:
                 if w.state == "resume":
@@ -673,7 +681,7 @@ def advance(world: World) -> bool:
     """Let time run to the next deadline (a wait, a timer, a try's end); False: none."""
     times = [at for at, _ in world.timers] + [at for at, _ in world.dead_wire]
     for proc in world.procs:
-        for emitter in list(proc.emitters.values()) + list(proc.ending.values()):
+        for emitter in list(proc.emitters.values()) + proc.ending:
             times += [w.deadline for w in emitter.workers
                       if w.state == "wait" and w.deadline is not None]
     times = [t for t in times if t > world.mono]
@@ -812,12 +820,13 @@ def shutdown(world: World, proc: Process) -> None:
     for emitter_id in list(proc.emitters):
         emitter = proc.emitters.pop(emitter_id)
         emitter.close()
+        proc.ending.append(emitter)
+    for emitter in proc.ending:  # as _hub does: detached ones still trying included
         emitter.abandon()
-        proc.ending[emitter_id] = emitter
     proc.alive = False
     # Its threads are gone with the process; a try it had on the wire still ends at the
     # receiver, within request_timeout of its start.
-    for emitter in proc.ending.values():
+    for emitter in proc.ending:
         for w in emitter.workers:
             if w.state == "wire":
                 seq = w.op.event.seq

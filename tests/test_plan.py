@@ -11,7 +11,6 @@ from webhooks_emitter._plan import (
     End,
     Fetch,
     Plan,
-    Record,
     Release,
     Send,
     Wait,
@@ -204,6 +203,24 @@ def test_a_fetch_that_raced_a_trim_is_read_again() -> None:
     assert end is None and p.more and 20 not in {e.seq for e in p.window}
 
 
+def test_a_delivery_is_recorded_with_the_next_try_in_one_settle() -> None:
+    """Two due events: the first one's delivery is recorded by the Begin of the second
+    (Store.settle: one commit per delivery), and counts as busy until then."""
+    p = plan(durable=False)
+    now = (MONO, WALL)
+    assert p.spawn()
+    program = worker(p, lambda: now, lambda: None, lambda at: None)
+    next(program)
+    first = program.send((True, EmitterState("e"), [event(1), event(2)], False))
+    assert isinstance(first, Begin) and first.outcomes == []
+    program.send((True, False))
+    second = program.send((Outcome(True, 204), 0.01))
+    assert isinstance(second, Begin) and second.event is not None and second.event.seq == 2
+    assert [r.event.seq for r in second.outcomes] == [1] and 1 in p.settling
+    program.send((True, False))
+    assert p.settling == {}
+
+
 def test_a_reattached_id_starts_no_worker_until_the_old_one_ended() -> None:
     """predecessor set: wake starts nothing; predecessor_ended starts the worker."""
     p = plan()
@@ -213,9 +230,9 @@ def test_a_reattached_id_starts_no_worker_until_the_old_one_ended() -> None:
 
 
 def test_the_worker_program_yields_each_op_of_a_delivery() -> None:
-    """A worker's program over one event: fetch, begin, send, record and report; then,
-    the store having had no more, it waits idle, ends after idle_timeout and lets go of
-    the lease."""
+    """A worker's program over one event: fetch, begin, send, then the outcome recorded
+    and told (alone: no next try to record it with); then, the store having had no more,
+    it waits idle, ends after idle_timeout and lets go of the lease."""
     p = plan(durable=False)
     now = [MONO, WALL]
     timers: list[float] = []
@@ -228,9 +245,11 @@ def test_the_worker_program_yields_each_op_of_a_delivery() -> None:
     ops.append(program.send((True, False)))
     assert isinstance(ops[-1], Send) and ops[-1].not_after == WALL + SEND_GRACE
     ops.append(program.send((Outcome(True, 204), 0.01)))
-    assert isinstance(ops[-1], Record) and ops[-1].decision.kind == "finish"
-    assert ops[-1].report  # recorded and told in one op
-    ops.append(program.send(None))
+    # Nothing else to try at once: the delivery is recorded (and told) on its own.
+    settle = ops[-1]
+    assert isinstance(settle, Begin) and settle.event is None
+    assert [(r.decision.kind, r.event.seq) for r in settle.outcomes] == [("finish", 1)]
+    ops.append(program.send((None, False)))
     assert isinstance(ops[-1], Wait) and ops[-1].timeout == 10.0  # nothing more: idle
     now[0] += 10.0
     ops.append(program.send(None))

@@ -216,7 +216,7 @@ class Emitter:
     def busy(self) -> bool:
         """Whether a try of this emitter is under way or being reported here (by this
         incarnation, or a detached one of the same id it waits for)."""
-        if self.plan.taken:
+        if self.plan.taken or self.plan.settling:
             return True
         predecessor = self._predecessor
         return predecessor is not None and self.plan.predecessor and predecessor.busy()
@@ -449,6 +449,8 @@ class Emitter:
                         answer = self.report.send(op, transport)  # type: ignore[arg-type]
                     elif kind is Begin:
                         answer = self.steps.begin(op)  # type: ignore[arg-type]
+                        for told in op.outcomes:  # type: ignore[attr-defined]
+                            self.report.announce(told, self._close_reason, self._pause_for)
                     elif kind is Record:
                         self.steps.record(op)  # type: ignore[arg-type]
                         if op.report:  # type: ignore[attr-defined]

@@ -741,6 +741,8 @@ class WebhooksEmitter:
                 emitter.close(reason)
                 if emitter.workers:
                     self._ending[emitter.emitter_id] = emitter
+            # Detached ones with a try still under way are waited for (and abandoned) too.
+            emitters += [e for e in list(self._ending.values()) if e not in emitters]
             for emitter in emitters:
                 emitter.join(deadline)
             for emitter in emitters:

@@ -41,6 +41,7 @@ __all__ = [
     "Release",
     "Report",
     "SEND_GRACE",
+    "SETTLE",
     "SPAWN",
     "Send",
     "Spawn",
@@ -101,14 +102,19 @@ class Fetch(Op):
 
 class Begin(Op):
     """Record that a try of ``event`` starts at ``wall`` (``begin_try``, retried while the
-    store fails). Answer: True, False (refused: paused, lease or event gone; then
-    ``paused`` says whether the store shows the emitter paused) or None (closed)."""
+    store fails), after the ``outcomes`` of earlier tries (:class:`Report` ops, not
+    recorded yet), all in one ``Store.settle``; then tell those outcomes (as ``Report``
+    does). ``event`` None: record and tell the outcomes only. Answer: ``(answer,
+    paused)``: True, False (refused: paused, lease or event gone; ``paused`` says whether
+    the store shows the emitter paused) or None (closed, or no event)."""
 
-    __slots__ = ("event", "wall")
+    __slots__ = ("event", "outcomes", "wall")
 
-    def __init__(self, event: StoredEvent, wall: float) -> None:
+    def __init__(self, event: Optional[StoredEvent], wall: float,
+                 outcomes: Optional[list[Report]] = None) -> None:
         self.event = event
         self.wall = wall
+        self.outcomes = outcomes or []
 
 
 class Send(Op):
@@ -203,9 +209,10 @@ class Decision:
 class Worker:
     """One delivering thread's bookkeeping in the plan."""
 
-    __slots__ = ("crashed", "idle_deadline", "seeking", "seen")
+    __slots__ = ("crashed", "idle_deadline", "pending", "seeking", "seen")
 
     def __init__(self) -> None:
+        self.pending: list[Report] = []  # outcomes to record with the next try's start
         self.seeking = False  # between asking for work and getting a try or the end
         self.idle_deadline = 0.0
         self.seen = 0  # the wake count when it decided to end
@@ -253,6 +260,9 @@ class Plan:
         self.window: list[StoredEvent] = []  # fetched, not finished, in seq order
         self.taken: dict[int, StoredEvent] = {}  # seq -> event a worker tries or reports
         self.first_try: dict[int, float] = {}  # seq -> mono of its first try here
+        # Delivered or given up here, recorded in the store with the next try's start
+        # (one commit per delivery): out of the window, still skipped by fetches.
+        self.settling: dict[int, StoredEvent] = {}
         self.workers = 0
         self.seeking = 0  # workers between asking for work and getting some
         self.fetching = False  # a worker's Fetch is under way (one at a time)
@@ -396,6 +406,16 @@ class Plan:
             worker.seeking = True
             self.seeking += 1
             worker.idle_deadline = mono + self.idle_timeout
+        if worker.pending:
+            # Outcomes wait to be recorded with the start of the next try: only when one
+            # can start at once; anything else (a wait, a fetch, the end) records them first.
+            event = self._next_at_once(worker, mono, wall)
+            if event is None:
+                return SETTLE
+            self.taken[event.seq] = event
+            worker.seeking = False
+            self.seeking -= 1
+            return event
         if self.closed or self.paused or self.predecessor or self.yield_until > mono:
             return self._end(worker)
         if (
@@ -423,7 +443,7 @@ class Plan:
             if self.fetching:
                 return Wait(None)
             return self._fetch(grow=False)
-        event, wait = self._pick(wall)
+        event, wait = self._pick(wall, worker)
         if event is not None:
             self.taken[event.seq] = event
             worker.seeking = False
@@ -445,6 +465,53 @@ class Plan:
             return self._end(worker, timer=self.timer_at)
         worker.idle_deadline = mono + wait + self.idle_timeout
         return Wait(wait)
+
+    def _next_at_once(self, worker: Worker, mono: float, wall: float) -> Optional[StoredEvent]:
+        if (
+            self.closed
+            or self.paused
+            or self.predecessor
+            or self.refresh
+            or self.yield_until > mono
+            or not self.lease
+            or mono > self.lease_until
+            or (self.more and len(self.window) <= self.window_size // 2)
+        ):
+            return None
+        return self._pick(wall, worker)[0]  # no side effect: deferring needs min_interval 0
+
+    def defer(self, worker: Worker, event: StoredEvent, decision: Decision,
+              outcome: Any) -> bool:
+        """Keep a delivered (or given-up) event's outcome to record with the next try's
+        start, in one commit; False when it must be recorded now."""
+        if (
+            decision.kind not in ("finish", "give_up")
+            or decision.pause is not None
+            or self.min_interval
+            or self.closed
+        ):
+            return False
+        self.taken.pop(event.seq, None)
+        self.settling[event.seq] = event
+        window = self.window
+        if window and window[0] is event:
+            del window[0]
+        else:
+            try:
+                window.remove(event)
+            except ValueError:
+                pass
+        worker.pending.append(Report(event, decision, outcome))
+        return True
+
+    def settled(self, worker: Worker) -> None:
+        """The worker's deferred outcomes were recorded and told."""
+        for report in worker.pending:
+            seq = report.event.seq
+            self.settling.pop(seq, None)
+            self.first_try.pop(seq, None)
+            self.done_count += 1
+        worker.pending = []
 
     def more_workers(self) -> bool:
         """After a worker took an event: True to start another (more may be ready)."""
@@ -470,6 +537,8 @@ class Plan:
             # answer every other one again (a paused begin leaves its event in the window).
             self.window = [e for e in self.window if e.seq in self.taken]
         skip = {e.seq for e in self.window}
+        if self.settling:
+            skip.update(self.settling)  # done here, not recorded yet: not fetched again
         size = self.window_size
         limit = size if grow or need_lease else size - len(self.window)
         return Fetch(need_lease, max(limit, 1), skip, self.wakes, self.trims, grow)
@@ -534,7 +603,9 @@ class Plan:
         self.more = len(events) >= fetch.limit or self.wakes != fetch.wakes
         return None, taken_now
 
-    def _pick(self, wall: float) -> tuple[Optional[StoredEvent], Optional[float]]:
+    def _pick(
+        self, wall: float, worker: Worker
+    ) -> tuple[Optional[StoredEvent], Optional[float]]:
         """The event to try now, or None and the seconds until one may be (None: unknown)."""
         if self.hold_until > wall:
             return None, self.hold_until - wall
@@ -551,6 +622,14 @@ class Plan:
                     soonest = head.next_at
         else:
             busy = {e.ordering_key for e in self.taken.values() if e.ordering_key}
+            if self.settling:
+                # A delivery not recorded yet still holds its key, but for the worker that
+                # records it with its next try's start (in one transaction).
+                mine = {r.event.seq for r in worker.pending}
+                busy.update(
+                    e.ordering_key for e in self.settling.values()
+                    if e.ordering_key and e.seq not in mine
+                )
             for event in self.window:
                 if event.seq in self.taken:
                     continue
@@ -669,6 +748,9 @@ class Plan:
         self.starting = False
         if event is not None:
             self.done(event, keep=True)
+        for report in worker.pending:  # not recorded: still queued, fetched again
+            self.settling.pop(report.event.seq, None)
+        worker.pending = []
         worker.crashed = True
         if worker.seeking:
             worker.seeking = False
@@ -727,6 +809,10 @@ def worker(
         while True:
             mono, wall = clock()
             action = plan.step(me, mono, wall)
+            if action is SETTLE:
+                yield Begin(None, wall, me.pending)
+                plan.settled(me)
+                continue
             if isinstance(action, Wait):
                 yield action
                 continue
@@ -743,7 +829,7 @@ def worker(
                     on_timer(action.timer)
                 break
             event = action
-            yield from _attempt(plan, event, clock)
+            yield from _attempt(plan, me, event, clock)
             event = None
     except GeneratorExit:
         raise
@@ -760,14 +846,17 @@ def worker(
 
 
 def _attempt(
-    plan: Plan, event: StoredEvent, clock: Callable[[], tuple[float, float]]
+    plan: Plan, me: Worker, event: StoredEvent, clock: Callable[[], tuple[float, float]]
 ) -> Generator[Op, Any, None]:
-    """One try of a taken event: recorded, sent, its outcome recorded."""
+    """One try of a taken event: recorded (with the worker's deferred outcomes), sent,
+    its outcome recorded now or deferred to the next try's start."""
     if plan.more_workers():
         yield SPAWN
     wall = clock()[1]
     due = plan.begin(event, wall)
-    answer, paused = yield Begin(event, wall)
+    answer, paused = yield Begin(event, wall, me.pending)
+    if me.pending:
+        plan.settled(me)
     if not answer:
         plan.not_started(event, due, answer, paused)
         return
@@ -779,7 +868,7 @@ def _attempt(
         yield Record(event, decision, (outcome, duration), False)
         plan.done(event, True)  # waiting now: a detach counts it among the queued
         yield Report(event, decision, (outcome, duration))
-    else:
+    elif not plan.defer(me, event, decision, (outcome, duration)):
         # Recorded, then told (on_delivery) in the same op: both before flush may end.
         yield Record(event, decision, (outcome, duration), True)
         plan.done(event, False)
@@ -792,3 +881,12 @@ class Spawn(Op):
 
 
 SPAWN = Spawn()
+
+
+class _Settle:
+    """:meth:`Plan.step`'s answer when the worker must first record its deferred outcomes."""
+
+    __slots__ = ()
+
+
+SETTLE = _Settle()

@@ -75,13 +75,30 @@ class StoreSteps:
         return acquired, state, events, False
 
     def begin(self, op: Begin) -> tuple[Optional[bool], bool]:
+        """``begin_try`` of ``op.event``, after its deferred outcomes, in one ``settle``."""
         store = self.ctx.store
         lease = self.ctx.lease
         event = op.event
-        try:
-            answer: Optional[bool] = store.begin_try(lease, event, op.wall)  # the usual case
-        except StoreError:
-            answer = self.call("a try", lambda: store.begin_try(lease, event, op.wall), event)
+        answer: Optional[bool]
+        if op.outcomes:
+            outcomes = [(report.decision.kind, report.event) for report in op.outcomes]
+            now = op.wall
+            settled = self.call(
+                "a delivery", lambda: store.settle(lease, outcomes, event, now),
+                op.outcomes[0].event,
+            )
+            answer = None if settled is None else settled[1]
+            for report in op.outcomes:
+                if report.decision.set_failing:
+                    since = report.decision.failing
+                    self.quietly(lambda: store.set_failing_since(self.emitter_id, lease, since))
+        elif event is None:
+            return None, False
+        else:
+            try:
+                answer = store.begin_try(lease, event, op.wall)  # the usual case
+            except StoreError:
+                answer = self.call("a try", lambda: store.begin_try(lease, event, op.wall), event)
         paused = False
         if answer is False:
             try:
@@ -90,7 +107,7 @@ class StoreSteps:
                 paused = False
         return answer, paused
 
-    def call(self, what: str, call: Callable[[], bool], event: StoredEvent) -> Optional[bool]:
+    def call(self, what: str, call: Callable[[], Any], event: StoredEvent) -> Any:
         """Run a store call for a try, retrying it (logged) until it answers.
 
         Returns None when the emitter was closed before the store answered: what the store
