@@ -455,7 +455,7 @@ class World:
             if emitter.max_in_flight == 1 or (key is not None and other_key == key):
                 self.fail(f"event {seq} tried by {emitter.proc.name} while older event {other} "
                           f"of {emitter_id!r} (key {key!r}) is not done: order broken")
-        for other, (other_emitter, _) in self.wire.items():
+        for other in self.wire:
             other_id, other_key = self.emitted[other]
             if other_id != emitter_id:
                 continue

@@ -174,7 +174,9 @@ class Reporter:
         scopes = self._try_started(observers, event) if observers else None
         extra = None
         if scopes and self.config.propagate_trace:
-            extra = {k: v for scope in scopes if scope is not None for k, v in scope.headers.items()}
+            extra = {
+                k: v for scope in scopes if scope is not None for k, v in scope.headers.items()
+            }
         began = time.monotonic()
         try:
             outcome = self.deliverer.send(transport, event, extra)

@@ -7,6 +7,7 @@ what follows it, each retried or reported as the engine's guarantees need.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Optional
 
@@ -90,8 +91,14 @@ class StoreSteps:
             answer = None if settled is None else settled[1]
             for report in op.outcomes:
                 if report.decision.set_failing:
-                    since = report.decision.failing
-                    self.quietly(lambda: store.set_failing_since(self.emitter_id, lease, since))
+                    self.quietly(
+                        functools.partial(
+                            store.set_failing_since,
+                            self.emitter_id,
+                            lease,
+                            report.decision.failing,
+                        )
+                    )
         elif event is None:
             return None, False
         else:
