@@ -209,6 +209,14 @@ class StoreContract:
         more = store.fetch("e1", LEASE, 2, skip={event.seq for event in window})
         assert request_ids(more) == ["req-2", "req-3"]
 
+    def test_fetch_answers_again_what_the_caller_no_longer_holds(self, store: Store) -> None:
+        """An event fetched before but left out of ``skip`` (the caller's window was
+        trimmed) is answered again, oldest first, before newer ones."""
+        fill(store, "e1", 4)
+        _first, second, _third = take(store, "e1", limit=3)
+        again = store.fetch("e1", LEASE, 10, skip={second.seq})
+        assert request_ids(again) == ["req-0", "req-2", "req-3"]
+
     def test_fetch_after_release_answers_the_unfinished_again(self, store: Store) -> None:
         """Events fetched but not finished are fetched again by the next lease holder."""
         fill(store, "e1", 3)
