@@ -4,6 +4,7 @@ lease go at its end, and the next holder waits for that try's start plus request
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -76,3 +77,18 @@ def test_a_process_ending_mid_try_lets_its_lease_go_at_its_end(tmp_path: Path) -
     gap = second.received_at - first.received_at
     assert gap < 6.0, f"the next try came {gap:.2f} s after the first"
     assert second.received_at - ended < 4.0
+
+
+def test_the_poll_tells_a_dead_holder_of_this_host_from_a_live_one() -> None:
+    """The housekeeping poll tries the lease of an emitter whose holder names this host and
+    a process that has ended; never for a live process, another host, or itself."""
+    from webhooks_emitter._housekeeping import _gone
+
+    host = socket.gethostname()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    assert _gone(f"{host}:{ended.pid}", host)
+    assert not _gone(f"{host}:{os.getppid()}", host)  # alive
+    assert not _gone(f"{host}:{os.getpid()}", host)  # this process
+    assert not _gone(f"elsewhere:{ended.pid}", host)
+    assert not _gone("no-pid-here", host)
