@@ -1,7 +1,7 @@
 """The engine's decisions under every interleaving a seeded scheduler finds.
 
 The real :class:`webhooks_emitter._plan.Plan` and the real worker programs
-(:func:`webhooks_emitter._plan.worker`) run here, as in the driver (``_emitter.py``), but
+(:func:`webhooks_emitter._program.worker`) run here, as in the driver (``_emitter.py``), but
 over a fake clock, a store that can fail, lose leases and be slow, and a transport whose
 answers are scripted; a model executor stands for the driver's threads (each op a worker
 yields is performed in one scheduler step, its answer delivered in another, so anything
@@ -34,18 +34,9 @@ from typing import Any, Optional
 
 import pytest
 
-from webhooks_emitter._plan import (
-    Begin,
-    Fetch,
-    Plan,
-    Record,
-    Release,
-    Report,
-    Send,
-    Spawn,
-    Wait,
-    worker,
-)
+from webhooks_emitter._ops import Begin, Fetch, Record, Release, Report, Send, Spawn, Wait
+from webhooks_emitter._plan import Plan
+from webhooks_emitter._program import worker
 from webhooks_emitter.stores._base import (
     EmitterState,
     Lease,

@@ -5,18 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from webhooks_emitter._plan import (
-    SEND_GRACE,
-    Begin,
-    End,
-    Fetch,
-    Plan,
-    Release,
-    Send,
-    Wait,
-    Worker,
-    worker,
-)
+from webhooks_emitter._ops import SEND_GRACE, Begin, End, Fetch, Release, Send, Wait, Worker
+from webhooks_emitter._plan import Plan
+from webhooks_emitter._program import worker
 from webhooks_emitter.stores._base import EmitterState, StoredEvent
 
 MONO = 100.0

@@ -2,7 +2,7 @@
 
 Every decision (what to try next, when to fetch, wait, end a thread or let go of the
 lease, what follows a try) is taken by the emitter's :class:`~._plan.Plan`, and each
-delivering thread runs the plan's :func:`~._plan.worker` program. This module carries
+delivering thread runs the :func:`~._program.worker` program. This module carries
 the program out: it holds the lock while the program runs, lets it go while it performs
 an op (a store call, a try on the wire, ``on_delivery``), starts threads when the plan
 says so, and notifies the threads that wait. It decides nothing itself.
@@ -24,18 +24,9 @@ from typing import Any, Optional
 from ._config import Config, EmitterStats
 from ._context import EmitterContext
 from ._delivery import RetryPolicy
-from ._plan import (
-    Begin,
-    Fetch,
-    Plan,
-    Record,
-    Release,
-    Report,
-    Send,
-    Spawn,
-    Wait,
-    worker,
-)
+from ._ops import Begin, Fetch, Op, Record, Release, Report, Send, Spawn, Wait
+from ._plan import Plan
+from ._program import worker
 from ._report import Reporter
 from ._storesteps import StoreSteps
 from .stores._base import Message, StoredEvent, StoreError
@@ -202,15 +193,7 @@ class Emitter:
             self.plan.trim()
             keep = set(self.plan.taken)
         dropped = int(drop(self.emitter_id, keep))
-        if dropped:
-            self.report.count_dropped(dropped)
-            logger.warning(
-                "webhook emitter %r: %d undelivered event(s) dropped (%s)",
-                self.emitter_id,
-                dropped,
-                reason,
-                extra=self._extra(),
-            )
+        self.report.say("dropped", dropped, reason)
         return dropped
 
     def busy(self) -> bool:
@@ -334,12 +317,7 @@ class Emitter:
             lost = self.plan.lease_lost()
             self._cond.notify_all()
         if lost:
-            logger.warning(
-                "webhook emitter %r lost its lease (not renewed in time); another process may "
-                "deliver its events now",
-                self.emitter_id,
-                extra=self._extra(),
-            )
+            self.report.say("lease_lost")
 
     def try_takeover(self) -> None:
         """The store holds work for this emitter under a process that looks dead: try to
@@ -372,12 +350,7 @@ class Emitter:
         try:
             self.ctx.store.release(self.emitter_id, self.ctx.lease, next_due)
         except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not let go of its lease (it will expire): %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(),
-            )
+            self.report.say("release_failed", exc)
 
     # -- the threads --------------------------------------------------------------------------
 
@@ -426,45 +399,28 @@ class Emitter:
                     )
                     break
                 answer = failure = None
-                kind = type(op)
-                if kind is Wait:
+                if isinstance(op, Wait):
                     self._sleepers += 1
                     try:
-                        self._cond.wait(op.timeout)  # type: ignore[attr-defined]
+                        self._cond.wait(op.timeout)
                     finally:
                         self._sleepers -= 1
                     continue
-                if kind is Spawn:
+                if isinstance(op, Spawn):
                     self._start_locked()
                     continue
                 lock.release()
                 try:
-                    if kind is Send:
+                    if isinstance(op, Send):
                         if transport is None or generation != ctx.transport_generation:
                             if transport is not None:
                                 transport.close()
                             transport = None
                             generation = ctx.transport_generation
                             transport = ctx.make_transport(self.config)
-                        answer = self.report.send(op, transport)  # type: ignore[arg-type]
-                    elif kind is Begin:
-                        answer = self.steps.begin(op)  # type: ignore[arg-type]
-                        for told in op.outcomes:  # type: ignore[attr-defined]
-                            self.report.announce(told, self._close_reason, self._pause_for)
-                    elif kind is Record:
-                        self.steps.record(op)  # type: ignore[arg-type]
-                        if op.report:  # type: ignore[attr-defined]
-                            self.report.announce(
-                                op, self._close_reason, self._pause_for  # type: ignore[arg-type]
-                            )
-                    elif kind is Report:
-                        self.report.announce(
-                            op, self._close_reason, self._pause_for  # type: ignore[arg-type]
-                        )
-                    elif kind is Fetch:
-                        answer = self.steps.fetch(op)  # type: ignore[arg-type]
-                    elif kind is Release:
-                        self._release(op.next_due)  # type: ignore[attr-defined]
+                        answer = self.report.send(op, transport)
+                    else:
+                        answer = self._perform(op)
                 except BaseException as exc:  # noqa: BLE001 - thrown into the program
                     failure = exc
                 finally:
@@ -487,6 +443,25 @@ class Emitter:
 
     # -- the ops ------------------------------------------------------------------------------
 
+    def _perform(self, op: Op) -> Any:
+        """Carry out one op of the worker program (the lock let go); returns its answer."""
+        if isinstance(op, Begin):
+            answer = self.steps.begin(op)
+            for told in op.outcomes:
+                self.report.announce(told, self._close_reason, self._pause_for)
+            return answer
+        if isinstance(op, Fetch):
+            return self.steps.fetch(op)
+        if isinstance(op, Record):
+            self.steps.record(op)
+            if op.report:
+                self.report.announce(op, self._close_reason, self._pause_for)
+        elif isinstance(op, Report):
+            self.report.announce(op, self._close_reason, self._pause_for)
+        elif isinstance(op, Release):
+            self._release(op.next_due)
+        return None
+
     def _retry_pause(self, delay: float) -> None:
         with self._cond:
             if not self.plan.closed:
@@ -496,11 +471,6 @@ class Emitter:
         try:
             self.ctx.store.set_paused(self.emitter_id, True)
         except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not record its pause in the store: %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(event),
-            )
+            self.report.say("pause_failed", exc, event=event)
         self.set_paused(True)  # before the WARNING says so, for whoever acts on it
         logger.warning("webhook emitter %r paused: %s", self.emitter_id, why, extra=extra)

@@ -7,7 +7,7 @@ fetched under its lease), the ordering keys and tries under way, the ``Retry-Aft
 and ``max_rate`` spacing, the trust in its lease, and the bookkeeping that lets threads
 come and go without stranding an event.
 
-A delivering thread runs :func:`worker`, a generator: it calls the plan (with the
+A delivering thread runs ``_program.worker``, a generator: it calls the plan (with the
 driver's lock held) and *yields* what must happen outside it, one :class:`Op` at a time
 (fetch from the store, record the start of a try, send it, record its outcome, wait, let
 go of the lease); the driver performs the op with its lock let go and sends the answer
@@ -23,200 +23,25 @@ Time comes in as arguments: ``mono`` (monotonic seconds, for waits and lease tru
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._ops import (
+    LONGEST_TRY,
+    SEND_GRACE,
+    SETTLE,
+    Decision,
+    End,
+    Fetch,
+    Outcome,
+    Report,
+    Wait,
+    Worker,
+)
 
 if TYPE_CHECKING:
     from .stores._base import EmitterState, StoredEvent
 
-__all__ = [
-    "Begin",
-    "Decision",
-    "End",
-    "Fetch",
-    "Op",
-    "Outcome",
-    "Plan",
-    "Record",
-    "Release",
-    "Report",
-    "SEND_GRACE",
-    "SETTLE",
-    "SPAWN",
-    "Send",
-    "Spawn",
-    "Wait",
-    "Worker",
-    "worker",
-]
-
-#: A try is taken to last at most this long when the next holder's wait is reckoned.
-LONGEST_TRY = 365 * 86400.0
-#: Seconds a try may wait between the store recording its start and the request going out;
-#: past that it is not sent (a failed try). So a try ends before its start plus
-#: ``request_timeout`` plus this, the ``next_at`` a holder taking over after a death waits
-#: for: the receiver never sees two tries of one emitter (of one key) overlap.
-SEND_GRACE = 1.0
-
-
-class Outcome(Protocol):
-    """What the plan reads of a try's result (``_transport.TryOutcome``)."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def status_code(self) -> Optional[int]: ...
-
-    @property
-    def retry_after(self) -> Optional[float]: ...
-
-    @property
-    def final(self) -> bool: ...
-
-
-# -- what a worker asks its driver to do -------------------------------------------------
-
-
-class Op:
-    """One step a worker yields to its driver."""
-
-    __slots__ = ()
-
-
-class Fetch(Op):
-    """Take the lease if ``need_lease``, read the emitter's state then, and fetch up to
-    ``limit`` events not in ``skip``. Answer: ``(acquired, state, events, error)``."""
-
-    __slots__ = ("grow", "limit", "need_lease", "skip", "trims", "wakes")
-
-    def __init__(self, need_lease: bool, limit: int, skip: set[int], wakes: int, trims: int,
-                 grow: bool) -> None:
-        self.need_lease = need_lease
-        self.limit = limit
-        self.skip = skip
-        self.wakes = wakes
-        self.trims = trims
-        self.grow = grow
-
-
-class Begin(Op):
-    """Record that a try of ``event`` starts at ``wall`` (``begin_try``, retried while the
-    store fails), after the ``outcomes`` of earlier tries (:class:`Report` ops, not
-    recorded yet), all in one ``Store.settle``; then tell those outcomes (as ``Report``
-    does). ``event`` None: record and tell the outcomes only. Answer: ``(answer,
-    paused)``: True, False (refused: paused, lease or event gone; ``paused`` says whether
-    the store shows the emitter paused) or None (closed, or no event)."""
-
-    __slots__ = ("event", "outcomes", "wall")
-
-    def __init__(self, event: Optional[StoredEvent], wall: float,
-                 outcomes: Optional[list[Report]] = None) -> None:
-        self.event = event
-        self.wall = wall
-        self.outcomes = outcomes or []
-
-
-class Send(Op):
-    """Send one try of ``event``, unless the wall clock is past ``not_after`` (the try is
-    then a failure, not sent: see ``SEND_GRACE``). Answer: ``(outcome, duration)``."""
-
-    __slots__ = ("event", "not_after")
-
-    def __init__(self, event: StoredEvent, not_after: float) -> None:
-        self.event = event
-        self.not_after = not_after
-
-
-class Record(Op):
-    """Record ``decision`` for ``event`` in the store (the outcome, the shared failing
-    and hold state); with ``report``, then do what :class:`Report` does. Answer: ignored."""
-
-    __slots__ = ("decision", "event", "outcome", "report")
-
-    def __init__(self, event: StoredEvent, decision: Decision, outcome: Any,
-                 report: bool = False) -> None:
-        self.event = event
-        self.decision = decision
-        self.outcome = outcome
-        self.report = report
-
-
-class Report(Op):
-    """Tell the user what ``decision`` means for ``event``: the log line, ``on_delivery``,
-    the counters, a pause the plan asked for. Answer: ignored."""
-
-    __slots__ = ("decision", "event", "outcome")
-
-    def __init__(self, event: StoredEvent, decision: Decision, outcome: Any) -> None:
-        self.event = event
-        self.decision = decision
-        self.outcome = outcome
-
-
-class Wait(Op):
-    """Wait until notified or ``timeout`` seconds (None: until notified)."""
-
-    __slots__ = ("timeout",)
-
-    def __init__(self, timeout: Optional[float]) -> None:
-        self.timeout = timeout
-
-
-class Release(Op):
-    """Let go of the lease, noting ``next_due`` (Unix seconds) for the next holder."""
-
-    __slots__ = ("next_due",)
-
-    def __init__(self, next_due: float) -> None:
-        self.next_due = next_due
-
-
-class End:
-    """What :meth:`Plan.step` answers when the worker should end; ``timer``: monotonic
-    time at which the driver's timer starts a worker again (None: none)."""
-
-    __slots__ = ("timer",)
-
-    def __init__(self, timer: Optional[float] = None) -> None:
-        self.timer = timer
-
-
-class Decision:
-    """What follows a try, for :class:`Record` (and the log).
-
-    ``kind``: ``finish``, ``retry_later``, ``give_up`` (store calls), ``drop`` (a
-    memory-store emitter closed mid-try), ``report`` (closed, delivered: report only) or
-    ``abandoned`` (closed, and ``abandon`` logged it already: nothing).
-    ``failing``: a value to store as ``failing_since`` (``None`` clears it), unchanged when
-    ``set_failing`` is False. ``hold``: a Retry-After hold to store. ``pause``: why the
-    emitter pauses itself (410, ``disable_after``), or None. ``wait``: seconds to the next
-    try of a retried event. ``keep``: the event stays queued.
-    """
-
-    __slots__ = ("failing", "hold", "keep", "kind", "pause", "set_failing", "wait")
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.failing: Optional[float] = None
-        self.set_failing = False
-        self.hold: Optional[float] = None
-        self.pause: Optional[str] = None
-        self.wait: Optional[float] = None
-        self.keep = False
-
-
-class Worker:
-    """One delivering thread's bookkeeping in the plan."""
-
-    __slots__ = ("crashed", "idle_deadline", "pending", "seeking", "seen")
-
-    def __init__(self) -> None:
-        self.pending: list[Report] = []  # outcomes to record with the next try's start
-        self.seeking = False  # between asking for work and getting a try or the end
-        self.idle_deadline = 0.0
-        self.seen = 0  # the wake count when it decided to end
-        self.crashed = False
+__all__ = ["Plan"]
 
 
 class Plan:
@@ -781,112 +606,3 @@ class Plan:
 
 def _seq(event: StoredEvent) -> int:
     return event.seq
-
-
-def worker(
-    plan: Plan,
-    clock: Callable[[], tuple[float, float]],
-    on_lease: Callable[[], None],
-    on_timer: Callable[[float], None],
-) -> Generator[Op, Any, None]:
-    """One delivering thread's program: the plan's decisions, and the ops that carry them
-    out, yielded to the driver (which lets its lock go while it performs each op).
-
-    The worker was counted by :meth:`Plan.spawn` before it started. An exception thrown
-    in at a yield (a driver's op failed unexpectedly) leaves its event queued, ends the
-    worker as usual (the lease let go) and is raised again at the end.
-
-    Args:
-        plan: the emitter's plan.
-        clock: ``() -> (mono, wall)``.
-        on_lease: called when the lease was taken (the driver has it renewed).
-        on_timer: ``on_timer(mono)``: a worker should start at that time.
-    """
-    me = Worker()
-    event: Optional[StoredEvent] = None
-    failure: Optional[BaseException] = None
-    try:
-        while True:
-            mono, wall = clock()
-            action = plan.step(me, mono, wall)
-            if action is SETTLE:
-                yield Begin(None, wall, me.pending)
-                plan.settled(me)
-                continue
-            if isinstance(action, Wait):
-                yield action
-                continue
-            if isinstance(action, Fetch):
-                acquired, state, events, error = yield action
-                end, leased = plan.fetched(me, action, acquired, state, events, error, clock()[0])
-                if leased:
-                    on_lease()
-                if end is None:
-                    continue
-                action = end
-            if isinstance(action, End):
-                if action.timer is not None:
-                    on_timer(action.timer)
-                break
-            event = action
-            yield from _attempt(plan, me, event, clock)
-            event = None
-    except GeneratorExit:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - raised again once the worker has ended
-        plan.crashed(me, event)
-        failure = exc
-    next_due = plan.ending()
-    if next_due is not None:
-        yield Release(next_due)
-    if plan.ended(me, clock()[0]):
-        yield SPAWN
-    if failure is not None:
-        raise failure
-
-
-def _attempt(
-    plan: Plan, me: Worker, event: StoredEvent, clock: Callable[[], tuple[float, float]]
-) -> Generator[Op, Any, None]:
-    """One try of a taken event: recorded (with the worker's deferred outcomes), sent,
-    its outcome recorded now or deferred to the next try's start."""
-    if plan.more_workers():
-        yield SPAWN
-    wall = clock()[1]
-    due = plan.begin(event, wall)
-    answer, paused = yield Begin(event, wall, me.pending)
-    if me.pending:
-        plan.settled(me)
-    if not answer:
-        plan.not_started(event, due, answer, paused)
-        return
-    mono, wall = clock()
-    plan.started(event, mono, wall)
-    outcome, duration = yield Send(event, wall + SEND_GRACE)
-    decision = plan.decide(event, outcome, clock()[1])
-    if decision.keep:
-        yield Record(event, decision, (outcome, duration), False)
-        plan.done(event, True)  # waiting now: a detach counts it among the queued
-        yield Report(event, decision, (outcome, duration))
-    elif not plan.defer(me, event, decision, (outcome, duration)):
-        # Recorded, then told (on_delivery) in the same op: both before flush may end.
-        yield Record(event, decision, (outcome, duration), True)
-        plan.done(event, False)
-
-
-class Spawn(Op):
-    """Start one more worker (already counted by the plan). Answer: ignored."""
-
-    __slots__ = ()
-
-
-SPAWN = Spawn()
-
-
-class _Settle:
-    """:meth:`Plan.step`'s answer when the worker must first record its deferred outcomes."""
-
-    __slots__ = ()
-
-
-SETTLE = _Settle()

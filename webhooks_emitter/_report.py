@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from . import _observe
 from ._config import Config, DeliveryResult
 from ._delivery import Deliverer
 from ._logcount import RateLimitedCount
-from ._plan import Decision, Report, Send
+from ._ops import Decision, Record, Report, Send
 from ._transport import Transport, TryOutcome
 from .stores._base import Message, StoredEvent
 
@@ -155,6 +155,25 @@ class Reporter:
                 extra=self.extra(event),
             )
 
+    #: WARNING lines about the emitter itself, by name: (format, then its arguments).
+    _SAYINGS = {
+        "dropped": "webhook emitter %r: %d undelivered event(s) dropped (%s)",
+        "lease_lost": "webhook emitter %r lost its lease (not renewed in time); another "
+        "process may deliver its events now",
+        "release_failed": "webhook emitter %r could not let go of its lease (it will "
+        "expire): %s",
+        "pause_failed": "webhook emitter %r could not record its pause in the store: %s",
+    }
+
+    def say(self, what: str, *args: Any, event: Any = None) -> None:
+        """Log one of the WARNING lines of ``_SAYINGS`` (``dropped`` with a count of 0 is
+        not said; a count said is counted as dropped)."""
+        if what == "dropped":
+            if not args[0]:
+                return
+            self.count_dropped(args[0])
+        logger.warning(self._SAYINGS[what], self.emitter_id, *args, extra=self.extra(event))
+
     def store_error(self) -> int:
         """Count a store error; the count to log now (0: not yet)."""
         with self.lock:
@@ -194,7 +213,7 @@ class Reporter:
 
     def announce(
         self,
-        op: Report,
+        op: Union[Report, Record],
         close_reason: str,
         pause: Callable[[StoredEvent, str, dict[str, Any]], None],
     ) -> None:

@@ -1,8 +1,8 @@
 """The store calls of one emitter's delivering threads: fetch, the start of a try, and
 what follows it, each retried or reported as the engine's guarantees need.
 
-``_emitter.py`` performs the plan's :class:`~._plan.Fetch`, :class:`~._plan.Begin` and
-:class:`~._plan.Record` ops through a :class:`StoreSteps`; it decides nothing.
+``_emitter.py`` performs the plan's :class:`~._ops.Fetch`, :class:`~._ops.Begin` and
+:class:`~._ops.Record` ops through a :class:`StoreSteps`; it decides nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Optional
 
 from ._context import EmitterContext
-from ._plan import Begin, Decision, Fetch, Record
+from ._ops import Begin, Decision, Fetch, Record
 from ._report import Reporter
 from .stores._base import StoredEvent, StoreError
 
