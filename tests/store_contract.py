@@ -209,6 +209,14 @@ class StoreContract:
         more = store.fetch("e1", LEASE, 2, skip={event.seq for event in window})
         assert request_ids(more) == ["req-2", "req-3"]
 
+    def test_fetch_answers_again_what_the_caller_no_longer_holds(self, store: Store) -> None:
+        """An event fetched before but left out of ``skip`` (the caller's window was
+        trimmed) is answered again, oldest first, before newer ones."""
+        fill(store, "e1", 4)
+        _first, second, _third = take(store, "e1", limit=3)
+        again = store.fetch("e1", LEASE, 10, skip={second.seq})
+        assert request_ids(again) == ["req-0", "req-2", "req-3"]
+
     def test_fetch_after_release_answers_the_unfinished_again(self, store: Store) -> None:
         """Events fetched but not finished are fetched again by the next lease holder."""
         fill(store, "e1", 3)
@@ -320,6 +328,70 @@ class StoreContract:
         assert store.give_up(LEASE, second)
         state = store.state("e1")
         assert (state.queued, state.failed, state.paused) == (0, 1, True)
+
+    # -- settle: several outcomes and the next try in one call ---------------------------------
+
+    def test_settle_records_each_outcome_and_the_next_try(self, store: Store) -> None:
+        """``settle`` finishes one event, fails another, gives up a third and starts a fourth."""
+        fill(store, "e1", 4)
+        done, later, dead, following = take(store, "e1")
+        for event in (done, later, dead):
+            event.attempts = 1
+            assert store.begin_try(LEASE, event, time.time())
+        due = time.time() + 60
+        later.next_at, later.status_code, later.error = due, 503, "HTTP 503"
+        dead.status_code, dead.error = 500, "HTTP 500"
+        following.attempts = 1
+        now = time.time()
+        answers, started = store.settle(
+            LEASE,
+            [("finish", done), ("retry_later", later), ("give_up", dead)],
+            begin=following,
+            now=now,
+        )
+        assert (answers, started) == ([True, True, True], True)
+        state = store.state("e1")
+        assert (state.queued, state.failed, state.last_try_at) == (2, 1, now)
+        again = refetch(store, "e1")
+        assert request_ids(again) == ["req-1", "req-3"]
+        assert (again[0].next_at, again[0].status_code, again[0].error) == (due, 503, "HTTP 503")
+        assert again[1].attempts == 1
+        assert request_ids(store.failed("e1")) == ["req-2"]
+
+    def test_settle_without_begin_answers_none(self, store: Store) -> None:
+        """No ``begin``: the outcomes' answers, and None for the try; a repeat finish is False."""
+        fill(store, "e1", 1)
+        (event,) = take(store, "e1")
+        assert store.settle(LEASE, [("finish", event)]) == ([True], None)
+        assert store.settle(LEASE, [("finish", event)]) == ([False], None)
+        assert store.state("e1").queued == 0
+
+    def test_settle_refuses_the_begin_of_a_paused_emitter_but_keeps_outcomes(
+        self, store: Store
+    ) -> None:
+        """Paused meanwhile: the outcome is recorded, the next try is refused (False)."""
+        fill(store, "e1", 2)
+        first, second = take(store, "e1")
+        first.attempts = 1
+        assert store.begin_try(LEASE, first, time.time())
+        store.set_paused("e1", True)
+        second.attempts = 1
+        assert store.settle(LEASE, [("finish", first)], begin=second, now=time.time()) == (
+            [True],
+            False,
+        )
+        state = store.state("e1")
+        assert (state.queued, state.last_try_at != 0.0) == (1, True)
+        store.set_paused("e1", False)
+        assert request_ids(refetch(store, "e1")) == ["req-1"]
+
+    def test_settle_with_an_unknown_kind_records_nothing(self, store: Store) -> None:
+        """A bad kind is a ValueError naming it, raised before anything is recorded."""
+        fill(store, "e1", 1)
+        (event,) = take(store, "e1")
+        with pytest.raises(ValueError, match="'delete'"):
+            store.settle(LEASE, [("finish", event), ("delete", event)])
+        assert store.state("e1").queued == 1
 
     # -- emitters ------------------------------------------------------------------------------
 
@@ -506,6 +578,27 @@ class StoreContract:
         assert store.failed("nobody") == []
         assert store.replay("nobody") == 0
         assert store.purge("nobody") == 0
+
+
+class TraceContextContract:
+    """A store keeps the emitting caller's trace context with each event (CONTRACT 15).
+
+    Mixed into a store's test class once the store keeps it (the memory store does; the
+    SQL stores in a nullable column)."""
+
+    def test_trace_context_travels_with_the_event(self, store: Store) -> None:
+        """Appended with a context, fetched with it; without one, None; kept by replay."""
+        context = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        store.append(Message("a", "req-a", b"{}", None, context), [Target("e1", 10)])
+        store.append(Message("b", "req-b", b"{}"), [Target("e1", 10)])
+        with_context, without = take(store, "e1")
+        assert (with_context.trace_context, without.trace_context) == (context, None)
+        with_context.attempts = 1
+        assert store.give_up(LEASE, with_context)
+        assert store.finish(LEASE, without)
+        assert store.replay("e1") == 1
+        (again,) = refetch(store, "e1")
+        assert again.trace_context == context
 
 
 class DurableStoreContract(StoreContract):

@@ -161,3 +161,98 @@ def test_capture_refuses_a_durable_store(tmp_path: Path) -> None:
         assert instance.transport_generation == 0
     finally:
         instance.shutdown(1)
+
+
+def test_capture_without_argument_takes_every_memory_instance(
+    fast: Callable[..., Config], receiver: Receiver
+) -> None:
+    """No argument: an instance made before the block and one made inside it both deliver
+    into the capture; the real receiver they point at gets nothing."""
+    before = WebhooksEmitter(exit_timeout=1.0)
+    inside = None
+    try:
+        before.attach("before", "e", fast(receiver.url))
+        with capture() as hooks:
+            inside = WebhooksEmitter(exit_timeout=1.0)
+            inside.attach("inside", "e", fast(receiver.url))
+            before.emit("e", {"from": "before"})
+            inside.emit("e", {"from": "inside"})
+            assert before.flush(5) and inside.flush(5)
+        assert sorted(r.json()["from"] for r in hooks.requests) == ["before", "inside"]
+        before.emit("e", {"from": "after"})
+        assert before.flush(5)
+        [real] = receiver.wait_for(1)
+        assert real.json() == {"from": "after"}
+    finally:
+        before.shutdown(1)
+        if inside is not None:
+            inside.shutdown(1)
+    assert [r.json()["from"] for r in receiver.requests] == ["after"]
+
+
+def test_capture_leaves_a_durable_instance_alone(
+    fast: Callable[..., Config], receiver: Receiver, tmp_path: Path
+) -> None:
+    """No argument: an instance on SQLite keeps delivering over the network."""
+    durable = WebhooksEmitter(store=f"sqlite:///{tmp_path / 'hooks.db'}")
+    try:
+        durable.attach("durable", "e", fast(receiver.url))
+        with capture() as hooks:
+            durable.emit("e", {"n": 1})
+            assert durable.flush(10)
+        assert hooks.requests == []
+        assert len(receiver.wait_for(1)) == 1
+    finally:
+        durable.shutdown(1)
+
+
+def test_events_not_tried_when_the_block_ends_go_into_the_capture(
+    hub: WebhooksEmitter, fast: Callable[..., Config], receiver: Receiver
+) -> None:
+    """200 events emitted and the block left at once, without flush: every one is in the
+    capture when the block has ended, none reaches the receiver afterwards."""
+    hub.attach("burst", "e", fast(receiver.url))
+    with capture() as hooks:
+        for number in range(200):
+            hub.emit("e", {"n": number})
+    assert [r.json()["n"] for r in hooks.requests] == list(range(200))
+    hub.emit("e", {"n": "after"})
+    assert hub.flush(5)
+    assert [r.json()["n"] for r in receiver.wait_for(1)] == ["after"]
+
+
+def test_an_event_in_a_slow_backoff_at_the_end_goes_into_the_capture(
+    hub: WebhooksEmitter, fast: Callable[..., Config]
+) -> None:
+    """An event held by a 30 s Retry-After from before the block, and one emitted inside
+    behind it: leaving the block delivers both into the capture at once; the receiver saw
+    only the first try that answered 503."""
+    with Receiver(responder=lambda r: (503, {"Retry-After": "30"}, b"")) as receiver:
+        hub.attach("slow", "e", fast(receiver.url, backoff_limit=60.0))
+        first = hub.emit("e", {"n": 1})
+        receiver.wait_for(1)
+        with capture() as hooks:
+            second = hub.emit("e", {"n": 2})
+        assert [r.delivery_id for r in hooks.requests] == [first, second]
+        assert hub.stats("slow").queued == 0
+        assert [r.delivery_id for r in receiver.requests] == [first]
+
+
+def test_a_paused_emitters_events_are_dropped_at_the_end(
+    hub: WebhooksEmitter, fast: Callable[..., Config], receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Events emitted under capture to a paused emitter are dropped when the block ends,
+    logged with their count and counted; a restart afterwards sends nothing."""
+    hub.attach("paused", "e", fast(receiver.url))
+    hub.pause("paused")
+    with capture() as hooks:
+        for number in range(3):
+            hub.emit("e", {"n": number})
+    assert hooks.requests == []
+    assert hub.stats("paused").dropped == 3 and hub.stats("paused").queued == 0
+    assert any("3 undelivered event(s) dropped" in r.getMessage() for r in caplog.records)
+    hub.restart("paused")
+    hub.emit("e", {"n": "after"})
+    assert hub.flush(5)
+    assert [r.json()["n"] for r in receiver.wait_for(1)] == ["after"]

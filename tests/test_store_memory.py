@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from store_contract import StoreContract
+from store_contract import StoreContract, TraceContextContract
 
 from webhooks_emitter.stores.memory import MemoryStore
 
@@ -14,7 +14,7 @@ def store() -> MemoryStore:
     return MemoryStore()
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, TraceContextContract):
     """The contract every store keeps, on the memory store (which grants every lease)."""
 
     durable = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Optional, Union
 
 import requests
@@ -141,9 +142,12 @@ class Deliverer:
         )
         self._base_headers = {name: _header_value(value) for name, value in merged.items()}
 
-    def prepare(self, event: StoredEvent) -> requests.PreparedRequest:
+    def prepare(
+        self, event: StoredEvent, extra: Optional[Mapping[str, str]] = None
+    ) -> requests.PreparedRequest:
         """The request of one try of ``event``: same body and delivery id on every try;
-        timestamped schemes are signed anew each time."""
+        timestamped schemes are signed anew each time. ``extra``: more headers (a trace's
+        ``traceparent``), added before the signature's."""
         request = requests.PreparedRequest()
         request.method = "POST"
         request.url = self._url
@@ -151,6 +155,9 @@ class Deliverer:
         headers[self._event_header] = _header_value(event.event)
         headers[self._delivery_header] = _header_value(event.request_id)
         headers["Content-Length"] = str(len(event.body))
+        if extra:
+            for name, value in extra.items():
+                headers[name] = _header_value(value)
         if self._secrets:
             timestamp = int(time.time()) if self._scheme.timestamped else 0
             headers.update(
@@ -169,6 +176,11 @@ class Deliverer:
         request.hooks = {"response": []}
         return request
 
-    def send(self, transport: Transport, event: StoredEvent) -> TryOutcome:
+    def send(
+        self,
+        transport: Transport,
+        event: StoredEvent,
+        extra: Optional[Mapping[str, str]] = None,
+    ) -> TryOutcome:
         """Make one try of ``event``; never raises for network or HTTP failures."""
-        return transport.send(self.prepare(event))
+        return transport.send(self.prepare(event, extra))

@@ -1,32 +1,16 @@
-"""One attached emitter: threads on demand that deliver its stored events, by key, in order.
+"""One attached emitter: the driver that runs its plan with threads, a lock and the store.
 
-How it is organised
--------------------
+Every decision (what to try next, when to fetch, wait, end a thread or let go of the
+lease, what follows a try) is taken by the emitter's :class:`~._plan.Plan`, and each
+delivering thread runs the :func:`~._program.worker` program. This module carries
+the program out: it holds the lock while the program runs, lets it go while it performs
+an op (a store call, a try on the wire, ``on_delivery``), starts threads when the plan
+says so, and notifies the threads that wait. It decides nothing itself.
 
-The events live in the store (``stores/``); the emitter keeps a *window*: the next queued
-events, fetched while it holds the emitter's lease, in emit (``seq``) order. Its worker
-threads (at most ``Config.max_in_flight``, none at all while there is nothing to do) take
-from the window, one try at a time:
-
-- With ``max_in_flight=1`` only the oldest event may be tried: it is tried, waits for its
-  backoff and is tried again while the events behind it wait (strict FIFO, CONTRACT 5).
-- Above 1, a worker takes the oldest *due* event whose ordering key is free: an event holds
-  its key from its first try until it is delivered or given up, waits included, so events
-  of one key never overlap and arrive in emit order; events without a key hold nothing.
-- A ``Retry-After`` answer holds every new try of the emitter until it has passed;
-  ``max_rate`` spaces the starts of tries; both are kept in the store for the next holder.
-
-Each try is recorded in the store before it is sent (``begin_try``, which also checks the
-lease and the pause), and its outcome after (``retry_later``, ``finish``, ``give_up``): the
-retry loop is the store's state, so it survives the process, while the policy (when to give
-up, how long to wait) is tenacity's (``_delivery.RetryPolicy``).
-
-A worker that finds nothing to do waits; the last one ends after ``idle_timeout`` seconds,
-or at once when the next try is further away than that (the hub's timer then starts one
-again), letting go of the lease. ``wake`` (after an emit) and ``kick`` (a timer, a poll of a
-durable store) start a worker again; the lock makes "a worker decides to end" and "an event
-arrives" exclusive, so no event is stranded between them. Each worker has its own
-``requests.Session`` (a ``Transport``), made on first use.
+The events live in the store (``stores/``); each try is recorded there before it is sent
+(``begin_try``, which also checks the lease and the pause) and its outcome after, so the
+retry loop survives the process; the policy (when to give up, how long to wait) is
+tenacity's (``_delivery.RetryPolicy``). See ``docs/explanation/engine.rst``.
 """
 
 from __future__ import annotations
@@ -35,248 +19,190 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Optional
 
-from ._config import Config, DeliveryResult, EmitterStats
-from ._delivery import Deliverer, RetryPolicy
-from ._transport import Transport, TryOutcome
+from ._config import Config, EmitterStats
+from ._context import EmitterContext
+from ._delivery import RetryPolicy
+from ._ops import Begin, Fetch, Op, Record, Release, Report, Send, Spawn, Wait
+from ._plan import Plan
+from ._program import worker
+from ._report import Reporter
+from ._storesteps import StoreSteps
 from .stores._base import Message, StoredEvent, StoreError
-
-if TYPE_CHECKING:
-    from ._hub import WebhooksEmitter
 
 __all__ = ["Emitter"]
 
 logger = logging.getLogger(__name__)
 
-#: The least seconds between two warnings of one kind for one emitter.
-WARNING_INTERVAL = 5.0
-#: Seconds between two tries of a store call that failed in a delivering thread (then more).
-_STORE_RETRY_START = 0.05
-_STORE_RETRY_LIMIT = 5.0
 
 
-class RateLimitedCount:
-    """Counts occurrences and says when to log them: at most once per ``WARNING_INTERVAL``."""
-
-    __slots__ = ("last", "unreported")
-
-    def __init__(self) -> None:
-        self.unreported = 0
-        self.last = float("-inf")
-
-    def add(self, count: int = 1) -> None:
-        self.unreported += count
-
-    def take(self, *, force: bool) -> int:
-        """The count to log now (0: not yet); call with the owner's lock held."""
-        now = time.monotonic()
-        if not self.unreported or (not force and now - self.last < WARNING_INTERVAL):
-            return 0
-        count, self.unreported = self.unreported, 0
-        self.last = now
-        return count
+def _clock() -> tuple[float, float]:
+    return time.monotonic(), time.time()
 
 
 class Emitter:
-    """An attached endpoint: its window of stored events and the threads that deliver them.
+    """An attached endpoint: its plan, and the threads that carry it out.
 
     Args:
-        hub: the instance it belongs to (its store, lease, timers and settings).
+        ctx: the instance it belongs to (its store, lease, timers and settings).
         emitter_id: the emitter's id.
         events: the event names it is subscribed to (``"*"`` for every event).
         config: how it delivers.
     """
 
     def __init__(
-        self, hub: WebhooksEmitter, emitter_id: str, events: frozenset[str], config: Config
+        self, ctx: EmitterContext, emitter_id: str, events: frozenset[str], config: Config
     ) -> None:
-        self.hub = hub
+        self.ctx = ctx
         self.emitter_id = emitter_id
         self.events = events
         self.config = config
         self.max_queue_size = config.max_queue_size  # read by the store's append
-        self._max_in_flight = config.max_in_flight
-        self._min_interval = 1.0 / config.max_rate if config.max_rate else 0.0
-        self._disable_after = config.disable_after
-        self._window_size = max(32, 4 * self._max_in_flight)
         self.policy = RetryPolicy(config)
-        self.deliverer = Deliverer(emitter_id, config)
-        self._paused = False
         self._setup()
 
     def _setup(self) -> None:
         """Make the runtime state: new at attach, and again in a forked child."""
+        config = self.config
+        store = self.ctx.store
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # workers wait on it
         self._flushed = threading.Condition(self._lock)  # flush() waits on it
         self._flush_mark: Optional[int] = None  # the seq a flush waits for
-        self._window: list[StoredEvent] = []  # fetched, not finished, in seq order
-        self._taken: dict[int, StoredEvent] = {}  # seq -> event a worker is trying/reporting
-        self._first_try: dict[int, float] = {}  # seq -> monotonic time of its first try here
-        self._workers = 0
-        self._waiting = 0
-        self._refilling = False
-        self._more = True  # the store may hold events that are not in the window
-        self._wakes = 0  # counts wake() calls: a refill under way knows it missed one
-        self._refresh = False  # a poll asks: read the waiting events' state again
-        self._releasing = False  # the last thread is letting go of the lease
-        self._trims = 0  # counts window trims: a refill under way knows its fetch is stale
-        self._lease = False
-        self._lease_until = 0.0  # monotonic: the lease is trusted until then
-        self._lease_since = 0.0  # monotonic: held since then
-        self._yield_until = 0.0  # monotonic: let go for others; not taken again before
-        self._closed = False
+        self._sleepers = 0  # workers in a Wait (no notify when there are none)
+        self.plan = Plan(
+            max_in_flight=config.max_in_flight,
+            min_interval=1.0 / config.max_rate if config.max_rate else 0.0,
+            disable_after=config.disable_after,
+            request_timeout=config.request_timeout,
+            pause_on_gone=config.pause_on_gone,
+            next_wait=self.policy.next_wait,
+            durable=store.durable,
+            lease_timeout=store.lease_timeout,
+            poll_interval=store.poll_interval,
+            delivers=self.ctx.delivers,
+        )
+        self.plan.leases_held = self.ctx.leases_held
+        self._successor: Optional[Emitter] = None
+        self._predecessor: Optional[Emitter] = None
         self._close_reason = "detached"
-        self._hold_until = 0.0  # wall clock: Retry-After holds new tries until then
-        self._last_try_at = 0.0  # wall clock: the start of the last try (max_rate)
-        self._starting = False  # max_rate: a try was picked and is not sent yet
-        self._failing_since: Optional[float] = None
-        self._timer_at: Optional[float] = None  # monotonic: a wake-up is scheduled then
-        self._delivered = self._given_up = self._dropped = self._retries = 0
-        self._full = RateLimitedCount()
-        self._store_errors = RateLimitedCount()
+        self.report = Reporter(self.emitter_id, config, self.policy.max_attempts)
+        self.report.first_try = self.plan.first_try.get
+        self._extra = self.report.extra
+        self.steps = StoreSteps(
+            self.ctx, self.emitter_id, self.report, lambda: self.plan.closed, self._retry_pause
+        )
 
     def __repr__(self) -> str:
-        return f"<Emitter {self.emitter_id!r} workers={self._workers}>"
-
-    def _extra(self, event: Any = None) -> dict[str, Optional[str]]:
-        return {
-            "emitter_id": self.emitter_id,
-            "event": event.event if event is not None else None,
-            "request_id": event.request_id if event is not None else None,
-        }
+        return f"<Emitter {self.emitter_id!r} workers={self.plan.workers}>"
 
     # -- the caller's side ---------------------------------------------------------------
 
     @property
     def paused(self) -> bool:
         """Whether this process sees the emitter paused."""
-        return self._paused
+        return self.plan.paused
 
     @property
     def closed(self) -> bool:
         """Whether the emitter was detached or shut down."""
-        return self._closed
+        return self.plan.closed
 
     @property
     def workers(self) -> int:
         """How many threads the emitter has now."""
-        return self._workers
+        return self.plan.workers
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether the emitter holds its lease now."""
+        return self.plan.lease
 
     def wake(self) -> None:
         """New events were stored for this emitter (by this process): deliver them."""
         with self._lock:
-            self._more = True
-            self._wakes += 1
-            if self._waiting:
+            if self.plan.wake():
+                self._start_locked()
+            elif self.plan.seeking:
                 self._cond.notify()
-            elif self._workers < self._max_in_flight:
-                self._spawn_locked()  # none, or all busy with a try: one more may start
 
     def kick(self, refresh: bool = False) -> None:
         """A timer fired or a poll found work: start a thread if none runs.
 
         ``refresh`` (from a durable store's poll): events waiting for their next try are
-        read again from the store, where another process may have made them due at once
-        (a pause and restart made there between two polls)."""
+        read again from the store, where another process may have made them due at once."""
         with self._lock:
-            self._timer_at = None
-            if refresh:
-                self._refresh = True
-            if self._yield_until > time.monotonic():
-                return  # it let go of its lease for other processes to take
-            self._more = True
-            self._wakes += 1
-            if self._waiting:
+            if self.plan.kick(time.monotonic(), refresh):
+                self._start_locked()
+            elif self.plan.seeking:
                 self._cond.notify_all()
-            elif self._workers < self._max_in_flight:
-                self._spawn_locked()
 
     def wake_at(self, at: float) -> None:
         """Start a thread at monotonic time ``at`` unless one is scheduled already."""
         with self._lock:
-            if self._timer_at is not None and self._timer_at <= at:
-                return
-            self._timer_at = at
-        self.hub.schedule(self, at)
+            wanted = self.plan.schedule(at)
+        if wanted:
+            self.ctx.schedule(self, at)
 
     def refused(self, message: Message) -> None:
         """``message`` was not stored for this emitter: its queue is full."""
-        with self._lock:
-            self._dropped += 1
-            self._full.add()
-            count = self._full.take(force=False)
-        if count:
-            self._log_full(count, message)
-
-    def _log_full(self, count: int, message: Optional[Message] = None) -> None:
-        logger.warning(
-            "webhook emitter %r dropped %d event(s): its queue is full (max_queue_size %d)",
-            self.emitter_id,
-            count,
-            self.config.max_queue_size,
-            extra=self._extra(message),
-        )
-
-    def _spawn_locked(self) -> None:
-        if self._closed or self._paused or not self.hub.delivers:
-            return
-        if self._releasing:
-            return  # the ending thread starts one once the lease is let go (_worker_ends)
-        if self._pid != os.getpid():
-            return  # a forked child's emitters are set up anew by the fork hook first
-        self._workers += 1
-        thread = threading.Thread(
-            target=self._work, name=f"webhooks-emitter:{self.emitter_id}", daemon=True
-        )
-        try:
-            thread.start()
-        except BaseException:
-            self._workers -= 1
-            raise
+        self.report.queue_full(message)
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume here (the store was told by the caller, or told us)."""
         with self._lock:
-            if paused == self._paused:
-                return
-            self._paused = paused
-            if paused:
-                self._cond.notify_all()
-                self._flushed.notify_all()
-                return
-            self._hold_until = 0.0
-            self._failing_since = None
-            for event in self._window:
-                event.next_at = 0.0  # a wait cut short by the pause: tried again at once
-            count = self._full.take(force=True)  # what was dropped while paused
-            self._more = True
-            self._wakes += 1  # a thread ending because of the pause starts one again
-            if self._workers == 0:
-                self._spawn_locked()
-            else:
-                self._cond.notify_all()
-        if count:
-            self._log_full(count)
+            if self.plan.set_paused(paused):
+                self._start_locked()
+            self._cond.notify_all()
+            self._flushed.notify_all()
+        if not paused:
+            self.report.flush_full()  # what was dropped while paused
 
     def pause(self) -> None:
         """Stop delivering in every process; what is queued stays queued."""
-        self.hub.store.set_paused(self.emitter_id, True)
+        self.ctx.store.set_paused(self.emitter_id, True)
         self.set_paused(True)
 
     def restart(self) -> None:
         """Resume delivering after ``pause``; a no-op when running."""
-        store = self.hub.store
-        if not store.state(self.emitter_id).paused and not self._paused:
+        store = self.ctx.store
+        if not store.state(self.emitter_id).paused and not self.plan.paused:
             return
         store.set_paused(self.emitter_id, False)
         self.set_paused(False)
 
+    def due_now(self) -> None:
+        """Cut every wait short (a backoff, a Retry-After hold): what is queued is tried
+        at once (``testing.capture``'s end). The pause is left as it is."""
+        hurry = getattr(self.ctx.store, "hurry", None)  # the memory store's
+        if hurry is not None:
+            hurry(self.emitter_id)
+        with self._lock:
+            self.plan.due_now()
+        self.kick()
+
+    def drop_held(self, reason: str) -> int:
+        """Drop every queued event no try is under way for (memory store); returns how
+        many, logged as a WARNING with the count and counted as dropped."""
+        drop = getattr(self.ctx.store, "drop_queued", None)  # the memory store's
+        if drop is None:
+            return 0
+        with self._lock:
+            self.plan.trim()
+            keep = set(self.plan.taken)
+        dropped = int(drop(self.emitter_id, keep))
+        self.report.say("dropped", dropped, reason)
+        return dropped
+
     def busy(self) -> bool:
-        """Whether a try of this emitter is under way or being reported here."""
-        return bool(self._taken)
+        """Whether a try of this emitter is under way or being reported here (by this
+        incarnation, or a detached one of the same id it waits for)."""
+        if self.plan.taken or self.plan.settling:
+            return True
+        predecessor = self._predecessor
+        return predecessor is not None and self.plan.predecessor and predecessor.busy()
 
     def wait_flushed(self, mark: Optional[int], timeout: Optional[float]) -> None:
         """Wait until the event ``mark`` (a seq), or every event this process had taken, is
@@ -295,91 +221,43 @@ class Emitter:
         under way ends on its own: delivered, it is reported as usual.
         """
         with self._lock:
-            if self._closed:
+            if self.plan.closed:
                 return 0
-            self._closed = True
             self._close_reason = reason
-            taken = len(self._taken)
-            self._trim_window_locked()
+            taken = self.plan.close()
             self._cond.notify_all()
             self._flushed.notify_all()
-            full = self._full.take(force=True)
-        if full:
-            self._log_full(full)
-        store = self.hub.store
+        self.report.flush_full()
+        store = self.ctx.store
         try:
-            left = store.forget(self.emitter_id)
+            left: Optional[int] = store.forget(self.emitter_id)
         except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r %s; the store could not count what it keeps: %s",
-                self.emitter_id,
-                reason,
-                exc,
-                extra=self._extra(),
-            )
-            left = 0
-        dropped = 0
-        if store.durable:
-            if left:
-                logger.info(
-                    "webhook emitter %r %s; %d event(s) stay in the store for its next attach",
-                    self.emitter_id,
-                    reason,
-                    left,
-                    extra=self._extra(),
-                )
-        else:
-            dropped = max(left - taken, 0)
-            if dropped:
-                with self._lock:
-                    self._dropped += dropped
-                logger.warning(
-                    "webhook emitter %r %s with %d undelivered event(s), dropped",
-                    self.emitter_id,
-                    reason,
-                    dropped,
-                    extra=self._extra(),
-                )
-        return dropped
+            self.report.left_behind(reason, None, taken, store.durable, exc)
+            return 0
+        return self.report.left_behind(reason, left, taken, store.durable)
 
     def abandon(self) -> int:
         """After ``close``: give up waiting for the tries still under way; returns how many.
 
         ``shutdown`` calls it when its time is up, so that what it leaves behind is logged
-        even when the interpreter exits before those tries end.
+        even when the interpreter exits before those tries end; with a durable store the
+        lease is let go now (the process is about to end), the next holder waiting for
+        those tries' start plus ``request_timeout``.
         """
         with self._lock:
-            taken = list(self._taken.values())
-            if not (self._closed and taken):
-                return 0
-            self._taken.clear()
+            taken, release = self.plan.abandon()
             self._cond.notify_all()
-        if self.hub.store.durable:
-            logger.info(
-                "webhook emitter %r: %d try(ies) still under way at %s; the event(s) stay "
-                "in the store and may be sent again",
-                self.emitter_id,
-                len(taken),
-                self._close_reason,
-                extra=self._extra(taken[0]),
-            )
-        else:
-            with self._lock:
-                self._dropped += len(taken)
-            for event in taken:
-                logger.warning(
-                    "webhook emitter %r stopped while delivering (%s); 1 event may not have "
-                    "been delivered",
-                    self.emitter_id,
-                    self._close_reason,
-                    extra=self._extra(event),
-                )
+        if not taken:
+            return 0
+        if release:
+            self._release(max(e.next_at for e in taken))
+        self.report.abandoned(taken, self._close_reason, self.ctx.store.durable)
         return len(taken)
 
     def join(self, deadline: Optional[float]) -> bool:
         """Wait until every thread of the emitter has ended, or ``deadline``."""
         with self._cond:
-            while self._workers:
+            while self.plan.workers:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -388,603 +266,211 @@ class Emitter:
 
     def stats(self) -> EmitterStats:
         """The emitter's counters now; ``queued`` and ``failed`` are the store's."""
-        state = self.hub.store.state(self.emitter_id)
-        with self._lock:
-            return EmitterStats(
-                queued=state.queued,
-                delivered=self._delivered,
-                given_up=self._given_up,
-                dropped=self._dropped,
-                retries=self._retries,
-                paused=state.paused,
-                failed=state.failed,
-            )
+        state = self.ctx.store.state(self.emitter_id)
+        delivered, given_up, dropped, retries = self.report.counters()
+        return EmitterStats(
+            queued=state.queued,
+            delivered=delivered,
+            given_up=given_up,
+            dropped=dropped,
+            retries=retries,
+            paused=state.paused,
+            failed=state.failed,
+        )
 
     def after_fork(self) -> None:
         """In a forked child: new lock and state, no thread, no lease, no session."""
+        paused = self.plan.paused
         self._setup()
+        self.plan.paused = paused
 
-    # -- leases (the hub's housekeeping thread) --------------------------------------------
+    # -- re-attach of the same id while the detached one still runs --------------------------
 
-    @property
-    def holds_lease(self) -> bool:
-        return self._lease
+    def follow(self, predecessor: Emitter) -> None:
+        """This emitter replaces ``predecessor`` (same id, detached): while that one's
+        threads run (a try on the wire), start none here; its last thread kicks this one.
+        (Both share the instance's lease token and the memory store's lane.)"""
+        with predecessor._lock:
+            if predecessor.plan.workers:
+                predecessor._successor = self
+                self._predecessor = predecessor
+                self.plan.predecessor = True
+
+    def _predecessor_ended(self) -> None:
+        with self._lock:
+            self._predecessor = None
+            if self.plan.predecessor_ended():
+                self._start_locked()
+            else:
+                self._cond.notify_all()
+
+    # -- leases (the instance's housekeeping thread) -------------------------------------------
 
     def lease_renewed(self, until: float) -> None:
-        """The hub renewed the lease: trust it until ``until`` (monotonic)."""
+        """The lease was renewed: trust it until ``until`` (monotonic)."""
         with self._lock:
-            if self._lease:
-                self._lease_until = until
+            self.plan.lease_renewed(until)
 
     def lease_lost(self) -> None:
         """Another process holds the lease now: start no new try, forget the window."""
         with self._lock:
-            if not self._lease:
-                return
-            self._lease = False
-            self._trim_window_locked()
+            lost = self.plan.lease_lost()
             self._cond.notify_all()
-        logger.warning(
-            "webhook emitter %r lost its lease (not renewed in time); another process may "
-            "deliver its events now",
-            self.emitter_id,
-            extra=self._extra(),
-        )
+        if lost:
+            self.report.say("lease_lost")
 
-    # -- the workers -----------------------------------------------------------------------
+    def try_takeover(self) -> None:
+        """The store holds work for this emitter under a process that looks dead: try to
+        take the lease (the store decides), and deliver if it was taken."""
+        with self._lock:
+            plan = self.plan
+            if (
+                plan.workers
+                or plan.closed
+                or plan.paused
+                or plan.predecessor
+                or plan.yield_until > time.monotonic()
+                or not plan.delivers
+            ):
+                return
+        try:
+            taken = self.ctx.store.acquire(self.emitter_id, self.ctx.lease)
+        except StoreError:
+            return  # the poll reports the store's errors
+        if not taken:
+            return
+        self.kick()
+        with self._lock:
+            started = self.plan.workers > 0
+        if not started:
+            self._release(0.0)  # paused or closed meanwhile: hold nothing idle
+
+    def _release(self, next_due: float) -> None:
+        self.ctx.lease_released(self)
+        try:
+            self.ctx.store.release(self.emitter_id, self.ctx.lease, next_due)
+        except StoreError as exc:
+            self.report.say("release_failed", exc)
+
+    # -- the threads --------------------------------------------------------------------------
+
+    def _start_locked(self) -> None:
+        """Start the worker the plan has just counted."""
+        if self._pid != os.getpid():
+            self.plan.workers -= 1  # a forked child's emitters are set up anew first
+            return
+        thread = threading.Thread(
+            target=self._work, name=f"webhooks-emitter:{self.emitter_id}", daemon=True
+        )
+        try:
+            thread.start()
+        except BaseException:
+            self.plan.workers -= 1
+            raise
+
+    def _on_lease(self) -> None:
+        self.ctx.lease_acquired(self)
+
+    def _on_timer(self, at: float) -> None:
+        self.ctx.schedule(self, at)
 
     def _work(self) -> None:
-        transport: Optional[Transport] = None
+        """A delivering thread: runs the plan's worker program, performing its ops."""
+        plan = self.plan
+        ctx = self.ctx
+        transport: Optional[Any] = None
         generation = -1
-        seen = [0]  # the wake count when this thread decided to end
+        program = worker(plan, _clock, self._on_lease, self._on_timer)
+        answer: Any = None
+        failure: Optional[BaseException] = None
+        lock = self._lock
+        lock.acquire()
         try:
+            plan.idle_timeout = ctx.idle_timeout
             while True:
-                event = self._next_job(seen)
-                if event is None:
-                    return
                 try:
-                    if transport is None or generation != self.hub.transport_generation:
-                        if transport is not None:
-                            transport.close()
-                        transport = None
-                        generation = self.hub.transport_generation
-                        transport = self.hub.make_transport(self.config)
-                    self._attempt(event, transport)
-                except BaseException:
-                    with self._lock:
-                        self._starting_done_locked()
-                    self._untake(event, keep=True)  # stays queued; tried again later
-                    raise
-        except BaseException:  # noqa: BLE001 - logged; the emitter starts a new thread later
-            logger.exception(
-                "webhook emitter %r: a delivery thread failed", self.emitter_id,
-                extra=self._extra(),
-            )
-            seen[0] = -1  # look again: the events it left are still queued
+                    op = program.send(answer) if failure is None else program.throw(failure)
+                except StopIteration:
+                    break
+                except BaseException:  # noqa: BLE001 - logged; a new thread starts later
+                    logger.exception(
+                        "webhook emitter %r: a delivery thread failed", self.emitter_id,
+                        extra=self._extra(),
+                    )
+                    break
+                answer = failure = None
+                if isinstance(op, Wait):
+                    self._sleepers += 1
+                    try:
+                        self._cond.wait(op.timeout)
+                    finally:
+                        self._sleepers -= 1
+                    continue
+                if isinstance(op, Spawn):
+                    self._start_locked()
+                    continue
+                lock.release()
+                try:
+                    if isinstance(op, Send):
+                        if transport is None or generation != ctx.transport_generation:
+                            if transport is not None:
+                                transport.close()
+                            transport = None
+                            generation = ctx.transport_generation
+                            transport = ctx.make_transport(self.config)
+                        answer = self.report.send(op, transport)
+                    else:
+                        answer = self._perform(op)
+                except BaseException as exc:  # noqa: BLE001 - thrown into the program
+                    failure = exc
+                finally:
+                    lock.acquire()
+                    if self._sleepers:
+                        self._cond.notify_all()  # the plan changed: waiters look again
+                    if self._flush_mark is not None:
+                        self._flushed.notify_all()
         finally:
+            successor = None
+            if not plan.workers:
+                successor, self._successor = self._successor, None
+            self._cond.notify_all()
+            self._flushed.notify_all()
+            lock.release()
             if transport is not None:
                 transport.close()
-            self._worker_ends(seen[0])
+            if successor is not None:
+                successor._predecessor_ended()
 
-    def _worker_ends(self, seen: int) -> None:
-        """This thread ends. The last one lets go of the lease first (so that ``join``, and
-        so ``shutdown``, wait for that), then, if an event arrived after it decided to end,
-        starts a thread again: no event is stranded between the two."""
-        with self._lock:
-            release = self._workers == 1 and self._lease
-            next_due = self._next_due_locked() if release else 0.0
-            if release:
-                self._lease = False
-                self._trim_window_locked()
-                self._releasing = True
-        try:
-            if release:
-                self.hub.lease_released(self)
-                self.hub.store.release(self.emitter_id, self.hub.lease, next_due)
-        except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not let go of its lease (it will expire): %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(),
-            )
-        finally:
-            with self._lock:
-                self._releasing = False
-                self._workers -= 1
-                if self._wakes != seen and self._yield_until <= time.monotonic():
-                    self._spawn_locked()  # checks closed, paused and a fork
-                self._cond.notify_all()
-                self._flushed.notify_all()
+    # -- the ops ------------------------------------------------------------------------------
 
-    def _trim_window_locked(self) -> None:
-        """Forget the fetched events no thread has taken (the lease is gone, or their state
-        must be read again); a refill under way when this happens drops what it fetched."""
-        self._window = [e for e in self._window if e.seq in self._taken]
-        self._trims += 1
+    def _perform(self, op: Op) -> Any:
+        """Carry out one op of the worker program (the lock let go); returns its answer."""
+        if isinstance(op, Begin):
+            answer = self.steps.begin(op)
+            for told in op.outcomes:
+                self.report.announce(told, self._close_reason, self._pause_for)
+            return answer
+        if isinstance(op, Fetch):
+            return self.steps.fetch(op)
+        if isinstance(op, Record):
+            self.steps.record(op)
+            if op.report:
+                self.report.announce(op, self._close_reason, self._pause_for)
+        elif isinstance(op, Report):
+            self.report.announce(op, self._close_reason, self._pause_for)
+        elif isinstance(op, Release):
+            self._release(op.next_due)
+        return None
 
-    def _next_due_locked(self) -> float:
-        if not self._window:
-            return 0.0
-        head = self._window if self._max_in_flight > 1 else self._window[:1]
-        return max(min(e.next_at for e in head), self._hold_until)
-
-    def _next_job(self, seen: list[int]) -> Optional[StoredEvent]:
-        """Wait for an event to try and take it; None when this thread should end (then
-        ``seen[0]`` is the wake count at that moment)."""
-        idle_timeout = self.hub.idle_timeout
-        idle_deadline = time.monotonic() + idle_timeout
+    def _retry_pause(self, delay: float) -> None:
         with self._cond:
-            self._waiting += 1
-            try:
-                event = self._next_job_locked(idle_timeout, idle_deadline)
-                if event is None:
-                    seen[0] = self._wakes
-                return event
-            finally:
-                self._waiting -= 1
+            if not self.plan.closed:
+                self._cond.wait(delay)
 
-    def _next_job_locked(
-        self, idle_timeout: float, idle_deadline: float
-    ) -> Optional[StoredEvent]:
-        while True:
-            if self._closed or self._paused or self._pid != os.getpid():
-                return None
-            if self._yield_until > time.monotonic():
-                return None
-            if self._should_yield_locked():
-                # Held long enough while this process holds others: let another
-                # process take it, so that the work spreads over the workers.
-                self._yield_until = time.monotonic() + self.hub.store.poll_interval * 4
-                self._cond.notify_all()
-                return None
-            if self._refresh:
-                self._refresh = False
-                now = time.time()
-                if self._lease and any(e.next_at > now for e in self._window):
-                    self._trim_window_locked()
-                    self._more = True
-            if self._lease and time.monotonic() > self._lease_until:
-                # Not renewed in time (a frozen process, a lost database): trust
-                # nothing fetched under it; acquire it again before any new try.
-                self._lease = False
-                self._trim_window_locked()
-            if not self._lease or (
-                self._more and len(self._window) <= self._window_size // 2
-            ):
-                if self._refilling:
-                    self._cond.wait()
-                    continue
-                if not self._refill_locked():
-                    return None
-                continue
-            now = time.time()
-            event, wait = self._pick_locked(now)
-            if event is not None:
-                self._taken[event.seq] = event
-                if (
-                    self._workers < self._max_in_flight
-                    and self._waiting == 1
-                    and len(self._taken) < self._max_in_flight
-                    and len(self._window) > len(self._taken)
-                ):
-                    self._spawn_locked()  # more may be ready: a thread to look
-                return event
-            if self._more and self._max_in_flight > 1 and not self._refilling:
-                # Nothing ready among those fetched (their keys are busy): look
-                # further into the store.
-                before = len(self._window)
-                if not self._refill_locked(grow=True):
-                    return None
-                if len(self._window) > before:
-                    continue
-            if self._waiting > 1:
-                return None  # another thread is already waiting for work
-            if wait is None:
-                if self._taken:
-                    self._cond.wait()  # an outcome will notify
-                    continue
-                timeout = idle_deadline - time.monotonic()
-                if timeout <= 0:
-                    return None
-                self._cond.wait(timeout)
-                continue
-            if wait > idle_timeout and not self._taken:
-                self._timer_at = time.monotonic() + wait
-                self.hub.schedule(self, self._timer_at)
-                return None
-            self._cond.wait(wait)
-            idle_deadline = time.monotonic() + idle_timeout
-
-    def _should_yield_locked(self) -> bool:
-        store = self.hub.store
-        return (
-            store.durable
-            and self._lease
-            and not self._taken
-            and time.monotonic() - self._lease_since > store.lease_timeout
-            and self.hub.leases_held() > 1
-        )
-
-    def _pick_locked(self, now: float) -> tuple[Optional[StoredEvent], Optional[float]]:
-        """The event to try now, or None and the seconds until one may be (None: unknown)."""
-        if self._hold_until > now:
-            return None, self._hold_until - now
-        if len(self._taken) >= self._max_in_flight or self._starting:
-            return None, None  # a slot, or the start of the try picked last, frees it
-        chosen: Optional[StoredEvent] = None
-        soonest: Optional[float] = None
-        if self._max_in_flight == 1:
-            if self._window:
-                head = self._window[0]
-                if head.next_at <= now:
-                    chosen = head
-                else:
-                    soonest = head.next_at
-        else:
-            busy_keys = {e.ordering_key for e in self._taken.values() if e.ordering_key}
-            for event in self._window:
-                key = event.ordering_key
-                if event.seq in self._taken:
-                    continue
-                if key is not None:
-                    if key in busy_keys:
-                        continue
-                    busy_keys.add(key)  # the oldest of its key: those behind it wait
-                if event.next_at <= now:
-                    chosen = event
-                    break
-                if soonest is None or event.next_at < soonest:
-                    soonest = event.next_at
-        if chosen is None:
-            return None, None if soonest is None else max(soonest - now, 0.0)
-        if self._min_interval:
-            gap = self._last_try_at + self._min_interval - now
-            if gap > 0:
-                return None, gap
-            # Until this try is on its way, no other starts: the next one is spaced from
-            # the moment this one is sent, not from when it was picked.
-            self._starting = True
-        return chosen, None
-
-    def _refill_locked(self, grow: bool = False) -> bool:
-        """Take the lease if needed and fetch more events (the lock is let go meanwhile).
-
-        Returns False when this thread should end: the lease is another process's, or the
-        store cannot be reached (the hub's poll tries again later).
-        """
-        self._refilling = True
-        wakes = self._wakes
-        trims = self._trims
-        need_lease = not self._lease
-        skip = {e.seq for e in self._window} if self._window else set()
-        limit = self._window_size if grow or need_lease else self._window_size - len(self._window)
-        store = self.hub.store
-        lease = self.hub.lease
-        acquired = True
-        state = None
-        events: list[StoredEvent] = []
-        error: Optional[StoreError] = None
-        self._lock.release()
+    def _pause_for(self, event: StoredEvent, why: str, extra: dict[str, Any]) -> None:
         try:
-            if need_lease:
-                acquired = store.acquire(self.emitter_id, lease)
-                if acquired:
-                    state = store.state(self.emitter_id)
-            if acquired:
-                events = store.fetch(self.emitter_id, lease, max(limit, 1), skip)
+            self.ctx.store.set_paused(self.emitter_id, True)
         except StoreError as exc:
-            error = exc
-        finally:
-            self._lock.acquire()
-            self._refilling = False
-            self._cond.notify_all()
-        if error is not None:
-            self._store_errors.add()
-            if self._store_errors.take(force=False):
-                logger.warning(
-                    "webhook emitter %r cannot read its store, will try again: %s",
-                    self.emitter_id,
-                    error,
-                    extra=self._extra(),
-                )
-            if need_lease and acquired and state is not None:
-                self._lease = True  # acquired before the error: let it go at the end
-                self._lease_until = time.monotonic() + store.lease_timeout * 0.5
-            if self._lease:
-                return True if self._window else self._retry_soon()
-            return self._retry_soon()
-        if need_lease:
-            if not acquired:
-                return False
-            assert state is not None
-            self._lease = True
-            self._lease_until = (
-                time.monotonic() + store.lease_timeout * 0.5 if store.durable else float("inf")
-            )
-            # Only taken events are left in it (the lease was let go or lost); not a trim
-            # that makes this very fetch stale.
-            self._window = [e for e in self._window if e.seq in self._taken]
-            skip = {e.seq for e in self._window}
-            self._lease_since = time.monotonic()
-            self._hold_until = state.hold_until
-            self._last_try_at = max(self._last_try_at, state.last_try_at)
-            self._failing_since = state.failing_since
-            if state.paused:
-                self._paused = True
-            self.hub.lease_acquired(self)
-        if self._closed:
-            return False
-        if self._trims != trims and store.durable:
-            # The window was trimmed while the lock was let go: the fetch skipped events
-            # that are no longer in it (one waiting on its key, say). Fetch again (a durable
-            # store returns them again; the memory store hands each out once, and is never
-            # trimmed for a refresh).
-            self._more = True
-            return True
-        fresh = [e for e in events if e.seq not in skip]
-        if fresh:
-            self._window.extend(fresh)
-            self._window.sort(key=_seq)
-        # An event stored while the lock was let go may have come after the fetch.
-        self._more = len(events) >= max(limit, 1) or self._wakes != wakes
-        return True
-
-    def _retry_soon(self) -> bool:
-        """After a store error: end this thread; the hub's timer starts one again soon."""
-        self._timer_at = time.monotonic() + 1.0
-        self.hub.schedule(self, self._timer_at)
-        return False
-
-    # -- one try ---------------------------------------------------------------------------
-
-    def _store(self, what: str, call: Callable[[], bool], event: StoredEvent) -> Optional[bool]:
-        """Run a store call for a try, retrying it (logged) until it answers.
-
-        Returns None when the emitter was closed before the store answered: what the store
-        holds stays as it was (the event may then be sent again, at least once).
-        """
-        delay = _STORE_RETRY_START
-        while True:
-            try:
-                return call()
-            except StoreError as exc:
-                with self._lock:
-                    self._store_errors.add()
-                    count = self._store_errors.take(force=False)
-                    closed = self._closed
-                if count:
-                    logger.warning(
-                        "webhook emitter %r could not record %s in its store (%d time(s)), "
-                        "retrying: %s",
-                        self.emitter_id,
-                        what,
-                        count,
-                        exc,
-                        extra=self._extra(event),
-                    )
-                if closed:
-                    return None
-                with self._cond:
-                    if not self._closed:
-                        self._cond.wait(delay)
-                delay = min(delay * 2, _STORE_RETRY_LIMIT)
-
-    def _attempt(self, event: StoredEvent, transport: Transport) -> None:
-        store = self.hub.store
-        lease = self.hub.lease
-        now = time.time()
-        event.attempts += 1
-        started = self._store("a try", lambda: store.begin_try(lease, event, now), event)
-        if not started:
-            event.attempts -= 1
-            self._not_started(event, started)
-            return
-        with self._lock:
-            self._last_try_at = max(self._last_try_at, time.time())
-            first = self._first_try.setdefault(event.seq, time.monotonic())
-            self._starting_done_locked()
-        try:
-            outcome = self.deliverer.send(transport, event)
-        except Exception:  # noqa: BLE001 - logged; the event is given up, not lost silently
-            logger.exception(
-                "webhook emitter %r failed to deliver", self.emitter_id, extra=self._extra(event)
-            )
-            outcome = TryOutcome(False, error="internal error (logged)", final=True)
-        event.status_code = outcome.status_code
-        event.error = None if outcome.ok else outcome.error
-        if self._closed and not self.hub.store.durable:
-            self._after_close(event, outcome, first)
-            return
-        if outcome.ok:
-            self._store("a delivery", lambda: store.finish(lease, event), event)
-            if self._failing_since is not None:
-                self._failing_since = None
-                self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, None))
-            self._report(event, outcome, first)
-            return
-        now = time.time()
-        gone = outcome.status_code == 410 and self.config.pause_on_gone
-        wait = None if gone else self.policy.next_wait(event.attempts, outcome)
-        if gone or wait is not None:
-            event.next_at = 0.0 if gone else now + wait  # type: ignore[operator]
-            self._store("a failed try", lambda: store.retry_later(lease, event), event)
-        if self._failing_since is None:
-            self._failing_since = now
-            self._store_quietly(lambda: store.set_failing_since(self.emitter_id, lease, now))
-        if gone:
-            self._untake(event, keep=True)
-            self._pause_for(
-                event, "the receiver answered 410 Gone; restart it to resume"
-            )
-            return
-        if wait is None:
-            self._store("a given-up event", lambda: store.give_up(lease, event), event)
-            self._report(event, outcome, first)
-        else:
-            if outcome.retry_after is not None:
-                until = now + wait
-                with self._lock:
-                    self._hold_until = max(self._hold_until, until)
-                self._store_quietly(lambda: store.set_hold(self.emitter_id, lease, until))
-            self._untake(event, keep=True)  # waiting now: detach or shutdown drops it
-            logger.info(
-                "webhook try %d of %d failed (%s), retrying in %.3f s",
-                event.attempts,
-                self.policy.max_attempts,
-                outcome.error,
-                wait,
-                extra=self._extra(event),
-            )
-        disable_after = self._disable_after
-        if (
-            disable_after is not None
-            and self._failing_since is not None
-            and now - self._failing_since >= disable_after
-            and not self._paused
-        ):
-            self._pause_for(
-                event,
-                f"every try has failed for {disable_after:g} s (disable_after); "
-                "restart it to resume",
-            )
-
-    def _store_quietly(self, call: Callable[[], None]) -> None:
-        """A store call whose failure costs nothing lasting (shared state for handovers)."""
-        try:
-            call()
-        except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not update its state in the store: %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(),
-            )
-
-    def _pause_for(self, event: StoredEvent, why: str) -> None:
-        try:
-            self.hub.store.set_paused(self.emitter_id, True)
-        except StoreError as exc:
-            logger.warning(
-                "webhook emitter %r could not record its pause in the store: %s",
-                self.emitter_id,
-                exc,
-                extra=self._extra(event),
-            )
+            self.report.say("pause_failed", exc, event=event)
         self.set_paused(True)  # before the WARNING says so, for whoever acts on it
-        logger.warning("webhook emitter %r paused: %s", self.emitter_id, why,
-                       extra=self._extra(event))
-
-    def _not_started(self, event: StoredEvent, answer: Optional[bool]) -> None:
-        """``begin_try`` refused (paused, or the lease is gone) or the emitter closed."""
-        state = None
-        if answer is False:
-            try:
-                state = self.hub.store.state(self.emitter_id)
-            except StoreError:
-                state = None
-        with self._lock:
-            self._taken.pop(event.seq, None)
-            self._starting_done_locked()
-            if state is not None and state.paused:
-                self._paused = True
-            elif answer is False:
-                self._lease = False
-                self._trim_window_locked()
-            self._cond.notify_all()
-
-    def _starting_done_locked(self) -> None:
-        if self._starting:
-            self._starting = False
-            if self._waiting:
-                self._cond.notify_all()
-
-    def _untake(self, event: StoredEvent, *, keep: bool) -> None:
-        with self._lock:
-            self._taken.pop(event.seq, None)
-            if not keep:
-                self._first_try.pop(event.seq, None)
-                window = self._window
-                if window and window[0] is event:
-                    del window[0]
-                else:
-                    try:
-                        window.remove(event)
-                    except ValueError:
-                        pass
-            if self._waiting:
-                self._cond.notify_all()  # a key or a slot is free
-            mark = self._flush_mark
-            if mark is not None and (event.seq >= mark or not self._taken):
-                self._flushed.notify_all()
-
-    def _after_close(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
-        """A try that was under way when a memory-store emitter was closed has ended."""
-        with self._lock:
-            abandoned = event.seq not in self._taken
-        if abandoned:
-            return  # abandon() logged it already
-        if outcome.ok:
-            self._report(event, outcome, first)
-            return
-        with self._lock:
-            self._dropped += 1
-        logger.warning(
-            "webhook emitter %r %s while it was being delivered; 1 undelivered event dropped",
-            self.emitter_id,
-            self._close_reason,
-            extra=self._extra(event),
-        )
-        self._untake(event, keep=False)
-
-    def _report(self, event: StoredEvent, outcome: TryOutcome, first: float) -> None:
-        """Log the outcome, call ``on_delivery``, count it, and let the event go."""
-        result = DeliveryResult(
-            emitter_id=self.emitter_id,
-            event=event.event,
-            request_id=event.request_id,
-            delivered=outcome.ok,
-            attempts=event.attempts,
-            status_code=outcome.status_code,
-            error=None if outcome.ok else outcome.error,
-            elapsed=time.monotonic() - first,
-        )
-        extra = self._extra(event)
-        if outcome.ok:
-            logger.debug(
-                "webhook delivered in %d tries (HTTP %s)",
-                event.attempts,
-                outcome.status_code,
-                extra=extra,
-            )
-        else:
-            logger.error(
-                "webhook given up by emitter %r: event %r, request id %s, after %d tries: %s",
-                self.emitter_id,
-                event.event,
-                event.request_id,
-                event.attempts,
-                outcome.error,
-                extra=extra,
-            )
-        callback = self.config.on_delivery
-        if callback is not None:
-            try:
-                callback(result)
-            except BaseException:  # noqa: BLE001 - not even SystemExit stops the emitter
-                logger.exception("on_delivery of emitter %r raised", self.emitter_id, extra=extra)
-        with self._lock:
-            self._retries += max(event.attempts - 1, 0)
-            if outcome.ok:
-                self._delivered += 1
-            else:
-                self._given_up += 1
-            full = self._full.take(force=False)
-        self._untake(event, keep=False)
-        if full:
-            self._log_full(full)
-
-
-def _seq(event: StoredEvent) -> int:
-    return event.seq
-
+        logger.warning("webhook emitter %r paused: %s", self.emitter_id, why, extra=extra)

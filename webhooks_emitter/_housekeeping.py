@@ -5,19 +5,36 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from ._emitter import Emitter, RateLimitedCount
+from ._context import EmitterHandle, HousekeepingContext
+from ._logcount import RateLimitedCount
 from .stores._base import StoreError
-
-if TYPE_CHECKING:
-    from ._hub import WebhooksEmitter
 
 __all__ = ["Housekeeper"]
 
 logger = logging.getLogger(__name__)
+
+
+def _gone(holder: str, host: str) -> bool:
+    """Whether ``holder`` ("host:pid") is a process of this host that no longer runs.
+
+    The stores report a holder they can tell is dead as no holder at all (an OS lock, a
+    database session); this covers what they cannot see, on this host, for the price of
+    one ``kill(pid, 0)``: the lease is then tried (the store still decides)."""
+    name, _, pid = holder.rpartition(":")
+    if name != host or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
 
 
 class Housekeeper:
@@ -25,20 +42,52 @@ class Housekeeper:
     poll that finds work stored by other processes, the shared pause state and the renewal
     of this process's leases. It runs only while it has something to do."""
 
-    def __init__(self, hub: WebhooksEmitter) -> None:
+    def __init__(self, hub: HousekeepingContext) -> None:
         self.hub = hub
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
-        self.timers: list[tuple[float, int, Emitter]] = []
+        self.timers: list[tuple[float, int, EmitterHandle]] = []
         self.counter = itertools.count()
         self.thread: Optional[threading.Thread] = None
         self.stopping = False
-        self.leased: set[Emitter] = set()
+        self.leased_set: set[EmitterHandle] = set()
         self.poll_errors = RateLimitedCount()
         self.poll_now = False
         self.paused: set[str] = set()  # emitter ids paused in the store at the last poll
+        self.last_loop = 0.0  # monotonic: when the thread last went round its loop
+        self.died = False  # the thread ended on an error (until one starts again)
 
-    def schedule(self, emitter: Emitter, at: float) -> None:
+    def age(self) -> Optional[float]:
+        """Seconds since the thread last went round its loop; None when no thread is
+        needed now (threads on demand: nothing to time, nothing to poll)."""
+        with self.lock:
+            if self.thread is None and not self.died:
+                return None
+            return max(time.monotonic() - self.last_loop, 0.0)
+
+    def alive(self) -> bool:
+        """False when the thread is needed but died (or was never started)."""
+        with self.lock:
+            if self.died:
+                return False
+            thread = self.thread
+            if thread is None:
+                return not self._needed_locked() or self.stopping
+            return thread.is_alive()
+
+    def leased(self, emitter: EmitterHandle, held: bool) -> None:
+        """``emitter`` took (``held``) or let go of its lease: renew it, or no more."""
+        with self.lock:
+            if held:
+                self.leased_set.add(emitter)
+            else:
+                self.leased_set.discard(emitter)
+
+    def leases_held(self) -> int:
+        """How many emitters hold their lease now."""
+        return len(self.leased_set)
+
+    def schedule(self, emitter: EmitterHandle, at: float) -> None:
         with self.lock:
             heapq.heappush(self.timers, (at, next(self.counter), emitter))
             self._ensure_locked()
@@ -56,6 +105,8 @@ class Housekeeper:
 
     def _ensure_locked(self) -> None:
         if self.thread is None and not self.stopping:
+            self.died = False
+            self.last_loop = time.monotonic()
             self.thread = threading.Thread(
                 target=self._run, name="webhooks-emitter:housekeeping", daemon=True
             )
@@ -79,7 +130,7 @@ class Housekeeper:
             return False
         if self.timers:
             return True
-        return hub.store.durable and hub.delivers and bool(hub._emitters)
+        return hub.store.durable and hub.delivers and hub.has_emitters()
 
     def _run(self) -> None:
         store = self.hub.store
@@ -89,12 +140,12 @@ class Housekeeper:
         next_renewal = time.monotonic() + store.lease_timeout / 3
         try:
             while True:
-                due: list[Emitter] = []
+                due: list[EmitterHandle] = []
                 with self.lock:
                     if not self._needed_locked():
                         self.thread = None
                         return
-                    now = time.monotonic()
+                    now = self.last_loop = time.monotonic()
                     while self.timers and self.timers[0][0] <= now:
                         due.append(heapq.heappop(self.timers)[2])
                     wait = self.timers[0][0] - now if self.timers else 1.0
@@ -114,18 +165,20 @@ class Housekeeper:
                     changed, self.poll_now = self.poll_now, False
                 if not changed and now < next_poll:
                     changed = store.wait_for_change(max(min(wait, next_poll - now, interval), 0))
-                if changed or time.monotonic() >= next_poll:
-                    self._poll()
+                periodic = time.monotonic() >= next_poll
+                if changed or periodic:
+                    self._poll(periodic)
                     next_poll = time.monotonic() + 1.0
         except BaseException:  # noqa: BLE001 - logged; restarted by the next schedule
             logger.exception("webhooks_emitter housekeeping thread failed")
             with self.lock:
                 self.thread = None
+                self.died = True
 
     def _renew(self) -> None:
         hub = self.hub
         with self.lock:
-            leased = {e.emitter_id: e for e in self.leased}
+            leased = {e.emitter_id: e for e in self.leased_set}
         if not leased:
             return
         start = time.monotonic()
@@ -141,7 +194,10 @@ class Housekeeper:
             else:
                 emitter.lease_lost()
 
-    def _poll(self) -> None:
+    def _poll(self, periodic: bool = True) -> None:
+        """Read the store's view of the emitters; ``periodic`` (about once a second): also
+        try to take over those whose work another process holds (a dead holder's lease is
+        takeable at once, so its emitters move within about a second)."""
         hub = self.hub
         try:
             rows = hub.store.poll()
@@ -157,11 +213,13 @@ class Housekeeper:
         # Work in proportion to the rows, not to the emitters attached: each row's emitter
         # is looked up (one dict read), and only the emitters this thread saw paused at the
         # last poll are checked for a restart made elsewhere.
-        emitters = hub._emitters
+        attached = hub.attached
         paused = set()
         wall = time.time()
+        host = hub.lease.holder.rsplit(":", 1)[0]
+        takeover = []
         for row in rows:
-            emitter = emitters.get(row.emitter_id)
+            emitter = attached(row.emitter_id)
             if emitter is None:
                 continue
             if row.paused:
@@ -179,8 +237,12 @@ class Housekeeper:
                     emitter.kick()
                 else:
                     emitter.wake_at(time.monotonic() + (row.next_due - wall))
+            elif periodic and _gone(row.lease_holder, host):
+                takeover.append(emitter)
+        for emitter in takeover:
+            emitter.try_takeover()
         for emitter_id in self.paused - paused:
-            emitter = emitters.get(emitter_id)
+            emitter = attached(emitter_id)
             if emitter is not None and emitter.paused:
                 emitter.set_paused(False)  # restarted by another process
         self.paused = paused

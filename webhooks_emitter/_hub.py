@@ -14,10 +14,12 @@ import weakref
 from collections.abc import Collection, Iterable
 from typing import Any, Callable, Optional, Union
 
+from . import _observe
 from ._config import Config, EmitterStats
-from ._emitter import Emitter, RateLimitedCount
+from ._emitter import Emitter
 from ._encoding import check_name, check_request_id, encode_payload, new_request_id
 from ._housekeeping import Housekeeper
+from ._logcount import RateLimitedCount
 from ._transport import Transport
 from .exceptions import EmitterExistsError, EmitterNotFoundError, WebhooksEmitterError
 from .stores import MemoryStore, Store, from_url
@@ -55,6 +57,16 @@ def _deadline(seconds: float) -> Optional[float]:
 def _left(deadline: Optional[float]) -> Optional[float]:
     """Seconds left until ``deadline`` (at least 0), or None when there is none."""
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _traced(capture: Callable[[], Optional[str]]) -> Optional[str]:
+    """The caller's trace context, as ``_observe.trace_capture`` gives it; a capture that
+    fails costs the event its trace, never the event (logged)."""
+    try:
+        return capture()
+    except Exception:  # noqa: BLE001 - an observer's failure must not fail emit
+        logger.warning("webhooks_emitter: the trace context capture failed", exc_info=True)
+        return None
 
 
 def _to_store(value: Union[Store, str]) -> Store:
@@ -105,6 +117,9 @@ class WebhooksEmitter:
         self._deliver = deliver
         self._lock = threading.Lock()
         self._emitters: dict[str, Emitter] = {}
+        # Detached emitters whose threads may still run (a try on the wire), by id: an
+        # attach of the same id follows it. Weak: a thread keeps its emitter alive.
+        self._ending: weakref.WeakValueDictionary[str, Emitter] = weakref.WeakValueDictionary()
         # emit() reads these without the lock: the emitters by event name and the "*"
         # ones, each a dict changed in place under the lock. emit() copies the values it
         # needs in one C-level call (list(d.values())), which no other thread interrupts.
@@ -209,6 +224,9 @@ class WebhooksEmitter:
 
     def make_transport(self, config: Config) -> Any:
         """A new transport (HTTP session) for one delivering thread."""
+        hook = _capture_hook
+        if hook is not None and not self._store.durable:
+            return hook(config)
         return self._transport_factory(config)
 
     def set_transport_factory(self, factory: Optional[Callable[[Config], Any]]) -> None:
@@ -217,23 +235,51 @@ class WebhooksEmitter:
         self._transport_factory = Transport if factory is None else factory
         self._transport_generation += 1
 
-    def schedule(self, emitter: Emitter, at: float) -> None:
+    def settle_capture(self, timeout: float, reason: str) -> int:
+        """The end of a capture: deliver what this instance holds now, its waits cut short,
+        for up to ``timeout`` seconds (into the capture, still in effect), then drop what
+        is still held, paused emitters' events included (logged, counted as dropped).
+        Returns how many events were dropped. Memory store only."""
+        deadline = _deadline(timeout)
+        with self._lock:
+            emitters = list(self._emitters.values())
+        while True:
+            # Again and again: a try under way (begun before the capture) may end in a new
+            # backoff after the waits were cut.
+            for emitter in emitters:
+                emitter.due_now()
+            left = _left(deadline)
+            if self.flush(0.05 if left is None else min(left, 0.05)):
+                break
+            if left is not None and left <= 0.05:
+                break
+        return sum(emitter.drop_held(reason) for emitter in emitters)
+
+    def schedule(self, emitter: Any, at: float) -> None:
         """Wake ``emitter`` at monotonic time ``at``."""
         self._housekeeper.schedule(emitter, at)
 
-    def lease_acquired(self, emitter: Emitter) -> None:
+    def lease_acquired(self, emitter: Any) -> None:
+        """``emitter`` took its lease: the housekeeping thread renews it from now on."""
         if self._store.durable:
-            with self._housekeeper.lock:
-                self._housekeeper.leased.add(emitter)
+            self._housekeeper.leased(emitter, True)
 
     def leases_held(self) -> int:
         """How many emitters of this instance hold their lease now."""
-        return len(self._housekeeper.leased)
+        return self._housekeeper.leases_held()
 
-    def lease_released(self, emitter: Emitter) -> None:
+    def lease_released(self, emitter: Any) -> None:
+        """``emitter`` let go of its lease: no more renewals."""
         if self._store.durable:
-            with self._housekeeper.lock:
-                self._housekeeper.leased.discard(emitter)
+            self._housekeeper.leased(emitter, False)
+
+    def attached(self, emitter_id: str) -> Optional[Emitter]:
+        """The emitter attached here as ``emitter_id``, or None (no lock: one dict read)."""
+        return self._emitters.get(emitter_id)
+
+    def has_emitters(self) -> bool:
+        """Whether any emitter is attached here."""
+        return bool(self._emitters)
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -293,6 +339,9 @@ class WebhooksEmitter:
         emitter = Emitter(self, emitter_id, frozenset(events), config)
         if state is not None and state.paused:
             emitter.set_paused(True)
+        predecessor = self._ending.get(emitter_id)
+        if predecessor is not None:
+            emitter.follow(predecessor)
         with self._lock:
             if emitter_id in self._emitters:
                 raise EmitterExistsError(emitter_id)
@@ -345,6 +394,8 @@ class WebhooksEmitter:
                 return
             self._unroute_locked(emitter)
         emitter.close("detached")
+        if emitter.workers:
+            self._ending[emitter_id] = emitter  # a re-attach of the id waits for its end
         self._forget_if_empty()
 
     def _get(self, emitter_id: str) -> Emitter:
@@ -428,6 +479,38 @@ class WebhooksEmitter:
             paused=state.paused,
             failed=state.failed,
         )
+
+    # -- health ----------------------------------------------------------------------------
+
+    def health(self, max_age: Optional[float] = None, timeout: float = 2.0) -> Any:
+        """Whether this instance is healthy (CONTRACT 15): its store answers within
+        ``timeout`` seconds, its background thread runs, and, with ``max_age``, no running
+        emitter attached here has a queued event older than ``max_age`` seconds.
+
+        Returns:
+            A ``Health`` (frozen): ``ok`` and ``problems`` (one-line strings).
+        """
+        from ._health import check  # the observability module, imported when first asked
+
+        return check(self, max_age=max_age, timeout=timeout)
+
+    def housekeeping_age(self) -> Optional[float]:
+        """Seconds since this instance's background (housekeeping) thread last went round
+        its loop, or None when no such thread is needed now (nothing to time or poll)."""
+        return self._housekeeper.age()
+
+    def housekeeping_alive(self) -> bool:
+        """False when the background thread is needed but has died."""
+        return self._housekeeper.alive()
+
+    def emitter_ids(self, include_paused: bool = True) -> list[tuple[str, bool]]:
+        """The emitters attached here, as ``(emitter_id, running)`` pairs sorted by id;
+        ``running`` is False for one this process sees paused. ``include_paused=False``
+        leaves those out. Reads no store."""
+        with self._lock:
+            emitters = list(self._emitters.values())
+        pairs = sorted((e.emitter_id, not e.paused) for e in emitters)
+        return pairs if include_paused else [p for p in pairs if p[1]]
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -535,7 +618,10 @@ class WebhooksEmitter:
         if self._closing:
             self._refuse(event, request_id, len(targets))
             return request_id
-        message = Message(event, request_id, body, ordering_key)
+        capture = _observe.trace_capture
+        message = Message(
+            event, request_id, body, ordering_key, None if capture is None else _traced(capture)
+        )
         accepted = self._store.append(message, targets, connection)
         local = connection is None
         for emitter, stored in zip(targets, accepted):
@@ -653,6 +739,10 @@ class WebhooksEmitter:
                 self._wildcard = {}
             for emitter in emitters:
                 emitter.close(reason)
+                if emitter.workers:
+                    self._ending[emitter.emitter_id] = emitter
+            # Detached ones with a try still under way are waited for (and abandoned) too.
+            emitters += [e for e in list(self._ending.values()) if e not in emitters]
             for emitter in emitters:
                 emitter.join(deadline)
             for emitter in emitters:
@@ -674,6 +764,7 @@ class WebhooksEmitter:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._ending = weakref.WeakValueDictionary()
         self._closing = False
         self._lease = Lease.new()
         self._housekeeper = Housekeeper(self)
@@ -687,6 +778,30 @@ class WebhooksEmitter:
                     self._store.set_paused(emitter.emitter_id, True)
             except StoreError as exc:
                 logger.warning("webhooks_emitter: after fork, the store failed: %s", exc)
+
+
+# testing.capture() with no instance: every instance on the memory store, those made later
+# included, makes its transports here while it is set (None: each its own factory).
+_capture_hook: Optional[Callable[[Config], Any]] = None
+
+
+def set_capture_hook(factory: Optional[Callable[[Config], Any]]) -> list[WebhooksEmitter]:
+    """Make every memory-store instance deliver through ``factory`` (None: as before).
+
+    Returns the memory-store instances of the process at that moment (weakly held
+    elsewhere; the caller settles them when the capture ends). Their threads switch
+    before their next try."""
+    global _capture_hook
+    _capture_hook = factory
+    instances = memory_instances()
+    for instance in instances:
+        instance._transport_generation += 1
+    return instances
+
+
+def memory_instances() -> list[WebhooksEmitter]:
+    """Every live instance of the process on the memory store."""
+    return [i for i in list(_instances) if not i.store.durable]
 
 
 def _exit_hook() -> None:

@@ -623,6 +623,8 @@ class TryOutcome:
     retry_after: Optional[float] = None
     #: True when trying again cannot help (the address was refused by policy).
     final: bool = False
+    #: True when ``request_timeout`` ended the try (no complete answer came in time).
+    timed_out: bool = False
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
@@ -791,7 +793,7 @@ class Transport:
                 # The deadline cut the head short (http.client takes the end of the stream
                 # for the end of the headers): no answer came.
                 response.close()
-                return TryOutcome(False, error=self._why(None, attempt))
+                return self._failed(None, None, attempt)
             status = response.status_code
             try:
                 raw = response.raw
@@ -803,18 +805,18 @@ class Transport:
                 response.close()
                 if 200 <= status < 300 and not attempt.expired:
                     return TryOutcome(True, status)  # the receiver took it; the body is moot
-                return TryOutcome(False, status, self._why(exc, attempt))
+                return self._failed(status, exc, attempt)
             if attempt.expired:
                 # The deadline cut the answer short (a trickled body read to the end of
                 # the connection ends there too): the try failed, whatever the status.
                 response.close()
-                return TryOutcome(False, status, self._why(None, attempt))
+                return self._failed(status, None, attempt)
         except AddressRefused as exc:
             return TryOutcome(False, error=f"refused: {exc}", final=True)
         except socket.gaierror:
             return TryOutcome(False, error="name resolution failed")
         except Exception as exc:  # noqa: BLE001 - any failure of the try is its outcome
-            return TryOutcome(False, error=self._why(exc, attempt))
+            return self._failed(None, exc, attempt)
         finally:
             _watchdog.disarm(attempt)
             _current.attempt = None
@@ -836,7 +838,10 @@ class Transport:
             and isinstance(_root(exc), _STALE)
         )
 
-    def _why(self, exc: Optional[BaseException], attempt: _Try) -> str:
+    def _failed(
+        self, status: Optional[int], exc: Optional[BaseException], attempt: _Try
+    ) -> TryOutcome:
+        """The outcome of a try that failed with ``exc`` (None: the deadline cut it short)."""
         # Every socket timeout is request_timeout too, so whichever fires first (the
         # watchdog, or a socket operation on a loaded machine) means the same thing.
         if (
@@ -845,8 +850,10 @@ class Transport:
             or isinstance(exc, requests.exceptions.Timeout)
             or isinstance(_root(exc), (TimeoutError, socket.timeout))
         ):
-            return f"timed out after {self.timeout:g} s"
-        return describe(exc)
+            return TryOutcome(
+                False, status, f"timed out after {self.timeout:g} s", timed_out=True
+            )
+        return TryOutcome(False, status, describe(exc))
 
     def close(self) -> None:
         """Close the session and its pooled connections."""

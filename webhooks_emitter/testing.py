@@ -377,14 +377,18 @@ class _CaptureTransport:
         """Nothing to close: no connection was opened."""
 
 
+#: Seconds the end of a capture spends delivering what the captured instances hold.
+SETTLE_TIMEOUT = 5.0
+
+
 @contextlib.contextmanager
 def capture(instance: Optional[WebhooksEmitter] = None) -> Iterator[Capture]:
     """Record deliveries instead of sending them, for tests of code that emits.
 
-    Under it, ``instance`` (the default instance when None) sends nothing over the
-    network: its emitters queue and deliver as usual, but each try is recorded with the
-    exact headers and body it would have sent, and counts as a 204 answer. Call
-    ``flush()`` before reading what was recorded::
+    Under it the captured instances send nothing over the network: their emitters queue
+    and deliver as usual, but each try is recorded with the exact headers and body it
+    would have sent, and counts as a 204 answer. Call ``flush()`` before reading what was
+    recorded::
 
         with capture() as hooks:
             place_order()                      # calls webhooks_emitter.emit(...)
@@ -392,28 +396,56 @@ def capture(instance: Optional[WebhooksEmitter] = None) -> Iterator[Capture]:
         [hook] = hooks.requests
         assert hook.event == "order.paid" and hook.json()["order"] == 1
 
+    With no argument every instance on the memory store is captured: the default one,
+    those the Flask extension makes per app, and those made inside the block (instances
+    on a durable store are left alone). Leaving the block first delivers what the
+    captured instances still hold into the capture, their waits cut short (up to 5
+    seconds); anything still held then (a paused emitter's events, say) is dropped,
+    logged with its count: nothing emitted inside the block ever goes over the network.
+
     Args:
-        instance: the :class:`~webhooks_emitter.WebhooksEmitter` to capture.
+        instance: the one :class:`~webhooks_emitter.WebhooksEmitter` to capture (None:
+            every instance on the memory store).
 
     Yields:
         A :class:`Capture` with ``.requests`` and ``.clear()``.
 
     Raises:
-        WebhooksEmitterError: the instance uses a durable store (another process over the
+        WebhooksEmitterError: ``instance`` uses a durable store (another process over the
             same store could deliver its events for real).
     """
-    if instance is None:
-        import webhooks_emitter
+    recorder = Capture()
 
-        instance = webhooks_emitter.default
+    def factory(config: Config) -> _CaptureTransport:
+        return _CaptureTransport(config, recorder)
+
+    if instance is None:
+        from . import _hub
+
+        previous = _hub._capture_hook
+        _hub.set_capture_hook(factory)
+        try:
+            yield recorder
+        finally:
+            _settle(_hub.memory_instances(), "emitted under testing.capture()")
+            _hub.set_capture_hook(previous)
+        return
     if instance.store.durable:
         raise WebhooksEmitterError(
             f"capture() needs an instance on the memory store, not {instance.store.describe()}: "
             "another process over a durable store could deliver its events for real"
         )
-    recorder = Capture()
-    instance.set_transport_factory(lambda config: _CaptureTransport(config, recorder))
+    instance.set_transport_factory(factory)
     try:
         yield recorder
     finally:
+        _settle([instance], "emitted under testing.capture()")
         instance.set_transport_factory(None)
+
+
+def _settle(instances: list[WebhooksEmitter], reason: str) -> None:
+    """Deliver what ``instances`` hold into the capture, all within SETTLE_TIMEOUT, then
+    drop the rest."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    for instance in instances:
+        instance.settle_capture(max(deadline - time.monotonic(), 0.0), reason)

@@ -28,6 +28,10 @@ one short transaction in a durable store:
     emitter is paused, so one statement checks both lease and pause. Delivered events are
     deleted; given-up events stay as *failed* (dead letters) with their tries, last status
     and error.
+``settle``
+    Several of those in one transaction: the outcomes of tries that ended together and the
+    ``begin_try`` of the next event, so a delivery costs one commit where two were the
+    floor. The default calls the single methods one after another.
 ``state`` / ``set_paused`` / ``set_hold`` / ``set_failing_since`` / ``poll``
     Per-emitter state shared by every process: paused, the end of a Retry-After hold, the
     start of the last try (``max_rate``) and the first failure since the last 2xx
@@ -82,15 +86,23 @@ class StoreError(WebhooksEmitterError):
 class Message:
     """One emitted event, encoded once and shared by every emitter subscribed to it."""
 
-    __slots__ = ("body", "event", "ordering_key", "request_id")
+    __slots__ = ("body", "event", "ordering_key", "request_id", "trace_context")
 
     def __init__(
-        self, event: str, request_id: str, body: bytes, ordering_key: Optional[str] = None
+        self,
+        event: str,
+        request_id: str,
+        body: bytes,
+        ordering_key: Optional[str] = None,
+        trace_context: Optional[str] = None,
     ) -> None:
         self.event = event
         self.request_id = request_id
         self.body = body
         self.ordering_key = ordering_key
+        # The caller's trace context at emit (``_observe.trace_capture``), kept with the
+        # event so a try made later, maybe by another process, joins the caller's trace.
+        self.trace_context = trace_context
 
     def __repr__(self) -> str:
         return f"<Message {self.event!r} {self.request_id!r} {len(self.body)} bytes>"
@@ -120,7 +132,8 @@ class StoredEvent:
 
     ``seq`` orders events in emit order (per store); ``attempts`` counts the tries made so
     far, ``next_at`` is when the next try is due (Unix seconds; 0 for "now"), ``emitted_at``
-    when the event was first emitted. The emitter changes ``attempts``, ``next_at``,
+    when the event was first emitted, ``trace_context`` the emitting caller's trace context
+    (None when none was captured). The emitter changes ``attempts``, ``next_at``,
     ``status_code`` and ``error`` on its copy and hands it back to the store to record.
     """
 
@@ -136,6 +149,7 @@ class StoredEvent:
         "request_id",
         "seq",
         "status_code",
+        "trace_context",
     )
 
     def __init__(
@@ -151,6 +165,7 @@ class StoredEvent:
         emitted_at: float = 0.0,
         status_code: Optional[int] = None,
         error: Optional[str] = None,
+        trace_context: Optional[str] = None,
     ) -> None:
         self.seq = seq
         self.emitter_id = emitter_id
@@ -163,6 +178,7 @@ class StoredEvent:
         self.emitted_at = emitted_at
         self.status_code = status_code
         self.error = error
+        self.trace_context = trace_context
 
     def __repr__(self) -> str:
         return (
@@ -383,9 +399,9 @@ class Store(abc.ABC):
     ) -> list[StoredEvent]:
         """Up to ``limit`` queued events of ``emitter_id``, oldest first, not in ``skip``.
 
-        The caller passes the events it holds already as ``skip`` (a durable store would
-        return them again); the memory store hands each event out once per lease anyway.
-        """
+        The caller passes the events it holds already as ``skip``; every store, the
+        memory store included, answers again a queued event the caller fetched before and
+        no longer holds (its window was trimmed)."""
 
     @abc.abstractmethod
     def begin_try(self, lease: Lease, event: StoredEvent, now: float) -> bool:
@@ -407,6 +423,41 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def give_up(self, lease: Lease, event: StoredEvent) -> bool:
         """The event was given up: keep it as failed, with its tries, status and error."""
+
+    def settle(
+        self,
+        lease: Lease,
+        outcomes: Sequence[tuple[str, StoredEvent]],
+        begin: Optional[StoredEvent] = None,
+        now: float = 0.0,
+    ) -> tuple[list[bool], Optional[bool]]:
+        """Record several outcomes, and maybe the start of the next try, in one transaction.
+
+        ``outcomes`` are ``(kind, event)`` pairs, ``kind`` one of ``"retry_later"``,
+        ``"finish"`` and ``"give_up"``, each meaning what the method of that name means
+        (and answering as it would). ``begin``, when given, is an event whose try starts at
+        ``now``, exactly as ``begin_try(lease, begin, now)``: it is recorded after the
+        outcomes, so a pause or a lost lease refuses it without undoing them.
+
+        Returns each outcome's answer, in order, and ``begin``'s (None when there was no
+        ``begin``). A durable store commits all of it at once: the try of ``begin`` is
+        recorded before it is sent, and an outcome here is durable before that try is sent.
+
+        This default calls the single methods one after another (one transaction each); a
+        store overrides it to make it one.
+
+        Raises:
+            ValueError: an unknown ``kind``.
+        """
+        calls = {"retry_later": self.retry_later, "finish": self.finish, "give_up": self.give_up}
+        for kind, _ in outcomes:
+            if kind not in calls:  # checked first: a bad call records nothing
+                raise ValueError(
+                    f"settle: kind must be retry_later, finish or give_up, got {kind!r}"
+                )
+        answers = [calls[kind](lease, event) for kind, event in outcomes]
+        started = None if begin is None else self.begin_try(lease, begin, now)
+        return answers, started
 
     # -- flush ------------------------------------------------------------------------------
 

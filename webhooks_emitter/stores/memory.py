@@ -121,6 +121,7 @@ class MemoryStore(Store):
                         message.body,
                         message.ordering_key,
                         emitted_at=now,
+                        trace_context=message.trace_context,
                     )
                 )
             accepted.append(True)
@@ -234,6 +235,11 @@ class MemoryStore(Store):
             return []
         taken: list[StoredEvent] = []
         with lane.lock:
+            if lane.fetched:
+                # Handed out before but no longer held by the caller (its window was
+                # trimmed): answered again, as a durable store would. They are older than
+                # every pending event.
+                taken = [e for e in lane.fetched.values() if e.seq not in skip][:limit]
             pending = lane.pending
             while pending and len(taken) < limit:
                 event = pending.popleft()
@@ -269,6 +275,34 @@ class MemoryStore(Store):
                 return False
             lane.failed.append((event, time.time()))
         return True
+
+    # -- for testing.capture() -------------------------------------------------------------
+
+    def hurry(self, emitter_id: str) -> None:
+        """Make every queued event of ``emitter_id`` due now and end its hold (the pause
+        is left as it is)."""
+        lane = self._lanes.get(emitter_id)
+        if lane is None:
+            return
+        with lane.lock:
+            lane.hold_until = 0.0
+            lane.next_due = 0.0
+            for event in itertools.chain(lane.fetched.values(), lane.pending):
+                event.next_at = 0.0
+
+    def drop_queued(self, emitter_id: str, keep: Collection[int] = ()) -> int:
+        """Drop the queued events of ``emitter_id`` but those whose seq is in ``keep``
+        (tries under way); failed ones stay. Returns how many were dropped."""
+        lane = self._lanes.get(emitter_id)
+        if lane is None:
+            return 0
+        with lane.lock:
+            count = len(lane.pending)
+            lane.pending.clear()
+            for seq in [s for s in lane.fetched if s not in keep]:
+                del lane.fetched[seq]
+                count += 1
+        return count
 
     # -- flush -----------------------------------------------------------------------------------
 
@@ -345,6 +379,7 @@ class MemoryStore(Store):
                         event.body,
                         event.ordering_key,
                         emitted_at=event.emitted_at,
+                        trace_context=event.trace_context,
                     )
                 )
         return len(chosen)
