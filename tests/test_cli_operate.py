@@ -563,8 +563,9 @@ def test_the_worker_exits_within_its_exit_timeout_with_a_try_under_way(
     producer: Callable[[str, str], WebhooksEmitter],
 ) -> None:
     """A receiver that never answers does not hold the worker past ``--exit-timeout``: it
-    exits 0 in time and says that the lease of the try under way is left to expire; the
-    event stays queued for the next worker."""
+    exits 0 in time and lets go of the lease of the try under way at its end (CONTRACT
+    section 10, takeover), so no holder is shown; the event stays queued for the next
+    worker."""
     answer = threading.Event()
 
     def hang(request: ReceivedRequest) -> Response:
@@ -585,8 +586,9 @@ def test_the_worker_exits_within_its_exit_timeout_with_a_try_under_way(
 
     assert status == 0, worker.err.rest()
     assert took < worker.exit_timeout + 3.0, took
-    assert last == ["worker: stopped; 1 lease(s) left to expire (a try was under way)"]
-    assert status_of(sqlite_url)["orders"]["queued"] == 1
+    assert last == ["worker: stopped; leases released"]
+    after = status_of(sqlite_url)["orders"]
+    assert after["queued"] == 1 and after["lease_holder"] is None, after
 
 
 def test_pause_stops_the_worker_within_a_second_and_restart_resumes_it(

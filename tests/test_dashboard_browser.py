@@ -495,7 +495,6 @@ def test_flask_serves_the_pages_when_auth_allows_with_csrf(
     from werkzeug.serving import make_server
 
     from webhooks_emitter.contrib.flask import Webhooks, get_instance
-    from webhooks_emitter.contrib.flask_dashboard import dashboard_blueprint
 
     app = Flask("dashboard_test")
     fields = {"url": scene.receiver.url, "max_attempts": 1}  # no retry: no backoff to wait
@@ -562,10 +561,10 @@ def test_flask_serves_the_pages_when_auth_allows_with_csrf(
 
 def test_flask_dashboard_needs_an_auth_callable() -> None:
     """There is no default that lets everyone in: ``auth`` must be a callable."""
-    from webhooks_emitter.contrib.flask_dashboard import dashboard_blueprint
+    from webhooks_emitter.contrib.flask import Webhooks
 
     with pytest.raises(TypeError, match="auth must be a callable"):
-        dashboard_blueprint(None, auth=True)  # type: ignore[arg-type]
+        Webhooks().dashboard_blueprint(auth=True)  # type: ignore[arg-type]
 
 
 def test_the_screenshot_check_refuses_a_blank_image() -> None:

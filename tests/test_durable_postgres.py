@@ -805,11 +805,6 @@ def test_kill_9_of_an_idle_holder_is_taken_over_within_2_seconds(
         receiver.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the ENGINE branch: the engine sets event.next_at to the try's start plus "
-    "request_timeout before begin_try, which this store then keeps for the next holder",
-)
 @pytest.mark.parametrize("end", ["SIGKILL", "SIGTERM", "exit"])
 def test_a_holder_ending_mid_try_is_followed_after_request_timeout_never_overlapping(
     launch: Callable[..., Node], end: str

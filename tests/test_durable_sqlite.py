@@ -43,7 +43,7 @@ from webhooks_emitter import (
     StoreError,
     WebhooksEmitter,
 )
-from webhooks_emitter.stores import SQLiteStore, Store
+from webhooks_emitter.stores import SQLiteStore
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -720,10 +720,6 @@ TAKEOVER = 2.0
 #: A lease_timeout far above the takeover, so that only the store's proof of death explains
 #: a takeover in time.
 LONG_LEASE = 30.0
-#: Whether the engine sets a try's next_at to its start plus request_timeout before
-#: begin_try, and settles outcomes in one call (the ENGINE helper's part of issues 18 and
-#: 19, which adds Store.settle): until then a takeover mid-try repeats the try at once.
-ENGINE_WAITS_OUT_A_DEAD_TRY = hasattr(Store, "settle")
 
 
 @pytest.mark.parametrize("emitted_by", ["the other worker", "a deliver=False process"])
@@ -762,9 +758,11 @@ def test_an_idle_holder_killed_is_taken_over_within_two_seconds(
 
 
 def status_json(db: Path) -> dict[str, Any]:
-    """``webhooks-emitter status --store sqlite://DB --json``, run as a process of its own."""
+    """``webhooks-emitter status --store sqlite:///DB --json`` (DB absolute), run as a process
+    of its own."""
+    url = f"sqlite:///{db}"
     done = subprocess.run(
-        [sys.executable, "-m", "webhooks_emitter", "status", "--store", f"sqlite:///{db}", "--json"],
+        [sys.executable, "-m", "webhooks_emitter", "status", "--store", url, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -775,24 +773,12 @@ def status_json(db: Path) -> dict[str, Any]:
     return report
 
 
-def needs_the_engine(strict: bool) -> pytest.MarkDecorator:
-    """Expected to fail until the engine waits out a dead try (ENGINE_WAITS_OUT_A_DEAD_TRY);
-    then the test runs for real. A process that exits normally may linger past the try's
-    request_timeout on a loaded machine (interpreter teardown), which makes the test pass
-    without the engine's part: not strict for that case."""
-    return pytest.mark.xfail(
-        not ENGINE_WAITS_OUT_A_DEAD_TRY,
-        reason="needs the engine's next_at = start + request_timeout before begin_try",
-        strict=strict,
-    )
-
-
 @pytest.mark.parametrize(
     "how",
     [
-        pytest.param("kill-9", marks=needs_the_engine(strict=True)),
-        pytest.param("sigterm", marks=needs_the_engine(strict=True)),
-        pytest.param("exit", marks=needs_the_engine(strict=False)),
+        "kill-9",
+        "sigterm",
+        "exit",
     ],
 )
 def test_a_holder_that_ends_mid_try_is_taken_over_after_request_timeout(

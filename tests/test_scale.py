@@ -66,8 +66,8 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
 
 
 def sqlite_url(directory: Path) -> str:
-    """``sqlite:///<directory>/s.db``."""
-    return "sqlite:///" + str(directory / "s.db").lstrip("/")
+    """``sqlite:////<directory>/s.db``: three slashes and the absolute path."""
+    return "sqlite:///" + str(directory / "s.db")
 
 
 @pytest.fixture

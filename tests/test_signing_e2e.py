@@ -166,7 +166,8 @@ def test_standard_webhooks_receiver_using_reference_package(
     hub: WebhooksEmitter, fast: FastConfig
 ) -> None:
     """A receiver built on the reference standardwebhooks package accepts every delivery
-    (unicode bodies and an id full of punctuation included) and refuses one signed with another key."""
+    (unicode bodies and an id full of punctuation included) and refuses one signed with
+    another key."""
     verdicts: list[str] = []
     results: list[DeliveryResult] = []
     with Receiver(responder=_reference_responder(SW_NEW, verdicts)) as receiver:

@@ -22,7 +22,6 @@ from webhooks_emitter.stores._base import Message, StoredEvent, Target
 from webhooks_emitter.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
-
 def previous_queries() -> dict[str, str]:
     """The statements of the release that made schema 2, as it shipped and filled them."""
     text = (Path(__file__).resolve().parent / "sqlite_queries_schema_2.sql").read_text()

@@ -63,7 +63,9 @@ class Observer:
     """Base class of observers: every hook does nothing. Hooks must not raise (what they
     raise is logged by the engine and otherwise ignored) and must not block."""
 
-    def try_started(self, emitter_id: str, event: Any, attempt: int, url: str) -> Optional[TryScope]:
+    def try_started(
+        self, emitter_id: str, event: Any, attempt: int, url: str
+    ) -> Optional[TryScope]:
         """A try of ``event`` (a ``StoredEvent``) is about to be sent; ``attempt`` counts from 1."""
         return None
 
@@ -113,8 +115,9 @@ def remove_observer(observer: Observer) -> None:
         OBSERVERS = tuple(o for o in OBSERVERS if o is not observer)
 
 
-def result_of(ok: bool, status_code: Optional[int], error: Optional[str], final: bool,
-              timed_out: bool) -> str:
+def result_of(
+    ok: bool, status_code: Optional[int], error: Optional[str], final: bool, timed_out: bool
+) -> str:
     """The ``result`` label of a try (CONTRACT section 15): ``2xx`` ... ``5xx`` when an answer
     came, else ``timeout``, ``refused`` (the library would not send it) or
     ``connection_error`` (refused or reset connections, DNS and TLS failures included)."""

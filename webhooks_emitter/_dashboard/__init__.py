@@ -2,7 +2,7 @@
 
 ``webhooks-emitter dashboard --store URL`` (:mod:`._server`), Django's
 ``webhooks_emitter.contrib.django.urls`` and Flask's
-``webhooks_emitter.contrib.flask_dashboard.dashboard_blueprint`` all hand their requests to
+``webhooks_emitter.contrib.flask.Webhooks.dashboard_blueprint`` all hand their requests to
 one :class:`Dashboard`, whose pages are pure functions of the store's data
 (:mod:`._pages`) and whose actions are the operator functions (:mod:`._data`).
 """

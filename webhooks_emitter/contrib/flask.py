@@ -216,10 +216,9 @@ class Webhooks:
         Raises:
             TypeError: ``auth`` is not callable.
         """
-        # Imported here: flask_dashboard imports this module.
-        from .flask_dashboard import dashboard_blueprint
+        from ._flask_dashboard import dashboard_blueprint
 
-        return dashboard_blueprint(self, auth, name=name)
+        return dashboard_blueprint(auth, get_instance, name=name)
 
 
 def verify_webhook(

@@ -165,9 +165,6 @@ __all__ = ["COMPATIBLE_FROM", "POLL_COUNT_LIMIT", "SCHEMA_VERSION", "PostgresSto
 
 logger = logging.getLogger(__name__)
 
-#: Whether this release's StoredEvent carries a trace context (the engine adds it).
-_TRACE = "trace_context" in getattr(StoredEvent, "__slots__", ())
-
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 _T = TypeVar("_T")
@@ -537,7 +534,7 @@ class PostgresStore(Store):
             "body": message.body,
             "ordering_key": message.ordering_key,
             "emitted_at": time.time(),
-            "trace_context": getattr(message, "trace_context", None),
+            "trace_context": message.trace_context,
             "channel": self.channel,
         }
         one = len(targets) == 1
@@ -690,13 +687,10 @@ class PostgresStore(Store):
         events = []
         for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
              status_code, error, trace_context) in rows:
-            stored = StoredEvent(
+            events.append(StoredEvent(
                 seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
-                next_at, emitted_at, status_code, error,
-            )
-            if _TRACE:
-                stored.trace_context = trace_context  # type: ignore[attr-defined]
-            events.append(stored)
+                next_at, emitted_at, status_code, error, trace_context,
+            ))
         return events
 
     def _params(self, kind: str, lease: Lease, event: StoredEvent, now: float = 0.0

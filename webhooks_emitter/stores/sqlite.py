@@ -94,10 +94,6 @@ SYNCHRONOUS = ("normal", "full")
 #: Ids per statement in renew/high_water (SQLite allows 999 parameters before 3.32).
 _CHUNK = 256
 
-#: Whether StoredEvent carries trace_context (the engine's part of issue 20); until it does,
-#: the column is written and read, and fetch leaves it out of the events it makes.
-_TRACED = "trace_context" in StoredEvent.__slots__
-
 
 def _load_queries() -> dict[str, str]:
     """The named statements of ``sql/sqlite_queries.sql``, ``__STATE_COLUMNS__`` filled."""
@@ -293,7 +289,7 @@ class SQLiteStore(Store):
             message.ordering_key,
             time.time(),
             0,
-            getattr(message, "trace_context", None),
+            message.trace_context,
         ]
         statement = self._q["append"]
         register = self._q["register"]
@@ -531,11 +527,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _event(emitter_id: str, row: Sequence[Any]) -> StoredEvent:
         """A StoredEvent from a row of the ``fetch`` query."""
-        if _TRACED:  # pragma: no cover - until the engine's StoredEvent has the field
-            return StoredEvent(
-                row[0], emitter_id, *row[1:10], trace_context=row[10]  # type: ignore[call-arg]
-            )
-        return StoredEvent(row[0], emitter_id, *row[1:10])
+        return StoredEvent(row[0], emitter_id, *row[1:10], trace_context=row[10])
 
     def _begin_statement(
         self, lease: Lease, event: StoredEvent, now: float

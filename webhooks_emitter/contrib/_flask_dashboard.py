@@ -1,13 +1,7 @@
-"""The operators' dashboard as a Flask blueprint, over the app's store.
+"""The operators' dashboard as a Flask blueprint: what ``Webhooks.dashboard_blueprint`` returns.
 
-    from webhooks_emitter.contrib.flask import Webhooks
-    from webhooks_emitter.contrib.flask_dashboard import dashboard_blueprint
-
-    webhooks = Webhooks(app)
-    app.register_blueprint(
-        dashboard_blueprint(webhooks, auth=lambda: current_user.is_admin),
-        url_prefix="/webhooks",
-    )
+It imports nothing of ``contrib.flask`` (which imports it when the method is called): the
+extension hands over how to find the current app's instance.
 
 ``auth`` is called on every request; a false answer is a 403. There is no default: a
 dashboard that purges events is never open to everyone by accident. Forms carry a CSRF
@@ -24,7 +18,7 @@ from flask import Blueprint, current_app, request, url_for
 from flask import Response as FlaskResponse
 
 from .._dashboard import HEADERS, CsrfGuard, Dashboard, Page, Response
-from .flask import Webhooks, get_instance
+from .._hub import WebhooksEmitter
 
 __all__ = ["dashboard_blueprint"]
 
@@ -32,16 +26,18 @@ _FORBIDDEN = "403 Forbidden\n"
 
 
 def dashboard_blueprint(
-    webhooks: Optional[Webhooks], auth: Callable[[], Any], *, name: str = "webhooks_dashboard"
+    auth: Callable[[], Any],
+    get_instance: Callable[[], WebhooksEmitter],
+    *,
+    name: str = "webhooks_dashboard",
 ) -> Blueprint:
     """A blueprint serving the dashboard over the current app's store (register it with a
     ``url_prefix``).
 
     Args:
-        webhooks: the app's :class:`~webhooks_emitter.contrib.flask.Webhooks` extension
-            (None: the current app's instance is found in ``app.extensions``).
         auth: called with no argument on every request (inside the request context: use
             ``flask.request``, ``flask_login.current_user``...); a false answer gets 403.
+        get_instance: returns the current app's instance (inside a request).
         name: the blueprint's name.
 
     Raises:
@@ -51,10 +47,6 @@ def dashboard_blueprint(
         raise TypeError(
             "auth must be a callable returning True for the users allowed to see and act on "
             f"the dashboard, not {type(auth).__name__} (there is no default that lets everyone in)"
-        )
-    if webhooks is not None and not isinstance(webhooks, Webhooks):
-        raise TypeError(
-            f"webhooks must be a Webhooks extension or None, not {type(webhooks).__name__}"
         )
     blueprint = Blueprint(name, __name__)
     dashboard = Dashboard(lambda: get_instance().store, get_instance)
