@@ -27,7 +27,7 @@ webhooks_emitter.attach(
     "app",
     "order.created",
     webhooks_emitter.Config(
-        os.environ["DURABLE_URL"], backoff_start=0.001, backoff_limit=0.01, request_timeout=20.0
+        os.environ["DURABLE_URL"], backoff_start=0.001, backoff_limit=0.01, request_timeout=2.0
     ),
 )
 

@@ -93,7 +93,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--max-attempts", type=int)
     parser.add_argument("--retry-schedule", help="comma-separated seconds")
     parser.add_argument("--backoff-start", type=float, default=0.001)
-    parser.add_argument("--request-timeout", type=float, default=20.0)
+    parser.add_argument("--request-timeout", type=float, default=2.0)
     parser.add_argument("--max-queue-size", type=int, default=10_000)
     parser.add_argument("--secret")
     return parser.parse_args()
