@@ -107,7 +107,9 @@ def test_default_sigterm_kills_and_a_durable_store_keeps_the_events(
             "the durable SQLite store of CONTRACT section 10"
         )
     path = tmp_path / "hooks.db"
-    child = Child(slow_receiver.url, "4", "--sqlite", str(path))
+    # The try under way at the death is tried again no sooner than its start plus
+    # request_timeout (CONTRACT section 10, takeover): keep that short.
+    child = Child(slow_receiver.url, "4", "--sqlite", str(path), "--request-timeout", "2")
     try:
         assert child.info["sigterm"] == "default"
         slow_receiver.wait_for(1)

@@ -1,7 +1,7 @@
 """Emit a few events, then wait for a signal: for the SIGTERM tests (tests/test_sigterm.py).
 
 Usage: ``sigterm_child.py URL COUNT [--handle] [--program-handler] [--ignore] [--check-only]
-[--sqlite PATH]``.
+[--sqlite PATH] [--request-timeout SECONDS]``.
 
 - ``--handle``: ``webhooks_emitter.configure(handle_sigterm=True)``.
 - ``--program-handler``: before that, install the program's own SIGTERM handler, which
@@ -9,6 +9,7 @@ Usage: ``sigterm_child.py URL COUNT [--handle] [--program-handler] [--ignore] [-
 - ``--ignore``: before that, ignore SIGTERM.
 - ``--sqlite PATH``: a durable SQLite store (lease_timeout 1 s, so the next process takes
   over soon after this one dies).
+- ``--request-timeout``: the emitter's ``request_timeout`` (20 s by default).
 - ``--check-only``: print the line below and end at once, without emitting.
 
 Prints one JSON line, ``{"request_ids": [...], "sigterm": "default" | "library" | "program" |
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--ignore", action="store_true")
     parser.add_argument("--check-only", action="store_true")
     parser.add_argument("--sqlite")
+    parser.add_argument("--request-timeout", type=float, default=20.0)
     args = parser.parse_args()
 
     if args.program_handler:
@@ -69,7 +71,9 @@ def main() -> None:
         webhooks_emitter.configure(handle_sigterm=True)
     request_ids = []
     if not args.check_only:
-        config = webhooks_emitter.Config(args.url, backoff_start=0.001, request_timeout=20.0)
+        config = webhooks_emitter.Config(
+            args.url, backoff_start=0.001, request_timeout=args.request_timeout
+        )
         webhooks_emitter.attach("child", "*", config)
         request_ids = [
             webhooks_emitter.emit("tick", {"n": number}) for number in range(args.count)
