@@ -3,8 +3,8 @@
     python benchmarks/bench_postgres_delivery.py [--rounds 3] [--events 2000]
         [--workers 1,2,4] [--max-in-flight 1,4] [--delay-events 200] [--rate 40] [--strict]
 
-Starts a private server as the tests do (tests/postgres_server.py), or uses
-``WEBHOOKS_EMITTER_TEST_POSTGRES``. The workers are tests/scripts/pg_node.py processes (a
+Starts a private server as the tests do (tests/support/postgres_server.py), or uses
+``WEBHOOKS_EMITTER_TEST_POSTGRES``. The workers are tests/support/scripts/pg_node.py processes (a
 ``WebhooksEmitter`` over the store, 8 emitters, each request with an ``X-Worker: <pid>``
 header); the receiver runs in a process of its own (asyncio, keep-alive) and records each
 request's delivery id, worker and arrival time (``CLOCK_MONOTONIC``, shared by every process
@@ -45,7 +45,7 @@ from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for path in (str(ROOT), str(ROOT / "tests"), str(HERE)):
+for path in (str(ROOT), str(ROOT / "tests" / "support"), str(HERE)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -57,7 +57,7 @@ from bench import Results, percentile  # noqa: E402
 from webhooks_emitter import Config, WebhooksEmitter  # noqa: E402
 from webhooks_emitter.stores.postgres import PostgresStore  # noqa: E402
 
-NODE = ROOT / "tests" / "scripts" / "pg_node.py"
+NODE = ROOT / "tests" / "support" / "scripts" / "pg_node.py"
 EVENT = "order.paid"
 EMITTERS = [f"e{i}" for i in range(8)]
 PAYLOAD = {"order": {"id": 12345, "total": "99.90", "currency": "EUR", "items": [1, 2, 3]}}
@@ -196,7 +196,7 @@ class Receivers:
 
 
 class Worker:
-    """A tests/scripts/pg_node.py worker process over ``db`` delivering to ``url``."""
+    """A tests/support/scripts/pg_node.py worker process over ``db`` delivering to ``url``."""
 
     def __init__(self, db: str, url: str, *options: str) -> None:
         self.process = subprocess.Popen(

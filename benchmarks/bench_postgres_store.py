@@ -2,7 +2,7 @@
 
     python benchmarks/bench_postgres_store.py [--ops 3000] [--cycles 100000] [--workers 1,2,4]
 
-Starts a private server as the tests do (tests/postgres_server.py), or uses
+Starts a private server as the tests do (tests/support/postgres_server.py), or uses
 ``WEBHOOKS_EMITTER_TEST_POSTGRES``. Three parts:
 
 1. **Transactional emit**: an application transaction (BEGIN, INSERT of its own row,
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
 import postgres_server  # noqa: E402
 import psycopg  # noqa: E402

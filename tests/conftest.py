@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import attrs
@@ -13,6 +15,13 @@ import pytest
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.testing import Receiver
+
+# Servers, child scripts and helpers live in tests/support (tests/unit, tests/stores and
+# tests/e2e hold the tests): make its modules importable by name from every folder, before
+# pytest_plugins below loads one of them.
+SUPPORT = Path(__file__).resolve().parent / "support"
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
 
 # A private PostgreSQL server for the tests that need one (started on first use).
 pytest_plugins = ["postgres_server"]

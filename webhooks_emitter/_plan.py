@@ -13,7 +13,7 @@ driver's lock held) and *yields* what must happen outside it, one :class:`Op` at
 go of the lease); the driver performs the op with its lock let go and sends the answer
 back. Between two yields nothing else runs on this emitter's state, so a test can run the
 very same generators against a fake store, transport and clock, interleaving them at
-every yield, and check the invariants after each step (``tests/test_engine_simulation.py``).
+every yield, and check the invariants after each step (``tests/unit/test_engine_simulation.py``).
 This is tenacity's ``DoAttempt``/``DoSleep`` and h11's "bytes in, events out" applied to
 one emitter.
 

@@ -1,6 +1,6 @@
 """The program of one delivering thread: the plan's decisions and the ops that carry them
 out, as a generator the driver runs (``_emitter.py``) or a test drives
-(``tests/test_engine_simulation.py``).
+(``tests/unit/test_engine_simulation.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 An example is shown exactly like ``.. code-block:: python``. At the end of a build, every
 example of every page is written to ``examples.json`` in the output folder, with the page it
-is on and its options, for ``tests/test_docs.py`` to run each one in a fresh interpreter.
+is on and its options, for ``tests/e2e/test_docs.py`` to run each one in a fresh interpreter.
 
 There, the URL prefix :data:`ENDPOINT` in the code is replaced by the address of a loopback
 ``webhooks_emitter.testing.Receiver``, so an example reads like real code and still sends

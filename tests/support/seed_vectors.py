@@ -1,6 +1,6 @@
-"""The original library's signature vectors, from ``tests/vectors/seed_signatures.json``.
+"""The original library's signature vectors, from ``tests/support/vectors/seed_signatures.json``.
 
-The file is a copy kept in the repository (``tests/vectors/README.rst`` says where it comes
+The file is a copy kept in the repository (``tests/support/vectors/README.rst`` says where it comes
 from), so the tests need nothing beside the checkout. A missing or empty file is an error,
 never a skip.
 """

@@ -24,13 +24,13 @@ from faultservers import Conn, FaultServer
 from webhooks_emitter import WebhooksEmitter
 from webhooks_emitter.testing import ReceivedRequest, Receiver, Response, fail_first
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "support" / "scripts"
 # A hard bound on every child program: far above what each needs, so only a hang hits it.
 PROGRAM_TIMEOUT = 60.0
 
 
 def run_script(name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run ``tests/scripts/<name>`` with this interpreter; return it and its duration."""
+    """Run ``tests/support/scripts/<name>`` with this interpreter; return it and its duration."""
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *args],

@@ -1,6 +1,6 @@
-"""The PostgreSQL store against a real server (tests/postgres_server.py starts one).
+"""The PostgreSQL store against a real server (tests/support/postgres_server.py starts one).
 
-The store contract (tests/store_contract.py), then what only PostgreSQL does: emit inside
+The store contract (tests/stores/store_contract.py), then what only PostgreSQL does: emit inside
 the caller's transaction with each kind of connection, schema creation and versions, leases
 across processes, notifications, a server restart, fork.
 """

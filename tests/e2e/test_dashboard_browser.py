@@ -1,6 +1,6 @@
 """The operators' dashboard driven in Debian's Chromium (Selenium), for each of its three
 mounts: ``webhooks-emitter dashboard`` (a child process), Django (a child process serving
-tests/dashboard_django) and a Flask blueprint (served from this process).
+tests/support/dashboard_django) and a Flask blueprint (served from this process).
 
 Each mount shows an SQLite store holding failed and queued events that an instance in this
 process (its delivering one) made against a loopback receiver. The tests read the tables,
@@ -49,7 +49,7 @@ FLAGS = (
 )
 SCRIPT = "<script>document.title='owned'</script>"
 WAIT = 20.0  # each wait ends as soon as its condition holds; generous for a busy machine
-DJANGO_SITE = Path(__file__).resolve().parent / "dashboard_django"
+DJANGO_SITE = Path(__file__).resolve().parents[1] / "support" / "dashboard_django"
 PASSWORD = "pw-for-tests"
 
 
@@ -405,7 +405,7 @@ def test_the_command_serves_the_pages_to_a_browser_holding_its_token(
 
 @pytest.fixture()
 def django_site(scene: Scene, deliverer: WebhooksEmitter, tmp_path: Path) -> Iterator[str]:
-    """tests/dashboard_django served by a child process over the scene's store; its URL."""
+    """tests/support/dashboard_django served by a child process over the scene's store; its URL."""
     env = {
         **os.environ,
         "DASHBOARD_DB": str(tmp_path / "site.db"),

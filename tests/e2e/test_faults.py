@@ -1,6 +1,6 @@
 """Receivers that fail, stall, lie or flood: what each fault does to a delivery.
 
-The fault matrix runs one event against a raw-socket server (tests/faultservers.py) that
+The fault matrix runs one event against a raw-socket server (tests/support/faultservers.py) that
 misbehaves in one way, and states the expected outcome of each case: delivered or not, the
 number of tries (counted by the emitter and, where a request gets through, by the server),
 the last status and the error text. Further tests cover keep-alive connections closed by

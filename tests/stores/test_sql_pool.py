@@ -15,7 +15,7 @@ import pytest
 
 from webhooks_emitter.stores import _sql
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Made:

@@ -1,4 +1,4 @@
-"""webhooks_emitter.contrib.django in a real Django project (tests/django_project).
+"""webhooks_emitter.contrib.django in a real Django project (tests/support/django_project).
 
 Django's settings are process-global, so every Django run happens in a subprocess: the
 project's own tests under Django's test runner (``manage.py test``, one subprocess per
@@ -24,7 +24,7 @@ import pytest
 
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
-PROJECT = Path(__file__).resolve().parent / "django_project"
+PROJECT = Path(__file__).resolve().parents[1] / "support" / "django_project"
 SETTINGS_ENV = ("HOOKS_DB_URL", "HOOKS_RECEIVER_URL", "HOOKS_STORE", "HOOKS_DELIVER")
 
 
@@ -54,7 +54,7 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def project_tests() -> list[str]:
-    """The test ids of tests/django_project/shop/tests.py (``shop.tests.Class.test_x``)."""
+    """The test ids of tests/support/django_project/shop/tests.py (``shop.tests.Class.test_x``)."""
     tree = ast.parse((PROJECT / "shop" / "tests.py").read_text())
     found = []
     for node in tree.body:

@@ -30,7 +30,7 @@ import pytest
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "support"
 SCRIPTS = TESTS / "scripts"
 PROJECT = TESTS / "django_project"
 BACKLOG = 2000

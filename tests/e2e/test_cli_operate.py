@@ -1,7 +1,7 @@
 """The operator commands (worker, status, failed, replay, pause, restart, migrate, purge) run as
 real programs over SQLite files and a PostgreSQL server, against a running worker.
 
-A worker is ``python -m webhooks_emitter worker --setup tests/scripts/cli_setup.py:setup``,
+A worker is ``python -m webhooks_emitter worker --setup tests/support/scripts/cli_setup.py:setup``,
 pointed at a ``testing.Receiver`` of the test by an environment variable; the test emits
 through its own ``deliver=False`` instance over the same store, and the worker delivers.
 Everything is synchronised on conditions: the worker's output lines (read in a thread),
@@ -36,19 +36,19 @@ from webhooks_emitter.stores import postgres as postgres_store
 from webhooks_emitter.stores import sqlite as sqlite_store
 from webhooks_emitter.testing import ReceivedRequest, Receiver, Response
 
-# The PostgreSQL server of tests/postgres_server.py: started by the suite, a failure (never
+# The PostgreSQL server of tests/support/postgres_server.py: started by the suite, a failure (never
 # a skip) when there is none.
 
 WAIT = 20.0  # generous: the machine may be busy; every wait ends as soon as its condition holds
-ROOT = Path(__file__).resolve().parent.parent
-SETUP = "tests/scripts/cli_setup.py:setup"  # relative to ROOT, the workers' directory
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = "tests/support/scripts/cli_setup.py:setup"  # relative to ROOT, the workers' directory
 PASSWORD = "Pw9f3kqLm"
 OPERATOR_COMMANDS = ("worker", "status", "failed", "replay", "pause", "restart", "migrate", "purge")
 
 
 def _load_cli_setup() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "cli_setup", Path(__file__).parent / "scripts" / "cli_setup.py"
+        "cli_setup", Path(__file__).resolve().parents[1] / "support" / "scripts" / "cli_setup.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

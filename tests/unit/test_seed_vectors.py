@@ -16,14 +16,15 @@ from pathlib import Path
 
 import seed_vectors
 
-TESTS = Path(__file__).resolve().parent.parent
-REPOSITORY = TESTS.parent
+TESTS = Path(__file__).resolve().parents[1] / "support"
+REPOSITORY = TESTS.parent.parent
 #: A path with a ``..`` component, or one through a ``shared`` directory.
 OUTSIDE = re.compile(r"(^|[/\\])\.\.[/\\]|[/\\]\.\.$|(^|[/\\])shared[/\\]")
 
 
 def test_the_vectors_are_read_from_the_copy_in_the_repository() -> None:
-    """``seed_vectors`` reads ``tests/vectors/seed_signatures.json``, which holds vectors."""
+    """``seed_vectors`` reads ``tests/support/vectors/seed_signatures.json``, which holds
+    vectors."""
     path = seed_vectors.find()
     assert path == TESTS / "vectors" / "seed_signatures.json"
     assert path.resolve().is_relative_to(REPOSITORY)

@@ -1,7 +1,7 @@
 """PostgreSQL end to end (CONTRACT sections 10 and 11): real server, real processes.
 
-Each test runs a real PostgreSQL (tests/postgres_server.py), a :class:`Receiver` on
-127.0.0.1 in this process, and child processes (tests/scripts/pg_node.py) that make a
+Each test runs a real PostgreSQL (tests/support/postgres_server.py), a :class:`Receiver` on
+127.0.0.1 in this process, and child processes (tests/support/scripts/pg_node.py) that make a
 ``WebhooksEmitter`` over the store: *workers* that deliver, and *web* processes
 (``deliver=False``) that emit. Every request a worker sends carries ``X-Worker: <pid>``, and
 each emitter has its own path at the receiver, which records how many tries of a path are in
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # The server and database fixtures; registered as a plugin (not imported here first), so
 # that pytest rewrites the module's asserts.
 
-SCRIPT = Path(__file__).resolve().parent / "scripts" / "pg_node.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "scripts" / "pg_node.py"
 EVENT = "order.paid"
 #: Seconds a test waits for a condition before it fails (generous: the machine is shared).
 WAIT = 15.0
@@ -168,7 +168,7 @@ def check_order(requests: list[ReceivedRequest], emitter: str, expected: list[in
 
 
 class Node:
-    """A running tests/scripts/pg_node.py: its JSON lines, its commands, its stderr."""
+    """A running tests/support/scripts/pg_node.py: its JSON lines, its commands, its stderr."""
 
     def __init__(self, store_url: str, url_template: str, *options: str) -> None:
         self._stderr = tempfile.TemporaryFile(mode="w+")

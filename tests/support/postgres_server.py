@@ -24,7 +24,7 @@ server. Fixtures, registered with ``pytest_plugins = ["postgres_server"]`` or im
 ``pg_store_url`` (function)
     the conninfo of a fresh, empty database made for one test and dropped after it.
 
-Run as a program (``python tests/postgres_server.py``) it starts a server and prints its
+Run as a program (``python tests/support/postgres_server.py``) it starts a server and prints its
 conninfo until interrupted.
 """
 

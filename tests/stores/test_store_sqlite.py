@@ -44,7 +44,7 @@ from webhooks_emitter.stores import sqlite as sqlite_module
 from webhooks_emitter.stores._base import Lease, Message, StoreError, Target
 from webhooks_emitter.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: A hard bound on each child program: far above what it needs, so only a hang reaches it.
 CHILD_TIMEOUT = 60.0
 

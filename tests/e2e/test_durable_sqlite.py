@@ -1,7 +1,7 @@
 """Durable delivery over one SQLite file, end to end (CONTRACT sections 5, 6, 10 and 14).
 
-Real child processes (``tests/scripts/durable_child.py``, and gunicorn serving
-``tests/scripts/durable_app.py``) attach, emit and print what they emitted; the tests kill
+Real child processes (``tests/support/scripts/durable_child.py``, and gunicorn serving
+``tests/support/scripts/durable_app.py``) attach, emit and print what they emitted; the tests kill
 them (kill -9, SIGTERM with Python's default handler) mid-stream, start others over the same
 file, and check at a receiver on 127.0.0.1 that every event arrived, in emit order, with its
 count of tries going on. The receiver holds its answers until the test releases them (or for
@@ -46,8 +46,8 @@ from webhooks_emitter import (
 from webhooks_emitter.stores import SQLiteStore
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parents[1] / "support" / "scripts"
 CHILD = SCRIPTS / "durable_child.py"
 #: Seconds a test waits for a condition before it fails (generous: the machine is shared).
 WAIT = 20.0

@@ -24,7 +24,8 @@ from webhooks_emitter.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 def previous_queries() -> dict[str, str]:
     """The statements of the release that made schema 2, as it shipped and filled them."""
-    text = (Path(__file__).resolve().parent / "sqlite_queries_schema_2.sql").read_text()
+    support = Path(__file__).resolve().parents[1] / "support"
+    text = (support / "sqlite_queries_schema_2.sql").read_text()
     queries = _sql.parse_queries(text)
     columns = queries.pop("state_columns")
     return {name: query.replace("__STATE_COLUMNS__", columns) for name, query in queries.items()}

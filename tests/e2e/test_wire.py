@@ -1,7 +1,7 @@
 """The request on the wire (CONTRACT.md section 4), as a real receiver on 127.0.0.1 sees it.
 
 Method, path, headers, body and signature are checked byte for byte, and the signature
-against the vectors the original Elixir library computed (their copy in ``tests/vectors``).
+against the vectors the original Elixir library computed (their copy in ``tests/support/vectors``).
 """
 
 from __future__ import annotations

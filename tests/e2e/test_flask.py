@@ -23,7 +23,7 @@ from webhooks_emitter import WebhooksEmitter, signing
 from webhooks_emitter.contrib.flask import Webhooks, get_instance, verify_webhook
 from webhooks_emitter.testing import ReceivedRequest, Receiver, capture
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "support" / "scripts"
 UNUSED_URL = "http://127.0.0.1:9/hooks"  # never reached: the tests capture or fail first
 
 
@@ -479,7 +479,7 @@ def test_worker_command_delivers_what_web_processes_stored(
 
 
 class Gunicorn:
-    """gunicorn serving tests/scripts/flask_app.py on 127.0.0.1 (a port it picks)."""
+    """gunicorn serving tests/support/scripts/flask_app.py on 127.0.0.1 (a port it picks)."""
 
     def __init__(self, receiver_url: str, workers: int = 2) -> None:
         self.process = start_process(

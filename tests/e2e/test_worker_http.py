@@ -191,7 +191,7 @@ def test_without_prometheus_client_start_refuses_saying_so(tmp_path: Path) -> No
     )
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_cli_worker_serves_its_deliveries_and_stops_serving_at_sigterm(
@@ -211,7 +211,7 @@ def test_the_cli_worker_serves_its_deliveries_and_stops_serving_at_sigterm(
     worker = subprocess.Popen(
         [
             sys.executable, "-m", "webhooks_emitter", "worker", "--store", url,
-            "--setup", "tests/scripts/cli_setup.py:setup", "--http", "127.0.0.1:0",
+            "--setup", "tests/support/scripts/cli_setup.py:setup", "--http", "127.0.0.1:0",
         ],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

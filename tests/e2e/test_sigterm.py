@@ -1,5 +1,5 @@
 """configure(handle_sigterm=True): SIGTERM unwinds the program so the exit hook delivers
-(CONTRACT section 12), tried on child processes (tests/scripts/sigterm_child.py)."""
+(CONTRACT section 12), tried on child processes (tests/support/scripts/sigterm_child.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from webhooks_emitter import Config, WebhooksEmitter, WebhooksEmitterError
 from webhooks_emitter.testing import ReceivedRequest, Receiver
 
-SCRIPT = Path(__file__).resolve().parent / "scripts" / "sigterm_child.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "scripts" / "sigterm_child.py"
 
 
 class Child:

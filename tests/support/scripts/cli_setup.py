@@ -1,5 +1,5 @@
 """A ``--setup`` target for the worker tests (``webhooks-emitter worker --setup
-tests/scripts/cli_setup.py:setup``): attaches one emitter, configured by environment
+tests/support/scripts/cli_setup.py:setup``): attaches one emitter, configured by environment
 variables so that each test points it at its own receiver.
 
 ``CLI_SETUP_URL`` (required)

@@ -1,4 +1,4 @@
-"""The memory store keeps the store contract (tests/store_contract.py), leases aside."""
+"""The memory store keeps the store contract (tests/stores/store_contract.py), leases aside."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``request_timeout`` bounds a try as a whole: every address a name has, and the name lookup.
 
-The receivers are raw-socket servers on 127.0.0.1 (tests/faultservers.py). Names are answered
-by replacing ``socket.getaddrinfo`` in-process (the resolver the library calls), and a
+The receivers are raw-socket servers on 127.0.0.1 (tests/support/faultservers.py). Names
+are answered by replacing ``socket.getaddrinfo`` in-process (the resolver the library calls), and a
 public address is refused in-process by the network fence of conftest.py: nothing leaves
 loopback. Tests drive either the transport alone (one try, to see exactly what it did) or a
 whole emitter through the public API.
