@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from . import _observe
 from ._config import Config, EmitterStats
 from ._context import EmitterContext
 from ._delivery import RetryPolicy
@@ -378,6 +379,8 @@ class Emitter:
         """A delivering thread: runs the plan's worker program, performing its ops."""
         plan = self.plan
         ctx = self.ctx
+        # Observer hooks name no instance: they learn it from the thread they run in.
+        _observe.delivering_for.instance = ctx
         transport: Optional[Any] = None
         generation = -1
         program = worker(plan, _clock, self._on_lease, self._on_timer)

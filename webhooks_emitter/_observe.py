@@ -39,6 +39,7 @@ __all__ = [
     "Tally",
     "TryScope",
     "add_observer",
+    "delivering_for",
     "dropped_so_far",
     "remove_observer",
     "result_of",
@@ -96,6 +97,11 @@ OBSERVERS: tuple[Observer, ...] = ()
 trace_capture: Optional[Callable[[], Optional[str]]] = None
 
 _lock = threading.Lock()
+
+#: The instance a delivering thread works for (``delivering_for.instance``), set by the
+#: engine when the thread starts: the hooks run in that thread, so an observer scoped to one
+#: instance tells its tries from another instance's tries of an emitter with the same id.
+delivering_for = threading.local()
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +247,15 @@ class Tally(Observer):
         ]
 
     def covers(self, emitter_id: str) -> bool:
-        """Whether a hook about ``emitter_id`` concerns a watched instance. Hooks do not
-        name their instance: with one instance watched, an id attached to it is taken as its."""
-        return self.instance is None or emitter_id in self.instance._emitters
+        """Whether a hook about ``emitter_id`` concerns a watched instance: the instance the
+        calling delivering thread works for (``delivering_for``); from any other thread, an
+        id attached to the watched instance is taken as its."""
+        if self.instance is None:
+            return True
+        working_for = getattr(delivering_for, "instance", None)
+        if working_for is not None:
+            return working_for is self.instance
+        return emitter_id in self.instance._emitters
 
     def label(self, emitter_id: str) -> str:
         """The ``emitter`` label (or attribute) of ``emitter_id``'s series."""

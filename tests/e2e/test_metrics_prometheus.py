@@ -279,6 +279,36 @@ def test_one_instance_is_reported_and_not_another(
         other.shutdown(1)
 
 
+def test_another_instance_with_the_same_emitter_id_is_not_counted(
+    hub: WebhooksEmitter, registry: CollectorRegistry, collect: Any, fast: Callable[..., Config]
+) -> None:
+    """Engine. Two instances attach the same id (as two Flask apps with one settings file
+    do): ``register(hub)`` counts hub's tries and outcomes only, not the other's 500s."""
+    other = WebhooksEmitter()
+    try:
+        with Receiver() as good, Receiver(responder=lambda request: 500) as bad:
+            other.attach("billing", "order.paid", fast(bad.url, max_attempts=1))
+            hub.attach("billing", "order.paid", fast(good.url))
+            other.emit("order.paid", {"n": 1})
+            other.emit("order.paid", {"n": 2})
+            hub.emit("order.paid", {"n": 3})
+            assert other.flush(WAIT) and hub.flush(WAIT)
+            assert len(bad.requests) == 2 and len(good.requests) == 1
+        wait_value(
+            registry, "webhooks_emitter_deliveries_total", 1, emitter="billing",
+            outcome="delivered",
+        )
+        assert not value(
+            registry, "webhooks_emitter_tries_total", emitter="billing", result="5xx"
+        )
+        assert not value(
+            registry, "webhooks_emitter_deliveries_total", emitter="billing", outcome="given_up"
+        )
+        assert value(registry, "webhooks_emitter_tries_total", emitter="billing", result="2xx") == 1
+    finally:
+        other.shutdown(1)
+
+
 def test_register_without_an_instance_reports_instances_made_later(
     registry: CollectorRegistry,
 ) -> None:
