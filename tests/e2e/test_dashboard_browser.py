@@ -65,9 +65,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    # With the driver's path given Selenium skips its Manager; offline in case it did not.
+    # With the driver's path given Selenium skips its Manager; offline and without its usage
+    # statistics in case it did not (no packet may leave the machine).
     env = pytest.MonkeyPatch()
     env.setenv("SE_OFFLINE", "true")
+    env.setenv("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
