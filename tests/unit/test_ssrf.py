@@ -20,7 +20,7 @@ from conftest import NetworkFence
 from faultservers import WAIT, ForwardProxy, Results, closed_port
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
-from webhooks_emitter._transport import NetworkPolicy
+from webhooks_emitter._network import NetworkPolicy
 from webhooks_emitter.testing import Receiver
 
 PUBLIC = "93.184.216.34"  # a globally routable address; the fence refuses any connect to it
