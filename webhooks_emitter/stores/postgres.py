@@ -13,8 +13,10 @@ and emitter: queued, or failed when given up; delivered rows are deleted), ``emi
 ``_pg_schema.py``
     the schema: versions, creation and upgrades, the named queries;
 ``_pg_pool.py``
-    the store's own connections (the pool, the session that vouches for its leases) and
-    what keeps passwords out of messages;
+    the store's own connections (their health check, the session that vouches for its
+    leases) and what keeps passwords out of messages; the pool is ``_sql.Pool``, the one
+    both SQL stores share (bounded here by ``pool_size``), and the named queries are read
+    by ``_sql.load_queries``, as the SQLite store's are;
 ``_pg_notify.py``
     LISTEN and the wake-up of a waiting worker;
 ``_pg_caller.py``
@@ -138,12 +140,14 @@ from ._pg_caller import CallerWriter, is_driver_error
 from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
 from ._pg_pool import (
     _PASSWORD_KV,
-    Pool,
     SessionLock,
+    close_quietly,
     first_line,
+    looks_alive,
     parse_problem,
     redact,
     redact_loosely,
+    reusable,
     server_name,
 )
 from ._pg_room import RoomCheck
@@ -157,6 +161,7 @@ from ._pg_schema import (
     queries,
     read_version,
 )
+from ._sql import Pool
 
 if TYPE_CHECKING:
     import psycopg
@@ -292,7 +297,14 @@ class PostgresStore(Store):
         """State that belongs to one process (made again in a forked child)."""
         self._pid = os.getpid()
         self._open_lock = threading.Lock()
-        self._pool = Pool(self._connect, self.pool_size)
+        # Each connect is bounded by the store's timeout on its own: the wait for a place
+        # in the pool before it is bounded by the call's deadline.
+        self._pool: Pool[Conn] = Pool(
+            lambda: self._connect(time.monotonic() + self.timeout),
+            close_quietly,
+            size=self.pool_size,
+            check=looks_alive,
+        )
         self._listener = Listener(
             self._connect, self.channel, self.describe, self._scrub, self.open
         )
@@ -373,7 +385,7 @@ class PostgresStore(Store):
         pool = self._pool
         for attempt in (1, 2):
             try:
-                conn = pool.get(deadline)
+                conn = pool.take(deadline)
             except (TimeoutError, psycopg.Error, OSError) as exc:
                 raise self._error(what, exc) from exc
             try:
@@ -390,7 +402,7 @@ class PostgresStore(Store):
                     continue
                 raise self._error(what, exc) from exc
             finally:
-                pool.put(conn)
+                pool.give(conn, reusable(conn))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(
@@ -479,7 +491,7 @@ class PostgresStore(Store):
 
     def after_fork(self) -> None:
         """In a forked child: forget (never close) the parent's connections; open new ones."""
-        self._pool.abandon()
+        self._pool.after_fork()  # sets the parent's connections aside, never closed
         self._session.abandon()
         self._listener.abandon()
         self._setup_process()
