@@ -126,6 +126,7 @@ import weakref
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
+from .. import _validate
 from ._base import (
     EmitterState,
     FailedEvent,
@@ -696,14 +697,24 @@ class PostgresStore(Store):
             {"emitter_id": emitter_id, "token": self._token(lease), "skip": list(skip),
              "limit": limit},
         )
-        events = []
-        for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
-             status_code, error, trace_context) in rows:
-            events.append(StoredEvent(
-                seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
-                next_at, emitted_at, status_code, error, trace_context,
-            ))
-        return events
+        return [self._event(emitter_id, row) for row in rows]
+
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        limit = _validate.integer("limit", limit, minimum=0)
+        if limit == 0:
+            return []
+        rows = self._query("queued_events", {"emitter_id": emitter_id, "limit": limit})
+        return [self._event(emitter_id, row) for row in rows]
+
+    @staticmethod
+    def _event(emitter_id: str, row: Row) -> StoredEvent:
+        """A StoredEvent from a row of the ``fetch`` or ``queued_events`` query."""
+        (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+         status_code, error, trace_context) = row
+        return StoredEvent(
+            seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
+            next_at, emitted_at, status_code, error, trace_context,
+        )
 
     def _params(self, kind: str, lease: Lease, event: StoredEvent, now: float = 0.0
                 ) -> dict[str, Any]:

@@ -65,6 +65,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Optional, Union
 
+from .. import _validate
 from . import _holders, _sql
 from ._base import (
     EmitterState,
@@ -523,6 +524,19 @@ class SQLiteStore(Store):
             return events
 
         return self._run("fetch events", work, READ)
+
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        limit = _validate.integer("limit", limit, minimum=0)
+        if limit == 0:
+            return []
+
+        def work(cur: sqlite3.Cursor) -> list[StoredEvent]:
+            # The fetch query names no lease in this store (begin_try checks it): the same
+            # plain read, in no transaction and under no write lock.
+            rows = cur.execute(self._q["fetch"], (emitter_id, limit)).fetchall()
+            return [self._event(emitter_id, row) for row in rows]
+
+        return self._run("read the queued events", work, READ)
 
     @staticmethod
     def _event(emitter_id: str, row: Sequence[Any]) -> StoredEvent:
