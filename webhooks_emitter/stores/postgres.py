@@ -248,8 +248,8 @@ class PostgresStore(Store):
                 f"schema must be a lowercase SQL identifier (a-z, 0-9, _; not starting with a "
                 f"digit or pg_; at most 63 characters), got {schema!r}"
             )
-        self.lease_timeout = _seconds("lease_timeout", lease_timeout)
-        self.timeout = _seconds("timeout", timeout)
+        self.lease_timeout = _validate.number("lease_timeout", lease_timeout, strict=True)
+        self.timeout = _validate.number("timeout", timeout, strict=True)
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, not {type(create).__name__}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int):
@@ -881,14 +881,6 @@ class PostgresStore(Store):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _utc(seconds: float) -> datetime.datetime:

@@ -57,7 +57,6 @@ uses).
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sqlite3
 import stat
@@ -104,14 +103,6 @@ def _load_queries() -> dict[str, str]:
 
 
 _QUERIES = _load_queries()
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _padded(ids: list[str]) -> Iterator[tuple[str, list[str]]]:
@@ -196,8 +187,8 @@ class SQLiteStore(Store):
         # the lock file (closing a second one would drop the locks: see _holders).
         self._leases_path = os.path.realpath(self.path) + "-leases"
         self.synchronous = synchronous.lower()
-        self.lease_timeout = _positive("lease_timeout", lease_timeout)
-        self.timeout = _positive("timeout", timeout)
+        self.lease_timeout = _validate.number("lease_timeout", lease_timeout, strict=True)
+        self.timeout = _validate.number("timeout", timeout, strict=True)
         self.create = create
         self._q = _QUERIES
         self._file = SQLiteFile(
