@@ -216,6 +216,7 @@ pool = _sql.Pool(
     lambda: sqlite3.connect(path, check_same_thread=False),
     lambda conn: (closed.append(id(conn)), conn.close()),
     on_fork=lambda: forks.append(os.getpid()),
+    size=int(sys.argv[2]) or None,
 )
 parent = pool.take()
 parent.execute("CREATE TABLE t (x)")
@@ -246,14 +247,16 @@ print(json.dumps({"status": status, "same": conn is parent, "closed": closed, "f
 """
 
 
+@pytest.mark.parametrize("size", [0, 1], ids=["unbounded", "bounded-to-1"])
 def test_a_forked_child_makes_its_own_connections_and_closes_none_inherited(
-    tmp_path: Path,
+    tmp_path: Path, size: int
 ) -> None:
     """In a forked child the pool sets the parent's connections aside (unused, unclosed),
-    calls ``on_fork`` once, and makes its own; the parent's go on working."""
+    calls ``on_fork`` once, and makes its own; the parent's go on working. A bounded pool
+    does not count the inherited ones: a child of a full pool of one still gets its own."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     completed = subprocess.run(
-        [sys.executable, "-c", FORK, str(tmp_path / "fork.db")],
+        [sys.executable, "-c", FORK, str(tmp_path / "fork.db"), str(size)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,9 +8,9 @@
     database connection's close path run in the child would act on a socket or file its
     parent still uses (SQLite's locks, PostgreSQL's session). They are kept referenced until
     the process ends, and the child makes its own.
-    Optionally bounded (``size``: PostgreSQL's connections are a server resource, SQLite's
-    are not), then :meth:`Pool.take` waits for one given back, until a deadline; and
-    optionally checked (``check``) before an idle connection is handed out, so that one the
+    A pool may be bounded by ``size`` (PostgreSQL's connections are a server resource,
+    SQLite's are not): :meth:`Pool.take` then waits, until a deadline, for one given back.
+    It may check (``check``) an idle connection before handing it out, so that one the
     server closed meanwhile is replaced rather than failing the caller's call.
 ``parse_queries`` / ``load_queries``
     Statements kept in a ``.sql`` file of the package, each in a section that starts with a
