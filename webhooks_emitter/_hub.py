@@ -7,14 +7,13 @@ import logging
 import math
 import multiprocessing.util
 import os
-import signal
 import threading
 import time
 import weakref
 from collections.abc import Collection, Iterable
 from typing import Any, Callable, Optional, Union
 
-from . import _observe
+from . import _observe, _signals, _validate
 from ._config import Config, EmitterStats
 from ._emitter import Emitter
 from ._encoding import check_name, check_request_id, encode_payload, new_request_id
@@ -37,16 +36,6 @@ _instances: weakref.WeakSet[WebhooksEmitter] = weakref.WeakSet()
 # the program dropped still has its events delivered at exit (its threads still run).
 _attached: set[WebhooksEmitter] = set()
 _attached_lock = threading.Lock()
-
-
-def _seconds(name: str, value: object, *, positive: bool = False) -> float:
-    """``value`` as seconds >= 0 (infinity allowed), or TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        rule = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return float(value)
 
 
 def _deadline(seconds: float) -> Optional[float]:
@@ -107,8 +96,10 @@ class WebhooksEmitter:
         deliver: bool = True,
         idle_timeout: float = 30.0,
     ) -> None:
-        self._exit_timeout = _seconds("exit_timeout", exit_timeout)
-        self._idle_timeout = _seconds("idle_timeout", idle_timeout, positive=True)
+        self._exit_timeout = _validate.number("exit_timeout", exit_timeout, finite=False)
+        self._idle_timeout = _validate.number(
+            "idle_timeout", idle_timeout, strict=True, finite=False
+        )
         if not isinstance(deliver, bool):
             raise TypeError(f"deliver must be a bool, not {type(deliver).__name__}")
         self._store: Store = MemoryStore() if store is None else _to_store(store)
@@ -164,9 +155,11 @@ class WebhooksEmitter:
             WebhooksEmitterError: ``store`` was given while emitters are attached.
         """
         if exit_timeout is not None:
-            self._exit_timeout = _seconds("exit_timeout", exit_timeout)
+            self._exit_timeout = _validate.number("exit_timeout", exit_timeout, finite=False)
         if idle_timeout is not None:
-            self._idle_timeout = _seconds("idle_timeout", idle_timeout, positive=True)
+            self._idle_timeout = _validate.number(
+            "idle_timeout", idle_timeout, strict=True, finite=False
+        )
         if deliver is not None and not isinstance(deliver, bool):
             raise TypeError(f"deliver must be a bool, not {type(deliver).__name__}")
         if store is not None or deliver is not None:
@@ -189,7 +182,7 @@ class WebhooksEmitter:
                     f"handle_sigterm must be a bool, not {type(handle_sigterm).__name__}"
                 )
             if handle_sigterm:
-                install_sigterm_handler()
+                _signals.exit_on_sigterm()
 
     @property
     def exit_timeout(self) -> float:
@@ -517,11 +510,7 @@ class WebhooksEmitter:
     def failed(self, emitter_id: str, limit: int = 100) -> list[FailedEvent]:
         """The events ``emitter_id`` gave up, oldest first (in emit order), up to ``limit``."""
         emitter_id = check_name(emitter_id, "emitter_id")
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit!r}")
-        return self._store.failed(emitter_id, limit)
+        return self._store.failed(emitter_id, _validate.integer("limit", limit, minimum=1))
 
     def replay(self, emitter_id: str, request_ids: Optional[Iterable[str]] = None) -> int:
         """Queue failed events again (all, or those request ids), at the tail, in their
@@ -686,7 +675,11 @@ class WebhooksEmitter:
             delivered it; False if ``timeout`` passed first. Paused emitters are not waited
             for; an instance made with ``deliver=False`` returns True at once.
         """
-        deadline = None if timeout is None else _deadline(_seconds("timeout", timeout))
+        deadline = (
+            None
+            if timeout is None
+            else _deadline(_validate.number("timeout", timeout, finite=False))
+        )
         if not self._deliver:
             return True
         with self._lock:
@@ -722,7 +715,7 @@ class WebhooksEmitter:
         self._shutdown(timeout, "shut down")
 
     def _shutdown(self, timeout: float, reason: str) -> None:
-        deadline = _deadline(_seconds("timeout", timeout))
+        deadline = _deadline(_validate.number("timeout", timeout, finite=False))
         with self._lock:
             if self._closing:
                 return
@@ -845,18 +838,3 @@ class _MultiprocessingHook:
 
 _mp_hook = _MultiprocessingHook()
 multiprocessing.util.register_after_fork(_mp_hook, _MultiprocessingHook.in_child)
-
-
-def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
-def install_sigterm_handler() -> bool:
-    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, where it still has
-    Python's default action; returns whether the handler was installed."""
-    if threading.current_thread() is not threading.main_thread():
-        raise WebhooksEmitterError("handle_sigterm must be configured from the main thread")
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return False  # the program's own handler, or an ignored SIGTERM, is left as it is
-    signal.signal(signal.SIGTERM, _raise_exit)
-    return True

@@ -498,6 +498,27 @@ def test_queued_events_are_read_from_sqlite(store: SQLiteStore) -> None:
     assert [e.request_id for e in events or []] == ["r-3"]
 
 
+def test_a_store_that_cannot_list_its_queue_shows_no_queued_events() -> None:
+    """A store keeping ``Store.queued_events``'s default (NotImplementedError) gets None:
+    the page says it cannot list them, rather than failing."""
+    from webhooks_emitter.stores import MemoryStore
+
+    class NoListing(MemoryStore):
+        queued_events = Store.queued_events
+
+    store = NoListing()
+    store.register("billing")
+    assert _data.queued_events(store, "billing", 10) is None
+
+
+def test_the_dashboard_reads_queued_events_through_the_store_interface_only() -> None:
+    """``_dashboard/_data.py`` reaches no store internal (``_run``, ``_lanes``, SQL of its
+    own): the read-only ``Store.queued_events`` is its only way to the queue."""
+    source = Path(_data.__file__).read_text(encoding="utf-8")
+    for internal in ("._run", "_lanes", "SELECT ", '"_run"', '"_lanes"'):
+        assert internal not in source, internal
+
+
 def test_the_command_prints_one_line_and_ends_on_ctrl_c(store: SQLiteStore) -> None:
     """One line with the URL (127.0.0.1, a token), nothing else; SIGINT (Ctrl-C) ends it
     with exit status 0 and nothing on standard error."""

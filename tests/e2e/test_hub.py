@@ -277,6 +277,35 @@ def test_bad_arguments(api: Any, receiver: Receiver, fast: Callable[..., Config]
     assert api.list_emitters() == []
 
 
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda h: h.failed("e", limit=0), ValueError, "limit must be >= 1"),
+        (lambda h: h.failed("e", limit=2.0), TypeError, "limit must be an int"),
+        (lambda h: h.failed("e", limit=True), TypeError, "limit must be an int"),
+        (lambda h: h.configure(exit_timeout=-1), ValueError, "exit_timeout must be"),
+        (lambda h: h.configure(exit_timeout=float("nan")), ValueError, "exit_timeout"),
+        (lambda h: h.configure(idle_timeout=0), ValueError, "idle_timeout must be a number > 0"),
+        (lambda h: h.configure(idle_timeout="5"), TypeError, "idle_timeout"),
+        (lambda h: h.flush(timeout=float("nan")), ValueError, "timeout must be"),
+    ],
+)
+def test_bad_limits_and_seconds_are_refused_naming_the_argument(
+    call: Callable[[webhooks_emitter.WebhooksEmitter], Any], error: type, words: str
+) -> None:
+    """``failed``'s limit (an int >= 1), ``exit_timeout`` (>= 0), ``idle_timeout`` (> 0)
+    and ``flush``'s timeout are checked by the shared validators, and the message names the
+    argument; infinity stays a valid "no deadline"."""
+    hub = webhooks_emitter.WebhooksEmitter(1.0)
+    try:
+        with pytest.raises(error, match=words):
+            call(hub)
+        hub.configure(exit_timeout=float("inf"), idle_timeout=float("inf"))
+        assert hub.failed("e", limit=1) == []
+    finally:
+        hub.shutdown(0)
+
+
 def test_module_functions_act_on_the_default_instance(
     receiver: Receiver, fast: Callable[..., Config]
 ) -> None:

@@ -229,6 +229,66 @@ class StoreContract:
         assert store.acquire("nobody", LEASE)
         assert store.fetch("nobody", LEASE, 10) == []
 
+    # -- an operator's look at the queue ------------------------------------------------------
+
+    def test_queued_events_lists_the_oldest_queued_without_a_lease(self, store: Store) -> None:
+        """``queued_events`` answers the oldest queued events in emit order, at most
+        ``limit``, with their tries and last error, and leaves out failed ones; it takes no
+        lease (another holder's lease stays, and that holder's fetch answers them all)."""
+        fill(store, "e1", 5)
+        events = take(store, "e1", limit=2, lease=OTHER)
+        events[0].attempts = 1
+        assert store.begin_try(OTHER, events[0], time.time())
+        events[0].status_code, events[0].error, events[0].next_at = 503, "HTTP 503", 0.0
+        assert store.retry_later(OTHER, events[0])
+        assert store.give_up(OTHER, events[1])
+        listed = store.queued_events("e1", limit=3)
+        assert request_ids(listed) == ["req-0", "req-2", "req-3"]
+        assert all(isinstance(event, StoredEvent) for event in listed)
+        assert [e.emitter_id for e in listed] == ["e1"] * 3
+        assert (listed[0].attempts, listed[0].status_code, listed[0].error) == (
+            1, 503, "HTTP 503")
+        assert listed[1].body == b'{"n":2}' and listed[1].attempts == 0
+        assert request_ids(store.queued_events("e1")) == ["req-0", "req-2", "req-3", "req-4"]
+        # Nothing changed: the lease is the other holder's still, and its fetch answers
+        # every queued event (none was taken by the listing).
+        assert store.state("e1").lease_holder in (None, OTHER.holder)
+        if self.durable:
+            assert store.state("e1").lease_holder == OTHER.holder
+            assert not store.acquire("e1", LEASE)
+        again = store.fetch("e1", OTHER, 10)
+        assert request_ids(again) == ["req-0", "req-2", "req-3", "req-4"]
+
+    def test_queued_events_are_copies_and_change_nothing(self, store: Store) -> None:
+        """Changing an event ``queued_events`` answered changes nothing in the store, and
+        a listing does not count as a fetch (a later fetch answers the same events)."""
+        fill(store, "e1", 2)
+        listed = store.queued_events("e1")
+        listed[0].attempts = 7
+        listed[0].error = "changed by a reader"
+        assert request_ids(take(store, "e1")) == ["req-0", "req-1"]
+        (first, _second) = store.queued_events("e1")
+        assert (first.attempts, first.error) == (0, None)
+        assert store.state("e1").queued == 2
+
+    def test_queued_events_of_an_unknown_emitter_or_limit_0_are_empty(
+        self, store: Store
+    ) -> None:
+        """An id the store never saw, or ``limit=0``, answers an empty list."""
+        fill(store, "e1", 1)
+        assert store.queued_events("nobody") == []
+        assert store.queued_events("e1", limit=0) == []
+
+    @pytest.mark.parametrize(
+        ("limit", "error"), [(-1, ValueError), (2.5, TypeError), (True, TypeError)]
+    )
+    def test_queued_events_refuses_a_bad_limit_naming_it(
+        self, store: Store, limit: Any, error: type[Exception]
+    ) -> None:
+        """A limit that is not an int >= 0 is refused, and the message names ``limit``."""
+        with pytest.raises(error, match="limit"):
+            store.queued_events("e1", limit=limit)
+
     # -- one try ----------------------------------------------------------------------------
 
     def test_begin_try_records_the_try(self, store: Store) -> None:

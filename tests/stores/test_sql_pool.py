@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,92 @@ def test_close_closes_idle_connections_at_once_and_busy_ones_when_given_back() -
     assert fresh not in (idle, busy)
 
 
+def test_the_postgresql_queries_load_with_the_schema_substituted() -> None:
+    """``load_queries(..., substitute)`` replaces placeholders before parsing: the
+    PostgreSQL store's statements name its schema, each on one line."""
+    queries = _sql.load_queries(
+        "webhooks_emitter.stores", "sql/postgres_queries.sql", {"__SCHEMA__": '"s1"'}
+    )
+    assert '"s1".emitters' in queries["register"]
+    assert "__SCHEMA__" not in "".join(queries.values())
+    assert all("\n" not in statement for statement in queries.values())
+
+
+def test_a_bounded_pool_makes_no_more_than_size_and_times_out_when_all_are_busy() -> None:
+    """With ``size``, a take while every connection is in use waits until ``deadline`` and
+    then raises TimeoutError saying so; without a deadline it does not wait at all."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close, size=2)
+    first, second = pool.take(), pool.take()
+    with pytest.raises(TimeoutError, match="all 2 connections of the store stayed busy"):
+        pool.take(time.monotonic() + 0.01)
+    with pytest.raises(TimeoutError, match="stayed busy"):
+        pool.take()
+    assert len(made.made) == 2
+    pool.give(first)
+    assert pool.take() is first
+    pool.give(first)
+    pool.give(second)
+
+
+def test_a_bounded_pool_hands_a_connection_given_back_to_a_waiting_thread() -> None:
+    """A thread waiting on a full pool gets the connection another gives back."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close, size=1)
+    held = pool.take()
+    got: list[sqlite3.Connection] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.take(time.monotonic() + 60)))
+    waiter.start()
+    # The waiter is blocked until a connection comes back: it has nothing yet.
+    assert not got
+    pool.give(held)
+    waiter.join(60)
+    assert got == [held] and len(made.made) == 1
+
+
+def test_a_connection_discarded_frees_its_place_in_a_bounded_pool() -> None:
+    """``discard`` (a broken connection) frees its place: the next take makes a new one."""
+    made = Made()
+    pool = _sql.Pool(made.connect, made.close, size=1)
+    broken = pool.take()
+    pool.discard(broken)
+    fresh = pool.take(time.monotonic() + 60)
+    assert fresh is not broken and made.closed == [broken] and pool.connections == [fresh]
+
+
+def test_a_failed_connect_frees_its_place_in_a_bounded_pool() -> None:
+    """A connect that raises leaves nothing pooled and its place free."""
+    made = Made()
+    failures = [OSError("refused")]
+
+    def connect() -> sqlite3.Connection:
+        if failures:
+            raise failures.pop()
+        return made.connect()
+
+    pool = _sql.Pool(connect, made.close, size=1)
+    with pytest.raises(OSError, match="refused"):
+        pool.take()
+    assert pool.connections == []
+    assert pool.take() is made.made[0]
+
+
+@pytest.mark.parametrize("size", [None, 2])
+def test_an_idle_connection_that_fails_the_check_is_closed_and_replaced(
+    size: int | None,
+) -> None:
+    """``check`` is asked before an idle connection is handed out: one that fails it is
+    closed and another made, bounded pool or not."""
+    made = Made()
+    dead: set[int] = set()
+    pool = _sql.Pool(made.connect, made.close, size=size, check=lambda c: id(c) not in dead)
+    conn = pool.take()
+    pool.give(conn)
+    dead.add(id(conn))
+    fresh = pool.take()
+    assert fresh is not conn and made.closed == [conn] and pool.connections == [fresh]
+
+
 FORK = """
 import json, os, sqlite3, sys
 from webhooks_emitter.stores import _sql
@@ -128,6 +216,7 @@ pool = _sql.Pool(
     lambda: sqlite3.connect(path, check_same_thread=False),
     lambda conn: (closed.append(id(conn)), conn.close()),
     on_fork=lambda: forks.append(os.getpid()),
+    size=int(sys.argv[2]) or None,
 )
 parent = pool.take()
 parent.execute("CREATE TABLE t (x)")
@@ -158,14 +247,16 @@ print(json.dumps({"status": status, "same": conn is parent, "closed": closed, "f
 """
 
 
+@pytest.mark.parametrize("size", [0, 1], ids=["unbounded", "bounded-to-1"])
 def test_a_forked_child_makes_its_own_connections_and_closes_none_inherited(
-    tmp_path: Path,
+    tmp_path: Path, size: int
 ) -> None:
     """In a forked child the pool sets the parent's connections aside (unused, unclosed),
-    calls ``on_fork`` once, and makes its own; the parent's go on working."""
+    calls ``on_fork`` once, and makes its own; the parent's go on working. A bounded pool
+    does not count the inherited ones: a child of a full pool of one still gets its own."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     completed = subprocess.run(
-        [sys.executable, "-c", FORK, str(tmp_path / "fork.db")],
+        [sys.executable, "-c", FORK, str(tmp_path / "fork.db"), str(size)],
         capture_output=True,
         text=True,
         timeout=60,

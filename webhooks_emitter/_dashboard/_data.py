@@ -8,10 +8,9 @@ and the stores, so the CLI, Django and Flask mounts share one code path with the
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import attrs
 
@@ -20,6 +19,7 @@ from .._reports import list_failed, replay_failed, status
 from .._settings import require_durable
 from ..exceptions import EmitterNotFoundError
 from ..stores import EmitterState, FailedEvent, Store
+from ..stores._base import StoredEvent
 
 __all__ = [
     "Detail",
@@ -172,19 +172,6 @@ def _values(state: EmitterState) -> dict[str, Any]:
 
 
 # -- the oldest queued events --------------------------------------------------------------------
-#
-# The Store protocol reads queued events only under a lease (fetch), which an operator's page
-# must never take. Until the stores grow a read-only ``queued_events(emitter_id, limit)``
-# (used here first when present), each store is read in its own terms, read-only.
-
-_SQLITE_QUEUED = (
-    "SELECT event, request_id, attempts, emitted_at, status_code, error, body FROM events "
-    "WHERE emitter_id = ? AND state = 'queued' ORDER BY seq LIMIT ?"
-)
-_POSTGRES_QUEUED = (
-    "SELECT event, request_id, attempts, emitted_at, status_code, error, body FROM {schema}.events "
-    "WHERE emitter_id = %s AND failed_at IS NULL ORDER BY emitter_id, seq LIMIT %s"
-)
 
 
 def _when(seconds: Optional[float]) -> Optional[datetime.datetime]:
@@ -193,8 +180,8 @@ def _when(seconds: Optional[float]) -> Optional[datetime.datetime]:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
-def _from_stored(event: Any) -> QueuedEvent:
-    """A :class:`QueuedEvent` from an object with ``StoredEvent``'s attributes."""
+def _from_stored(event: StoredEvent) -> QueuedEvent:
+    """The :class:`QueuedEvent` shown for a stored one."""
     return QueuedEvent(
         event=event.event,
         request_id=event.request_id,
@@ -206,70 +193,18 @@ def _from_stored(event: Any) -> QueuedEvent:
     )
 
 
-def _queued(rows: Sequence[Sequence[Any]]) -> list[QueuedEvent]:
-    return [
-        QueuedEvent(
-            event=str(event),
-            request_id=str(request_id),
-            attempts=int(attempts),
-            emitted_at=_when(emitted_at),
-            status_code=status_code,
-            error=error,
-            body=bytes(body),
-        )
-        for event, request_id, attempts, emitted_at, status_code, error, body in rows
-    ]
-
-
 def queued_events(store: Store, emitter_id: str, limit: int) -> Optional[list[QueuedEvent]]:
-    """The oldest ``limit`` queued events of ``emitter_id``, or None when this kind of store
-    cannot list them without a lease.
+    """The oldest ``limit`` queued events of ``emitter_id`` (``Store.queued_events``: read
+    only, under no lease), or None when this kind of store cannot list them.
 
     Raises:
         StoreError: the store could not be read.
     """
-    listing: Optional[Callable[[str, int], Sequence[Any]]] = getattr(store, "queued_events", None)
-    if listing is not None:
-        return [_from_stored(e) for e in listing(emitter_id, limit)]
-    kind = type(store).__name__
-    if kind == "SQLiteStore":
-        run = getattr(store, "_run", None)
-        if run is None:
-            return None
-
-        def read(cur: Any) -> list[QueuedEvent]:
-            return _queued(cur.execute(_SQLITE_QUEUED, (emitter_id, limit)).fetchall())
-
-        # Mode 0 is the store's plain read (no write lock, no transaction).
-        result: list[QueuedEvent] = run("read the queued events", read, 0)
-        return result
-    if kind == "PostgresStore":
-        run = getattr(store, "_run", None)
-        schema = getattr(store, "schema", None)
-        if run is None or not isinstance(schema, str):
-            return None
-        store.open()
-        sql = _POSTGRES_QUEUED.format(schema='"' + schema.replace('"', '""') + '"')
-
-        def select(conn: Any) -> list[QueuedEvent]:
-            return _queued(conn.execute(sql, (emitter_id, limit)).fetchall())
-
-        found: list[QueuedEvent] = run("reading the queued events failed", select)
-        return found
-    if kind == "MemoryStore":
-        return _memory_queued(store, emitter_id, limit)
-    return None
-
-
-def _memory_queued(store: Any, emitter_id: str, limit: int) -> Optional[list[QueuedEvent]]:
-    lanes = getattr(store, "_lanes", None)
-    lane = lanes.get(emitter_id) if isinstance(lanes, dict) else None
-    if lane is None:
-        return [] if isinstance(lanes, dict) else None
-    lock: threading.Lock = lane.lock
-    with lock:
-        events = sorted([*lane.fetched.values(), *lane.pending], key=lambda e: e.seq)[:limit]
-    return [_from_stored(e) for e in events]
+    try:
+        events = store.queued_events(emitter_id, limit)
+    except NotImplementedError:
+        return None
+    return [_from_stored(event) for event in events]
 
 
 # -- actions --------------------------------------------------------------------------------------

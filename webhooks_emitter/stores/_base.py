@@ -459,6 +459,22 @@ class Store(abc.ABC):
         started = None if begin is None else self.begin_try(lease, begin, now)
         return answers, started
 
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        """Up to ``limit`` queued events of ``emitter_id``, oldest first (emit order), for
+        an operator to look at: read-only, no lease needed, nothing changed (a fetched
+        event stays queued and its holder's window untouched). The events are copies:
+        changing one changes nothing in the store.
+
+        A store that cannot list its queue without a lease keeps this default, which
+        raises NotImplementedError (the dashboard then shows no queued events).
+
+        Raises:
+            TypeError, ValueError: ``limit`` is not an int >= 0.
+            NotImplementedError: this store cannot list queued events.
+            StoreError: the store could not be read.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its queued events")
+
     # -- flush ------------------------------------------------------------------------------
 
     @abc.abstractmethod

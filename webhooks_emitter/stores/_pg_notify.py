@@ -29,7 +29,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ._pg_pool import _INHERITED, close_quietly, first_line, readable
+from ._pg_pool import close_quietly, first_line, readable
+from ._sql import keep_forever
 
 if TYPE_CHECKING:
     from ._pg_pool import Conn
@@ -198,7 +199,7 @@ class Listener:
     def abandon(self) -> None:
         """In a forked child: forget the parent's connection (never closed) and sockets."""
         if self._conn is not None:
-            _INHERITED.append(self._conn)
+            keep_forever(self._conn)
         self._conn = None
         for sock in (self._wake_r, self._wake_w):
             sock.close()  # this process's copy only; the parent's stays open

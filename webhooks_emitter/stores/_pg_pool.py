@@ -1,5 +1,6 @@
-"""The PostgreSQL store's own connections: the pool, the session that vouches for its leases,
-and what keeps passwords out of every message.
+"""The PostgreSQL store's own connections: their health check, the session that vouches for
+its leases, and what keeps passwords out of every message. (The pool itself is the one both
+SQL stores share: :class:`webhooks_emitter.stores._sql.Pool`.)
 
 Private to :mod:`webhooks_emitter.stores.postgres`; imports psycopg only when a connection is
 made or checked (importing the package never loads a driver).
@@ -12,9 +13,10 @@ import os
 import re
 import select
 import threading
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._sql import keep_forever
 
 if TYPE_CHECKING:
     import psycopg
@@ -22,10 +24,6 @@ if TYPE_CHECKING:
     Conn = psycopg.Connection[tuple[Any, ...]]
 
 logger = logging.getLogger("webhooks_emitter.stores.postgres")
-
-#: Connections a forked child inherited: kept referenced so that they are never closed
-#: (nor finalized) in the child, which would end the parent's sessions.
-_INHERITED: list[Any] = []
 
 _PASSWORD_KV = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
 #: What libpq's parse errors quote of their own (the character they looked for), unlike
@@ -37,6 +35,14 @@ def _idle_status() -> Any:
     import psycopg.pq
 
     return psycopg.pq.TransactionStatus.IDLE
+
+
+def reusable(conn: Conn) -> bool:
+    """Whether a connection given back after a call may serve the next one: open, unbroken
+    and outside any transaction (one left open would carry a call's locks into the next)."""
+    return not (conn.closed or conn.broken) and (
+        conn.info.transaction_status == _idle_status()
+    )
 
 
 def redact(conninfo: str) -> str:
@@ -151,108 +157,6 @@ def close_quietly(conn: Optional[Conn]) -> None:
         pass
 
 
-class Pool:
-    """A few connections, shared by threads; broken ones are dropped and replaced."""
-
-    def __init__(self, connect: Callable[[float], Conn], size: int) -> None:
-        self._connect = connect
-        self._size = size
-        self._cond = threading.Condition(threading.Lock())
-        self._idle: list[Conn] = []
-        self._all: list[Conn] = []  # every open connection (idle or lent)
-        self._opening = 0  # connects under way
-        self.pid = os.getpid()
-
-    def get(self, deadline: float) -> Conn:
-        """A connection, waiting until ``deadline`` (monotonic) for one; raises TimeoutError."""
-        while True:
-            conn: Optional[Conn]
-            with self._cond:
-                while True:
-                    if self._idle:
-                        conn = self._idle.pop()
-                        break
-                    if len(self._all) + self._opening < self._size:
-                        self._opening += 1
-                        conn = None
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"all {self._size} connections of the store stayed busy"
-                        )
-                    self._cond.wait(remaining)
-            if conn is None:
-                try:
-                    conn = self._connect(deadline)
-                except BaseException:
-                    with self._cond:
-                        self._opening -= 1
-                        self._cond.notify()
-                    raise
-                with self._cond:
-                    self._opening -= 1
-                    self._all.append(conn)
-                return conn
-            if looks_alive(conn):
-                return conn
-            self.discard(conn)
-
-    def put(self, conn: Conn) -> None:
-        """Give back a connection after a call; a broken one is closed instead."""
-        if (
-            conn.closed
-            or conn.broken
-            or conn.info.transaction_status != _idle_status()
-            or os.getpid() != self.pid
-        ):
-            self.discard(conn)
-            return
-        with self._cond:
-            if conn in self._all:
-                self._idle.append(conn)
-                self._cond.notify()
-                return
-        conn.close()  # the pool was closed while it was lent
-
-    def discard(self, conn: Conn) -> None:
-        """Close and forget a connection (one that failed, or looked dead)."""
-        with self._cond:
-            if conn in self._all:
-                self._all.remove(conn)
-            if conn in self._idle:
-                self._idle.remove(conn)
-            self._cond.notify()
-        if os.getpid() != self.pid:
-            _INHERITED.append(conn)  # a forked child's: never closed, never finalized
-            return
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - it is broken already
-            pass
-
-    def close(self) -> None:
-        """Close the idle connections; lent ones are closed when given back."""
-        with self._cond:
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                self._all.remove(conn)
-            lent, self._all = self._all, []
-        if os.getpid() != self.pid:
-            _INHERITED.extend(idle + lent)
-            return
-        for conn in idle:
-            conn.close()
-        # Lent connections: put() sees them gone from _all and closes them.
-
-    def abandon(self) -> None:
-        """In a forked child: forget every connection, never closing one."""
-        # No lock: the child has one thread, and the parent may have held the lock at fork.
-        _INHERITED.extend(self._all)
-        self._all = []
-        self._idle = []
-
-
 class SessionLock:
     """One connection of the store's own that holds a session-level advisory lock, ``key``,
     for as long as this process lives and the store is open.
@@ -305,7 +209,7 @@ class SessionLock:
             conn, self._conn = self._conn, None
         if os.getpid() != self.pid:
             if conn is not None:
-                _INHERITED.append(conn)
+                keep_forever(conn)
             return
         close_quietly(conn)
 
@@ -313,7 +217,7 @@ class SessionLock:
         """In a forked child: forget the parent's session, never closing it."""
         # No lock: the child has one thread, and the parent may have held it at fork.
         if self._conn is not None:
-            _INHERITED.append(self._conn)
+            keep_forever(self._conn)
         self._conn = None
 
 

@@ -15,12 +15,11 @@ deploys): :data:`COMPATIBLE_FROM` says which releases may still use them.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import logging
-import re
 from typing import TYPE_CHECKING, Optional
 
 from ._base import StoreError
+from ._sql import load_queries, read_resource
 
 if TYPE_CHECKING:
     from ._pg_pool import Conn
@@ -36,24 +35,18 @@ COMPATIBLE_FROM = 1
 #: poll() counts an emitter's queued (and failed) events up to this many.
 POLL_COUNT_LIMIT = 1000
 
-_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_PACKAGE = __package__ or "webhooks_emitter.stores"
 
 
 def load_sql(name: str, schema: str) -> str:
     """The text of ``sql/<name>`` for ``schema`` (``__SCHEMA__`` replaced, quoted)."""
-    package = __package__ or "webhooks_emitter.stores"
-    text = importlib.resources.files(package).joinpath("sql").joinpath(name).read_text()
-    return text.replace("__SCHEMA__", f'"{schema}"')
+    return read_resource(_PACKAGE, f"sql/{name}", {"__SCHEMA__": f'"{schema}"'})
 
 
 def queries(schema: str) -> dict[str, str]:
-    """The named queries of ``sql/postgres_queries.sql`` for ``schema``."""
-    text = load_sql("postgres_queries.sql", schema)
-    parts = _QUERY_NAME.split(text)
-    found = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        found[name] = "\n".join(lines).strip().rstrip(";").rstrip()
+    """The named queries of ``sql/postgres_queries.sql`` for ``schema``, read by the loader
+    both SQL stores share (each statement one line), fragments spliced in."""
+    found = load_queries(_PACKAGE, "sql/postgres_queries.sql", {"__SCHEMA__": f'"{schema}"'})
     # Fragments, spliced into the queries that use them.
     holder_gone = found.pop("holder_gone")
     async_commit = found.pop("async_commit")

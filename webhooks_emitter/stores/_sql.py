@@ -8,15 +8,21 @@
     database connection's close path run in the child would act on a socket or file its
     parent still uses (SQLite's locks, PostgreSQL's session). They are kept referenced until
     the process ends, and the child makes its own.
+    A pool may be bounded by ``size`` (PostgreSQL's connections are a server resource,
+    SQLite's are not): :meth:`Pool.take` then waits, until a deadline, for one given back.
+    It may check (``check``) an idle connection before handing it out, so that one the
+    server closed meanwhile is replaced rather than failing the caller's call.
 ``parse_queries`` / ``load_queries``
     Statements kept in a ``.sql`` file of the package, each in a section that starts with a
     ``-- name: NAME`` line. Each statement becomes one line with single spaces (so a driver's
-    statement cache sees one string per statement), comment lines dropped.
+    statement cache sees one string per statement), comment lines dropped. Placeholders in
+    the text (PostgreSQL's ``__SCHEMA__``) may be substituted before parsing.
 
-Usage (the SQLite store; the PostgreSQL store is meant to adopt the same)::
+Usage (both stores)::
 
-    pool = Pool(connect, close, on_fork=reset_my_locks)
-    conn = pool.take()
+    pool = Pool(connect, close, on_fork=reset_my_locks)          # SQLite: unbounded
+    pool = Pool(connect, close, size=4, check=looks_alive)       # PostgreSQL
+    conn = pool.take(deadline)
     try:
         ...
     finally:
@@ -30,9 +36,10 @@ import importlib.resources
 import os
 import re
 import threading
-from typing import Callable, Generic, Optional, TypeVar
+import time
+from typing import Callable, Generic, Mapping, Optional, TypeVar
 
-__all__ = ["Pool", "keep_forever", "load_queries", "parse_queries"]
+__all__ = ["Pool", "keep_forever", "load_queries", "parse_queries", "read_resource"]
 
 C = TypeVar("C")
 
@@ -83,13 +90,26 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-def load_queries(package: str, resource: str) -> dict[str, str]:
-    """:func:`parse_queries` of the file ``resource`` (a ``/``-separated path) of
-    ``package``, read once by the caller (typically when its module is imported)."""
+def read_resource(
+    package: str, resource: str, substitute: Optional[Mapping[str, str]] = None
+) -> str:
+    """The text of the file ``resource`` (a ``/``-separated path) of ``package``, each key
+    of ``substitute`` replaced by its value."""
     node = importlib.resources.files(package)
     for part in resource.split("/"):
         node = node.joinpath(part)
-    return parse_queries(node.read_text(encoding="utf-8"))
+    text = node.read_text(encoding="utf-8")
+    for placeholder, value in (substitute or {}).items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def load_queries(
+    package: str, resource: str, substitute: Optional[Mapping[str, str]] = None
+) -> dict[str, str]:
+    """:func:`parse_queries` of :func:`read_resource` ``(package, resource, substitute)``,
+    read once by the caller (when its module is imported, or its store made)."""
+    return parse_queries(read_resource(package, resource, substitute))
 
 
 class Pool(Generic[C]):
@@ -104,6 +124,11 @@ class Pool(Generic[C]):
         on_fork: called once in a forked child, at its first use of the pool (or at
             :meth:`after_fork`), after the inherited connections were set aside: reset
             there what the caller keeps beside the pool (its own locks, say).
+        size: the most connections open at once (idle or in use, connects under way
+            counted); None: no bound.
+        check: whether an idle connection is still fit for use (called before handing it
+            out, so it should cost no round trip); one that is not is closed and another
+            taken or made. None: no check.
 
     Attributes:
         connections: every connection of this process the pool made and has not closed
@@ -116,12 +141,21 @@ class Pool(Generic[C]):
         close: Callable[[C], None],
         *,
         on_fork: Optional[Callable[[], None]] = None,
+        size: Optional[int] = None,
+        check: Optional[Callable[[C], bool]] = None,
     ) -> None:
+        if size is not None and size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
         self._connect = connect
         self._close = close
         self._on_fork = on_fork
+        self._size = size
+        self._check = check
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # Signalled when a bounded pool gets a connection back or a place free.
+        self._freed = threading.Condition(self._lock)
+        self._opening = 0  # connects under way (counted against size)
         self.connections: list[C] = []
         self._idle: list[C] = []  # LIFO: the warmest first
         # id -> the pool's epoch when it was made (close() moves the epoch on, so that
@@ -129,20 +163,65 @@ class Pool(Generic[C]):
         self._born: dict[int, int] = {}
         self._epoch = 0
 
-    def take(self) -> C:
-        """An idle connection, or a new one.
+    def take(self, deadline: Optional[float] = None) -> C:
+        """An idle connection, or a new one; a bounded pool whose connections are all in
+        use waits for one given back until ``deadline`` (``time.monotonic()``; None: no
+        wait, as if it had passed).
 
         Raises:
+            TimeoutError: a bounded pool had none free by ``deadline``.
             Whatever ``connect`` raises.
         """
         if self._pid != os.getpid():
             self.after_fork()
-        try:
-            return self._idle.pop()  # atomic: no lock on the hot path
-        except IndexError:
-            pass
+        if self._size is not None:
+            return self._take_bounded(deadline)
+        while True:
+            try:
+                conn = self._idle.pop()  # atomic: no lock on the hot path
+            except IndexError:
+                break
+            if self._check is None or self._check(conn):
+                return conn
+            self.discard(conn)
         conn = self._connect()
         with self._lock:
+            self.connections.append(conn)
+            self._born[id(conn)] = self._epoch
+        return conn
+
+    def _take_bounded(self, deadline: Optional[float]) -> C:
+        while True:
+            conn: Optional[C] = None
+            with self._freed:
+                while True:
+                    if self._idle:
+                        conn = self._idle.pop()
+                        break
+                    if len(self.connections) + self._opening < (self._size or 0):
+                        self._opening += 1
+                        break
+                    remaining = 0.0 if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"all {self._size} connections of the store stayed busy")
+                    self._freed.wait(remaining)
+            if conn is None:
+                return self._open_counted()
+            if self._check is None or self._check(conn):
+                return conn
+            self.discard(conn)  # frees its place; the loop takes or makes another
+
+    def _open_counted(self) -> C:
+        """Make a connection in the place reserved by ``_opening``."""
+        try:
+            conn = self._connect()
+        except BaseException:
+            with self._freed:
+                self._opening -= 1
+                self._freed.notify()
+            raise
+        with self._freed:
+            self._opening -= 1
             self.connections.append(conn)
             self._born[id(conn)] = self._epoch
         return conn
@@ -154,16 +233,22 @@ class Pool(Generic[C]):
         if born is None:
             return  # inherited from before a fork: never reused, never closed
         if reusable and born == self._epoch:
-            self._idle.append(conn)
+            if self._size is None:
+                self._idle.append(conn)
+                return
+            with self._freed:
+                self._idle.append(conn)
+                self._freed.notify()
         else:
             self.discard(conn)
 
     def discard(self, conn: C) -> None:
         """Close ``conn`` (taken from this pool and not given back) and forget it."""
-        with self._lock:
+        with self._freed:
             if self._born.pop(id(conn), None) is None:
                 return
             self.connections.remove(conn)
+            self._freed.notify()
         try:
             self._close(conn)
         except Exception:  # noqa: BLE001 - closing what failed; nothing more to do
@@ -190,6 +275,8 @@ class Pool(Generic[C]):
             return
         # The lock may have been held by a thread that does not exist here: made anew.
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._opening = 0
         for conn in self.connections:
             keep_forever(conn)
         self.connections = []

@@ -10,6 +10,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any, Optional
 
+from .. import _validate
 from ._base import (
     EmitterState,
     FailedEvent,
@@ -337,6 +338,18 @@ class MemoryStore(Store):
 
     # -- dead letters ------------------------------------------------------------------------------
 
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        limit = _validate.integer("limit", limit, minimum=0)
+        lane = self._lanes.get(emitter_id)
+        if lane is None or limit == 0:
+            return []
+        with lane.lock:
+            # Fetched events are older than every pending one, but a trimmed window may
+            # leave them out of seq order: sorted, as a durable store's ORDER BY seq.
+            events = sorted([*lane.fetched.values(), *lane.pending], key=lambda e: e.seq)
+            # Copies, taken under the lock: the engine changes its events in place.
+            return [_copy(event) for event in events[:limit]]
+
     def failed(self, emitter_id: str, limit: int = 100) -> list[FailedEvent]:
         lane = self._lanes.get(emitter_id)
         if lane is None:
@@ -394,3 +407,12 @@ class MemoryStore(Store):
             lane.fetched.clear()
             lane.failed.clear()
         return count
+
+
+def _copy(event: StoredEvent) -> StoredEvent:
+    """A copy of ``event`` that shares nothing mutable with it."""
+    return StoredEvent(
+        event.seq, event.emitter_id, event.event, event.request_id, event.body,
+        event.ordering_key, event.attempts, event.next_at, event.emitted_at,
+        event.status_code, event.error, event.trace_context,
+    )

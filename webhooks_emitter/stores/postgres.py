@@ -13,8 +13,10 @@ and emitter: queued, or failed when given up; delivered rows are deleted), ``emi
 ``_pg_schema.py``
     the schema: versions, creation and upgrades, the named queries;
 ``_pg_pool.py``
-    the store's own connections (the pool, the session that vouches for its leases) and
-    what keeps passwords out of messages;
+    the store's own connections (their health check, the session that vouches for its
+    leases) and what keeps passwords out of messages; the pool is ``_sql.Pool``, the one
+    both SQL stores share (bounded here by ``pool_size``), and the named queries are read
+    by ``_sql.load_queries``, as the SQLite store's are;
 ``_pg_notify.py``
     LISTEN and the wake-up of a waiting worker;
 ``_pg_caller.py``
@@ -124,6 +126,7 @@ import weakref
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
+from .. import _validate
 from ._base import (
     EmitterState,
     FailedEvent,
@@ -138,12 +141,14 @@ from ._pg_caller import CallerWriter, is_driver_error
 from ._pg_notify import NOTIFY_EVERY, Listener, channel_of
 from ._pg_pool import (
     _PASSWORD_KV,
-    Pool,
     SessionLock,
+    close_quietly,
     first_line,
+    looks_alive,
     parse_problem,
     redact,
     redact_loosely,
+    reusable,
     server_name,
 )
 from ._pg_room import RoomCheck
@@ -157,6 +162,7 @@ from ._pg_schema import (
     queries,
     read_version,
 )
+from ._sql import Pool
 
 if TYPE_CHECKING:
     import psycopg
@@ -242,8 +248,8 @@ class PostgresStore(Store):
                 f"schema must be a lowercase SQL identifier (a-z, 0-9, _; not starting with a "
                 f"digit or pg_; at most 63 characters), got {schema!r}"
             )
-        self.lease_timeout = _seconds("lease_timeout", lease_timeout)
-        self.timeout = _seconds("timeout", timeout)
+        self.lease_timeout = _validate.number("lease_timeout", lease_timeout, strict=True)
+        self.timeout = _validate.number("timeout", timeout, strict=True)
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, not {type(create).__name__}")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int):
@@ -292,7 +298,14 @@ class PostgresStore(Store):
         """State that belongs to one process (made again in a forked child)."""
         self._pid = os.getpid()
         self._open_lock = threading.Lock()
-        self._pool = Pool(self._connect, self.pool_size)
+        # Each connect is bounded by the store's timeout on its own: the wait for a place
+        # in the pool before it is bounded by the call's deadline.
+        self._pool: Pool[Conn] = Pool(
+            lambda: self._connect(time.monotonic() + self.timeout),
+            close_quietly,
+            size=self.pool_size,
+            check=looks_alive,
+        )
         self._listener = Listener(
             self._connect, self.channel, self.describe, self._scrub, self.open
         )
@@ -373,7 +386,7 @@ class PostgresStore(Store):
         pool = self._pool
         for attempt in (1, 2):
             try:
-                conn = pool.get(deadline)
+                conn = pool.take(deadline)
             except (TimeoutError, psycopg.Error, OSError) as exc:
                 raise self._error(what, exc) from exc
             try:
@@ -390,7 +403,7 @@ class PostgresStore(Store):
                     continue
                 raise self._error(what, exc) from exc
             finally:
-                pool.put(conn)
+                pool.give(conn, reusable(conn))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(
@@ -479,7 +492,7 @@ class PostgresStore(Store):
 
     def after_fork(self) -> None:
         """In a forked child: forget (never close) the parent's connections; open new ones."""
-        self._pool.abandon()
+        self._pool.after_fork()  # sets the parent's connections aside, never closed
         self._session.abandon()
         self._listener.abandon()
         self._setup_process()
@@ -684,14 +697,24 @@ class PostgresStore(Store):
             {"emitter_id": emitter_id, "token": self._token(lease), "skip": list(skip),
              "limit": limit},
         )
-        events = []
-        for (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
-             status_code, error, trace_context) in rows:
-            events.append(StoredEvent(
-                seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
-                next_at, emitted_at, status_code, error, trace_context,
-            ))
-        return events
+        return [self._event(emitter_id, row) for row in rows]
+
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        limit = _validate.integer("limit", limit, minimum=0)
+        if limit == 0:
+            return []
+        rows = self._query("queued_events", {"emitter_id": emitter_id, "limit": limit})
+        return [self._event(emitter_id, row) for row in rows]
+
+    @staticmethod
+    def _event(emitter_id: str, row: Row) -> StoredEvent:
+        """A StoredEvent from a row of the ``fetch`` or ``queued_events`` query."""
+        (seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+         status_code, error, trace_context) = row
+        return StoredEvent(
+            seq, emitter_id, event, request_id, bytes(body), ordering_key, attempts,
+            next_at, emitted_at, status_code, error, trace_context,
+        )
 
     def _params(self, kind: str, lease: Lease, event: StoredEvent, now: float = 0.0
                 ) -> dict[str, Any]:
@@ -858,14 +881,6 @@ class PostgresStore(Store):
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _utc(seconds: float) -> datetime.datetime:

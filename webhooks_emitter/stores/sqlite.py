@@ -57,7 +57,6 @@ uses).
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import sqlite3
 import stat
@@ -65,6 +64,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Optional, Union
 
+from .. import _validate
 from . import _holders, _sql
 from ._base import (
     EmitterState,
@@ -103,14 +103,6 @@ def _load_queries() -> dict[str, str]:
 
 
 _QUERIES = _load_queries()
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
 
 
 def _padded(ids: list[str]) -> Iterator[tuple[str, list[str]]]:
@@ -195,8 +187,8 @@ class SQLiteStore(Store):
         # the lock file (closing a second one would drop the locks: see _holders).
         self._leases_path = os.path.realpath(self.path) + "-leases"
         self.synchronous = synchronous.lower()
-        self.lease_timeout = _positive("lease_timeout", lease_timeout)
-        self.timeout = _positive("timeout", timeout)
+        self.lease_timeout = _validate.number("lease_timeout", lease_timeout, strict=True)
+        self.timeout = _validate.number("timeout", timeout, strict=True)
         self.create = create
         self._q = _QUERIES
         self._file = SQLiteFile(
@@ -523,6 +515,19 @@ class SQLiteStore(Store):
             return events
 
         return self._run("fetch events", work, READ)
+
+    def queued_events(self, emitter_id: str, limit: int = 20) -> list[StoredEvent]:
+        limit = _validate.integer("limit", limit, minimum=0)
+        if limit == 0:
+            return []
+
+        def work(cur: sqlite3.Cursor) -> list[StoredEvent]:
+            # The fetch query names no lease in this store (begin_try checks it): the same
+            # plain read, in no transaction and under no write lock.
+            rows = cur.execute(self._q["fetch"], (emitter_id, limit)).fetchall()
+            return [self._event(emitter_id, row) for row in rows]
+
+        return self._run("read the queued events", work, READ)
 
     @staticmethod
     def _event(emitter_id: str, row: Sequence[Any]) -> StoredEvent:

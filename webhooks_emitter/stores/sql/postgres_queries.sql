@@ -290,6 +290,15 @@ WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL AND seq <> ALL(%(skip)s:
 ORDER BY emitter_id, seq
 LIMIT %(limit)s;
 
+-- name: queued_events
+-- What an operator looks at (the dashboard): the oldest queued events, under no lease.
+SELECT seq, event, request_id, body, ordering_key, attempts, next_at, emitted_at,
+    status_code, error, trace_context
+FROM __SCHEMA__.events
+WHERE emitter_id = %(emitter_id)s AND failed_at IS NULL
+ORDER BY emitter_id, seq
+LIMIT %(limit)s;
+
 -- name: async_commit
 -- In the RETURNING clause of the delivery-state writes below (begin_try and the outcomes):
 -- for each row written, makes the statement's transaction (autocommit: the statement's
