@@ -6,9 +6,8 @@ without us (Ctrl-C twice interrupts a slow shutdown), and the program's own hand
 back once the command returns. Only the main thread may set handlers; elsewhere the helper
 does nothing and the caller stops by other means (a ``threading.Event``).
 
-:func:`exit_on_sigterm` is ``configure(handle_sigterm=True)``'s handler, kept here so that
-every handler this package installs lives in one module (``_hub`` may import it in place of
-its own ``install_sigterm_handler``, which does the same).
+:func:`exit_on_sigterm` is ``configure(handle_sigterm=True)``'s handler (``_hub`` installs
+it), kept here so that every handler this package installs lives in one module.
 """
 
 from __future__ import annotations

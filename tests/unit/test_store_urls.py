@@ -20,6 +20,7 @@ from flask import Flask
 from webhooks_emitter import WebhooksEmitter, cli, stores
 from webhooks_emitter._settings import settings_from_mapping
 from webhooks_emitter.contrib.flask import Webhooks
+from webhooks_emitter.stores.postgres import PostgresStore
 
 PASSWORD = "Pw7qXk2Lz"
 
@@ -34,7 +35,17 @@ MALFORMED = {
     "no // after the scheme": f"postgresql:app:{PASSWORD}@db.internal/app",
     "unknown scheme": f"mysql://app:{PASSWORD}@db.internal/app",
     "a space in it": f"postgresql://app:{PASSWORD}@db.internal/app name",
+    # Python ends the user info at the first '/', '?' or '#' and at the last '@'; libpq
+    # reads on: what one hides as the password, the other shows as host, port or database.
+    "a / in the password": f"postgresql://app:Pa/{PASSWORD}@127.0.0.1:1/db",
+    "a / after digits in the password": f"postgresql://app:12345/{PASSWORD}@127.0.0.1:1/db",
+    "a ? in the password": f"postgresql://app:Pa?{PASSWORD}@127.0.0.1:1/db",
+    "an unencoded @ in the password": f"postgresql://app:x@{PASSWORD}@127.0.0.1:1/db",
 }
+
+#: The URLs that only the user info's delimiters make unreadable.
+DELIMITERS = [url for name, url in MALFORMED.items() if "in the password" in name
+              and "%zz" not in name]
 
 
 def rendered(exc: BaseException) -> str:
@@ -93,6 +104,27 @@ def test_a_malformed_store_url_is_refused_without_its_password(
     message, repr and traceback (its chain included) never show the password."""
     exc = refusal(lambda: path(url))
     assert PASSWORD not in rendered(exc)
+
+
+@pytest.mark.parametrize("url", DELIMITERS)
+def test_the_store_itself_refuses_a_password_with_unencoded_delimiters(url: str) -> None:
+    """``PostgresStore(url)`` refuses a URL whose user info holds an unencoded '/', '?',
+    '#' or '@' before connecting, saying to percent-encode them, without the password."""
+    exc = refusal(lambda: PostgresStore(url, timeout=0.5))
+    assert "percent-encoded" in str(exc)
+    assert PASSWORD not in rendered(exc)
+
+
+def test_a_missing_sqlite_files_hint_names_it_with_four_slashes(tmp_path: Path) -> None:
+    """The "run migrate" hint of a store opened with create=False names the absolute file
+    as ``sqlite:////...``, which the migrate command reads back as that same file."""
+    path = tmp_path / "absent.db"
+    with pytest.raises(stores.StoreError) as caught:
+        stores.SQLiteStore(str(path), create=False).open()
+    hint = str(caught.value)
+    url = hint.split("--store ", 1)[1].split("`", 1)[0]
+    assert url == f"sqlite:///{path}" and url.startswith("sqlite:////"), hint
+    assert stores.check_url(url) == ("sqlite", str(path))
 
 
 @pytest.mark.parametrize("url", MALFORMED.values(), ids=list(MALFORMED))

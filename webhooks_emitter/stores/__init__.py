@@ -17,6 +17,7 @@ from typing import Any
 
 from .._redaction import hide_passwords, scrub_exception
 from ._base import EmitterState, FailedEvent, Store, StoreError
+from ._pg_pool import userinfo_problem
 from .memory import MemoryStore
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
@@ -112,6 +113,10 @@ def _check_postgres(url: str, shown: str) -> None:
             f"store URL {shown!r} has a '%' that is not followed by two hex digits (write a "
             "'%' in a password as %25)"
         )
+    problem = userinfo_problem(url)
+    if problem is not None:
+        raise ValueError(f"store URL is not a valid postgresql:// URL ({problem}); it is not "
+                         "repeated here, as it may hold a password")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port

@@ -45,6 +45,27 @@ def reusable(conn: Conn) -> bool:
     )
 
 
+def userinfo_problem(url: str) -> Optional[str]:
+    """Why a ``postgresql://`` URL's user info cannot be read safely, or None.
+
+    A password holding ``/``, ``?``, ``#`` or ``@`` unencoded ends the user info early for
+    one reader (Python's ``urlsplit``) and not for another (libpq), so what one hides as the
+    password the other shows as a host, a port or a database name. Such a URL is refused,
+    and the message never repeats it.
+    """
+    rest = url.partition("://")[2]
+    if "@" not in rest:
+        return None
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:end]
+    if "@" in rest[end:] or authority.count("@") > 1:
+        return (
+            "a '/', '?', '#' or '@' in its user name or password must be percent-encoded "
+            "(%2F, %3F, %23, %40)"
+        )
+    return None
+
+
 def redact(conninfo: str) -> str:
     """``conninfo`` (a URL or ``key=value`` string) with any password replaced by ``***``."""
     if "://" not in conninfo:

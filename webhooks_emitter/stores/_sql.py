@@ -37,7 +37,8 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Generic, Mapping, Optional, TypeVar
+from collections.abc import Mapping
+from typing import Callable, Generic, Optional, TypeVar
 
 __all__ = ["Pool", "keep_forever", "load_queries", "parse_queries", "read_resource"]
 

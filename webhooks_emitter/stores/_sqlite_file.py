@@ -237,7 +237,7 @@ class SQLiteFile:
 
     def migrate_hint(self) -> str:
         """What to run to create or upgrade the schema, for error messages."""
-        url = "sqlite://" + urllib.parse.quote(self.path)
+        url = "sqlite:///" + urllib.parse.quote(self.path)  # four slashes: the path is absolute
         return f"run `webhooks-emitter migrate --store {url}`"
 
     def _lock_writes(self, action: str) -> float:

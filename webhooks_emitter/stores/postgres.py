@@ -150,6 +150,7 @@ from ._pg_pool import (
     redact_loosely,
     reusable,
     server_name,
+    userinfo_problem,
 )
 from ._pg_room import RoomCheck
 from ._pg_schema import (
@@ -257,7 +258,12 @@ class PostgresStore(Store):
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         _load_psycopg()
-        problem = None
+        problem = userinfo_problem(conninfo) if "://" in conninfo else None
+        if problem is not None:
+            raise ValueError(
+                f"conninfo is not a valid postgresql:// URL ({problem}); it is not repeated "
+                "here, as it may hold a password"
+            )
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:

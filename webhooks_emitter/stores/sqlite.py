@@ -532,7 +532,12 @@ class SQLiteStore(Store):
     @staticmethod
     def _event(emitter_id: str, row: Sequence[Any]) -> StoredEvent:
         """A StoredEvent from a row of the ``fetch`` query."""
-        return StoredEvent(row[0], emitter_id, *row[1:10], trace_context=row[10])
+        (seq, event, request_id, body, key, attempts, next_at, emitted_at, status, error,
+         trace) = row
+        return StoredEvent(
+            seq, emitter_id, event, request_id, body, key, attempts, next_at, emitted_at,
+            status, error, trace,
+        )
 
     def _begin_statement(
         self, lease: Lease, event: StoredEvent, now: float
