@@ -64,7 +64,11 @@ def test_an_unparsable_conninfo_is_a_value_error_without_the_password(case: str)
     assert PASSWORD not in said
     assert word.lower() in str(caught.value).lower()
     assert caught.value.__cause__ is None and caught.value.__context__ is None
-    if "://" in conninfo:  # a URL is shown, its password masked, to help find the mistake
+    if "not repeated here" in str(caught.value):
+        # A user info with an unencoded delimiter: where it ends is unclear, so no part of
+        # the URL is shown.
+        assert "percent-encoded" in str(caught.value)
+    elif "://" in conninfo:  # a URL is shown, its password masked, to help find the mistake
         assert ":***@" in str(caught.value)
 
 
