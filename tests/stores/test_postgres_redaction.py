@@ -64,7 +64,7 @@ def test_an_unparsable_conninfo_is_a_value_error_without_the_password(case: str)
     assert PASSWORD not in said
     assert word.lower() in str(caught.value).lower()
     assert caught.value.__cause__ is None and caught.value.__context__ is None
-    if "not repeated here" in str(caught.value):
+    if "://" in conninfo and "not repeated here" in str(caught.value):
         # A user info with an unencoded delimiter: where it ends is unclear, so no part of
         # the URL is shown.
         assert "percent-encoded" in str(caught.value)
