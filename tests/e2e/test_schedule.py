@@ -94,10 +94,11 @@ def test_max_rate_spaces_the_starts_of_tries(hooks, receiver, max_in_flight):
     max_in_flight) start less than 1/10 s apart at the receiver, and no window of 0.5 s
     holds more than 6 starts.
 
-    Each gap is checked with 20 ms of room: the receiver sees a request when it arrives,
-    which on a busy machine is later than the emitter sent it by a few milliseconds (more
-    for the first request of a connection). A burst shows as starts a millisecond or less
-    apart; the window, where that room does not add up, is checked exactly."""
+    Each gap is checked with 40 ms of room: the receiver sees a request when it arrives,
+    which on a busy machine (the suite runs four workers on two cores) is later than the
+    emitter sent it by up to a few tens of milliseconds (23 ms seen), more for the first
+    request of a connection. A burst shows as starts a millisecond or less apart, far below
+    that room; the window, where the room does not add up, is checked exactly."""
     receiver.rule = fail_even_first_tries
     rate = 10.0
     hooks.attach(
@@ -111,7 +112,7 @@ def test_max_rate_spaces_the_starts_of_tries(hooks, receiver, max_in_flight):
     starts = sorted(t.start for t in receiver.tries)
     assert len(starts) == 18  # 12 events, 6 of them tried twice
     spacing = [round(b - a, 4) for a, b in zip(starts, starts[1:])]
-    assert min(spacing) >= 1 / rate - 0.02, spacing
+    assert min(spacing) >= 1 / rate - 0.04, spacing
     window = 0.5
     for index, start in enumerate(starts):
         inside = [s for s in starts[index:] if s < start + window]
