@@ -16,16 +16,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 from inflight_receiver import (
     WAIT,
     Answer,
-    InflightReceiver,
-    LogWatch,
     Results,
     Try,
     arrival_order,
@@ -42,36 +38,6 @@ CLOCK_SLACK = 0.005
 
 
 # -- fixtures and helpers -----------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory:", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each store the engine runs over: memory, and a fresh SQLite file."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/s.db"
-    return str(request.param)
-
-
-@pytest.fixture
-def receiver() -> Iterator[InflightReceiver]:
-    """An in-flight-counting receiver on 127.0.0.1 answering 204 (tests set ``rule``)."""
-    with InflightReceiver() as running:
-        yield running  # type: ignore[misc]
-
-
-@pytest.fixture
-def log() -> Iterator[LogWatch]:
-    """The library's log records, INFO and above, to wait on."""
-    with LogWatch() as watch:
-        yield watch
-
-
-@pytest.fixture
-def hooks(store_url: str, receiver: InflightReceiver) -> Iterator[WebhooksEmitter]:
-    """A WebhooksEmitter over ``store_url``, shut down before the receiver stops."""
-    instance = WebhooksEmitter(exit_timeout=1.0, store=store_url)
-    yield instance
-    instance.shutdown(timeout=2.0)
 
 
 def config(url: str, **fields: Any) -> Config:
