@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import pytest
-from conftest import NetworkFence
 from faultservers import (
     CLOSE,
     HANG,
@@ -32,6 +31,7 @@ from faultservers import (
     closed_port,
     serve,
 )
+from network_fence import NetworkFence
 
 from webhooks_emitter import Config, WebhooksEmitter
 from webhooks_emitter.testing import ReceivedRequest, Receiver

@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from conftest import NetworkFence
 from faultservers import WAIT, Conn, FaultServer, ForwardProxy, Results
+from network_fence import NetworkFence
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
 from webhooks_emitter._transport import Transport, TryOutcome

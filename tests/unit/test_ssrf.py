@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import pytest
-from conftest import NetworkFence
 from faultservers import WAIT, ForwardProxy, Results, closed_port
+from network_fence import NetworkFence
 
 from webhooks_emitter import Config, DeliveryResult, WebhooksEmitter
 from webhooks_emitter._network import NetworkPolicy
